@@ -1,0 +1,243 @@
+"""Experiment configs: one YAML file declares data, outcome, covariates, models, validation and tracking.
+
+Why pydantic with ``extra="forbid"``: a misspelt key (``n_trial:``) silently falling back to a default would run a
+different experiment than the one written down. Every error is turned into one line naming the key at fault
+(``models.xgb.tuning.n_trials: ...``), which the CLI prints with exit status 2.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mbi_predict.errors import ConfigError
+
+#: Prognostic estimator families known to ``mbi_predict.models.prognostic`` (kept here so a config is checked
+#: before any data is read; the model module asserts the two lists agree).
+PROGNOSTIC_ESTIMATORS = ("reference", "elastic_net", "random_forest", "xgboost", "path_risk")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SimulateConfig(_Strict):
+    """The built-in simulated consortium (``mbi_predict.data.simulate.simulate_latent``)."""
+
+    scenario: str = "galante2023"
+    seed: int = 2023
+    n_trials: int = Field(13, ge=1)
+    n: int = Field(2371, ge=40)
+
+
+class DataConfig(_Strict):
+    """Exactly one source: a harmonised table, a consortium spec to harmonise, or the simulator."""
+
+    path: str | None = None
+    spec: str | None = None
+    simulate: SimulateConfig | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataConfig:
+        given = [k for k in ("path", "spec", "simulate") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of path, spec, simulate (got {', '.join(given) or 'none'})")
+        return self
+
+
+class ComparisonConfig(_Strict):
+    """Rows used: every MBI row plus the control rows of this kind, trial by trial."""
+
+    control_type: Literal["passive", "active"] = "passive"
+
+
+class SearchParam(_Strict):
+    """One dimension of an Optuna search space; overrides the family default of the same name."""
+
+    type: Literal["int", "float", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> SearchParam:
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("a categorical search parameter needs a non-empty 'choices' list")
+        else:
+            if self.low is None or self.high is None or not self.low < self.high:
+                raise ValueError("a numeric search parameter needs low < high")
+            if self.log and self.low <= 0:
+                raise ValueError("a log-scaled search parameter needs low > 0")
+        return self
+
+
+class ModelTuning(_Strict):
+    """Per-model Optuna budget. ``n_trials: 0`` means no tuning: the fixed params (or family defaults) are used."""
+
+    n_trials: int = Field(0, ge=0)
+    timeout: float | None = Field(None, gt=0)
+    search_space: dict[str, SearchParam] = Field(default_factory=dict)
+
+
+class ModelConfig(_Strict):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_\-]+$")
+    kind: Literal["prognostic", "effect"] = "prognostic"
+    estimator: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    imputer: Literal["simple", "iterative"] = "simple"
+    tuning: ModelTuning = Field(default_factory=ModelTuning)
+
+    @model_validator(mode="after")
+    def _known_estimator(self) -> ModelConfig:
+        if self.kind == "prognostic" and self.estimator not in PROGNOSTIC_ESTIMATORS:
+            raise ValueError(f"unknown prognostic estimator {self.estimator!r}; use one of "
+                             f"{', '.join(PROGNOSTIC_ESTIMATORS)}")
+        return self
+
+
+class TuningConfig(_Strict):
+    """Settings shared by every model's tuning."""
+
+    inner_folds: int = Field(3, ge=2)
+    #: an Optuna storage URL (e.g. ``sqlite:///optuna.db`` or a PostgreSQL URL) so several workers share studies
+    storage: str | None = None
+
+
+class ValidationConfig(_Strict):
+    scheme: Literal["loto", "kfold"] = "loto"
+    folds: int = Field(5, ge=2)  # K for the internal K-fold scheme
+    min_trial_size: int = Field(20, ge=2)
+    bootstrap: int = Field(200, ge=0)  # B for metrics whose sampling variance has no formula
+    n_jobs: int = 1
+    pooling_method: Literal["REML", "ML", "DL", "PM", "FE"] = "REML"
+    hksj: bool = False  # Hartung-Knapp-Sidik-Jonkman CI for the pooled metrics
+    level: float = Field(0.95, gt=0, lt=1)
+
+    @field_validator("n_jobs")
+    @classmethod
+    def _n_jobs(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError("n_jobs must be a positive number of workers or -1 for all cores")
+        return value
+
+
+class TrackingConfig(_Strict):
+    enabled: bool = True
+    uri: str = "sqlite:///mlflow.db"
+    experiment: str | None = None  # MLflow experiment name; defaults to the config's experiment
+
+
+class ExperimentConfig(_Strict):
+    experiment: str = Field(min_length=1)
+    data: DataConfig
+    outcome: str
+    covariates: list[str] | Literal["all"] = "all"
+    study_traits: list[str] = Field(default_factory=list)
+    comparison: ComparisonConfig = Field(default_factory=ComparisonConfig)
+    models: list[ModelConfig] = Field(min_length=1)
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    tuning: TuningConfig = Field(default_factory=TuningConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    seed: int = Field(0, ge=0)
+
+    @field_validator("models")
+    @classmethod
+    def _unique_names(cls, models: list[ModelConfig]) -> list[ModelConfig]:
+        names = [m.name for m in models]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"model names must be unique; repeated: {', '.join(duplicates)}")
+        return models
+
+    def model(self, name: str) -> ModelConfig:
+        return next(m for m in self.models if m.name == name)
+
+    @property
+    def tracking_experiment(self) -> str:
+        return self.tracking.experiment or self.experiment
+
+
+def _loc_to_key(loc: tuple[Any, ...], raw: Any) -> str:
+    """Turn pydantic's location into a dotted key, naming list items by their model name where there is one."""
+    parts: list[str] = []
+    node = raw
+    for item in loc:
+        if isinstance(item, int) and isinstance(node, list) and item < len(node):
+            node = node[item]
+            name = node.get("name") if isinstance(node, dict) else None
+            parts.append(str(name) if name else str(item))
+            continue
+        parts.append(str(item))
+        node = node.get(item) if isinstance(node, dict) else None
+    return ".".join(p for p in parts if not p.startswith("function-") and p not in ("literal['all']",
+                                                                                     "list[str]"))
+
+
+def _one_line(error: ValidationError, raw: Any, source: str | None) -> ConfigError:
+    first = error.errors()[0]
+    key = _loc_to_key(tuple(first["loc"]), raw) or "(top level)"
+    message = first["msg"].removeprefix("Value error, ")
+    more = f" (and {error.error_count() - 1} more problems)" if error.error_count() > 1 else ""
+    return ConfigError(f"{key}: {message}{more}", file=source)
+
+
+def parse_config(raw: Any, *, source: str | None = None) -> ExperimentConfig:
+    """Validate a config mapping; raise a one-line `ConfigError` naming the first bad key."""
+    if not isinstance(raw, dict):
+        raise ConfigError("an experiment config must be a YAML mapping of keys to values", file=source)
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise _one_line(exc, raw, source) from None
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Read and validate a YAML experiment config; relative data paths are resolved against the config's folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("config file not found", file=str(path))
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"not valid YAML{where}", file=str(path)) from None
+    config = parse_config(raw, source=str(path))
+    return _resolve_paths(config, path.parent)
+
+
+def _resolve_paths(config: ExperimentConfig, base: Path) -> ExperimentConfig:
+    data = config.data
+    updates = {}
+    for key in ("path", "spec"):
+        value = getattr(data, key)
+        if value is not None and not Path(value).is_absolute() and not Path(value).exists():
+            updates[key] = str(base / value)
+    if not updates:
+        return config
+    return config.model_copy(update={"data": data.model_copy(update=updates)})
+
+
+def flatten_config(config: ExperimentConfig) -> dict[str, str]:
+    """The config as flat ``a.b.c -> value`` strings (models keyed by name), e.g. for MLflow params."""
+    dumped = config.model_dump(mode="json")
+    dumped["models"] = {m["name"]: {k: v for k, v in m.items() if k != "name"} for m in dumped["models"]}
+    flat: dict[str, str] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict) and node:
+            for key, value in node.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), value)
+        else:
+            if isinstance(node, float) and not math.isfinite(node):
+                node = str(node)
+            flat[prefix] = "" if node is None else str(node)
+
+    walk("", dumped)
+    return flat

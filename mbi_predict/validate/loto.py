@@ -1,0 +1,379 @@
+"""The leave-one-trial-out engine: plan folds, run one job per (model, held-out trial), collect per-trial metrics.
+
+Why this shape:
+* The data are loaded, checked and put into model-ready form ONCE (`prepare_data`); every fold gets row indices.
+* Everything fitted (imputer, scaler, encoder, tuning, model) lives in one sklearn Pipeline built per fold from the
+  training trials' rows only. The held-out trial only ever reaches `predict`.
+* A fold job is a plain function of (job, data) returning a `FoldResult`, so joblib can run jobs in parallel (or on
+  a Dask cluster through joblib's backend) and results are identical whatever ``n_jobs``: each job's randomness is
+  seeded from the config seed, the model and the held-out trial, never from the order jobs run in.
+* ``FOLD_RUNNERS`` dispatches on the model's kind: ``prognostic`` predicts outcomes and scores them with
+  `validate.metrics`; ``effect`` fits a CATE model (`models.effect.make_effect_model`) and scores predicted benefit
+  with `validate.benefit.per_trial_benefit_metrics`. A new kind is one new function in that table.
+* ITT: participants with a missing outcome stay in the table; they are excluded from fitting and from that outcome's
+  metrics but counted (``n_missing_outcome``) and still get a prediction.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedKFold
+from sklearn.utils._param_validation import InvalidParameterError
+
+from mbi_predict.config import ExperimentConfig, ModelConfig
+from mbi_predict.data.schema import (HIGHER_IS_WORSE, STUDY_TRAITS, baseline_of, construct_of,
+                                     present_baseline_covariates)
+from mbi_predict.errors import ConfigError, DataError
+from mbi_predict.models.preprocess import ARM, FeatureSpec, categorical_as_object, make_preprocessor
+from mbi_predict.models.prognostic import FAMILIES, infer_task, make_prognostic_model, predict_outcome
+from mbi_predict.models.tuning import search_space, tune
+from mbi_predict.validate.metrics import MetricValue, trial_metrics
+
+INTERNAL_NOTE = "internal, not external, validation: K-fold over participants of the same trial(s)"
+ITT_NOTE = ("intention-to-treat table: participants with a missing outcome are kept, get predictions, and are "
+            "counted per trial (n_missing_outcome), but are excluded from fitting and from the metrics")
+
+
+# ------------------------------------------------------------------------------------------------------ data
+
+@dataclass(frozen=True)
+class PreparedData:
+    """The comparison's rows in model-ready form, built once per run."""
+
+    X: pd.DataFrame          # covariates + arm
+    y: np.ndarray            # the outcome, NaN where missing
+    trial: np.ndarray        # trial ids (str)
+    participant: np.ndarray  # participant ids (str)
+    arm: np.ndarray          # 0/1
+    outcome: str
+    task: str
+    covariates: tuple[str, ...]
+    features: FeatureSpec
+    control_type: str
+    excluded_trials: tuple[dict[str, Any], ...] = ()
+    outcome_higher_is_worse: bool = True
+
+    @property
+    def n(self) -> int:
+        return len(self.y)
+
+
+def resolve_covariates(frame: pd.DataFrame, covariates: list[str] | str, study_traits: list[str]) -> list[str]:
+    chosen = present_baseline_covariates(frame) if covariates == "all" else list(covariates)
+    for trait in study_traits:
+        if trait not in STUDY_TRAITS and trait not in frame.columns:
+            raise ConfigError(f"study_traits: {trait!r} is not a study-level trait in the data", column=trait)
+    chosen += [t for t in study_traits if t not in chosen]
+    missing = [c for c in chosen if c not in frame.columns]
+    if missing:
+        raise DataError(f"covariate not in the data (columns: {', '.join(map(str, frame.columns[:12]))} ...)",
+                        column=missing[0])
+    if not chosen:
+        raise ConfigError("no covariates: none of the data model's baseline covariates is in the data; list them")
+    return chosen
+
+
+def prepare_data(frame: pd.DataFrame, *, outcome: str, covariates: list[str] | str = "all",
+                 study_traits: list[str] = (), control_type: str = "passive") -> PreparedData:
+    """Select the comparison's rows (MBI + controls of ``control_type``) and check the outcome and covariates."""
+    if outcome not in frame.columns:
+        raise DataError("outcome is not a column of the data", column=outcome)
+    if outcome in (covariates if isinstance(covariates, list) else []):
+        raise ConfigError("the outcome cannot also be a covariate", column=outcome)
+    chosen = resolve_covariates(frame, covariates, list(study_traits))
+    chosen = [c for c in chosen if c not in (outcome, ARM)]
+    values = pd.to_numeric(frame[outcome], errors="coerce")
+    if frame[outcome].notna().sum() != values.notna().sum():
+        raise DataError("outcome must be numeric", column=outcome)
+    rows = (frame["arm"] == 1) | (frame["control_type"] == control_type)
+    data = frame.loc[rows].copy()
+    excluded = []
+    for trial_id, trial_rows in data.groupby("trial_id", sort=True):
+        if trial_rows["arm"].nunique() < 2:
+            excluded.append({"trial_id": str(trial_id), "n": int(len(trial_rows)),
+                             "reason": f"no {control_type} control arm: the trial does not enter this comparison"})
+    data = data.loc[~data["trial_id"].isin([e["trial_id"] for e in excluded])].reset_index(drop=True)
+    if data.empty:
+        raise DataError(f"no trial has both an MBI arm and a {control_type} control arm")
+    y = pd.to_numeric(data[outcome], errors="coerce").to_numpy(dtype=float)
+    observed = y[np.isfinite(y)]
+    if observed.size == 0 or np.ptp(observed) == 0:
+        raise DataError("outcome has no variance in the analysed rows (constant or missing throughout)",
+                        column=outcome)
+    task = infer_task(data, outcome)
+    numeric_like = [c for c in chosen if pd.api.types.is_numeric_dtype(data[c])]
+    categorical = [c for c in chosen if c not in numeric_like]
+    data = categorical_as_object(data, categorical)
+    X = data[chosen + [ARM]].copy()
+    X[ARM] = X[ARM].astype(float)
+    for column in numeric_like:
+        X[column] = X[column].astype(float)
+    baseline = baseline_of(outcome)
+    construct = construct_of(outcome)
+    worse_up = outcome.startswith("deteriorated_") or HIGHER_IS_WORSE.get(construct or "", True)
+    return PreparedData(X=X, y=y, trial=data["trial_id"].astype(str).to_numpy(),
+                        participant=data["participant_id"].astype(str).to_numpy(),
+                        arm=data["arm"].to_numpy(dtype=int), outcome=outcome, task=task, covariates=tuple(chosen),
+                        features=FeatureSpec.from_frame(X, chosen, baseline), control_type=control_type,
+                        excluded_trials=tuple(excluded), outcome_higher_is_worse=bool(worse_up))
+
+
+# ----------------------------------------------------------------------------------------------------- folds
+
+@dataclass(frozen=True)
+class Fold:
+    label: str            # the held-out trial id (or fold_<k> under K-fold)
+    train: np.ndarray     # row indices the fold may fit on
+    test: np.ndarray      # row indices that only get predictions
+
+
+@dataclass(frozen=True)
+class FoldPlan:
+    scheme: str
+    folds: tuple[Fold, ...]
+    skipped: tuple[dict[str, Any], ...]
+    note: str
+    trials: tuple[dict[str, Any], ...]  # every analysed trial with its n and n_missing_outcome
+
+
+def derive_seed(seed: int, *parts: Any) -> int:
+    """A 31-bit seed from the config seed and stable labels (crc32, not hash(), which is salted per process)."""
+    words = [int(seed)] + [zlib.crc32(str(p).encode()) for p in parts]
+    return int(np.random.SeedSequence(words).generate_state(1)[0] % (2**31 - 1))
+
+
+def plan_folds(data: PreparedData, *, scheme: str = "loto", n_folds: int = 5, min_trial_size: int = 20,
+               seed: int = 0) -> FoldPlan:
+    """Which trials are held out, which are reported and skipped, and why."""
+    observed = np.isfinite(data.y)
+    trials, skipped = [], [dict(e) for e in data.excluded_trials]
+    eligible = []
+    for trial_id in sorted(np.unique(data.trial)):
+        rows = data.trial == trial_id
+        n_obs, n_all = int((rows & observed).sum()), int(rows.sum())
+        trials.append({"trial_id": trial_id, "n": n_all, "n_observed": n_obs, "n_missing_outcome": n_all - n_obs})
+        if n_obs == 0:
+            skipped.append({"trial_id": trial_id, "n": n_all, "reason": "outcome missing for every participant"})
+        elif n_obs < min_trial_size:
+            skipped.append({"trial_id": trial_id, "n": n_all, "reason": f"only {n_obs} participants with an observed "
+                            f"outcome (min_trial_size {min_trial_size}); used for training, not held out"})
+        else:
+            eligible.append(trial_id)
+    if scheme == "loto":
+        if len(eligible) < 3:
+            raise ConfigError(f"leave-one-trial-out needs at least 3 trials large enough to hold out; found "
+                              f"{len(eligible)}. For internal validation within the data set "
+                              "validation.scheme: kfold")
+        folds = tuple(Fold(t, np.flatnonzero(data.trial != t), np.flatnonzero(data.trial == t)) for t in eligible)
+        note = "external validation: each trial held out in turn, everything fitted on the other trials"
+        return FoldPlan("loto", folds, tuple(skipped), note, tuple(trials))
+    if scheme != "kfold":
+        raise ConfigError(f"validation.scheme: unknown scheme {scheme!r}; use loto or kfold")
+    strata = data.arm * 3 + (np.where(observed, np.nan_to_num(data.y), 2).astype(int) if data.task == "binary"
+                             else 0)
+    k = int(min(n_folds, np.unique(strata, return_counts=True)[1].min()))
+    if k < 2:
+        raise ConfigError("validation.folds: too few participants per arm (and outcome) for K-fold validation")
+    splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=derive_seed(seed, "kfold"))
+    folds = tuple(Fold(f"fold_{i + 1}", train, test)
+                  for i, (train, test) in enumerate(splitter.split(np.zeros((data.n, 1)), strata)))
+    return FoldPlan("kfold", folds, tuple(skipped), INTERNAL_NOTE, tuple(trials))
+
+
+# ------------------------------------------------------------------------------------------------------ jobs
+
+@dataclass(frozen=True)
+class FoldJob:
+    model: ModelConfig
+    fold: Fold
+    seed: int
+    bootstrap: int = 200
+    inner_folds: int = 3
+    storage: str | None = None
+    study_name: str | None = None
+    keep_model: bool = False
+
+
+@dataclass
+class FoldResult:
+    model: str
+    kind: str
+    held_out: str
+    n: int                   # participants scored (observed outcome, in the evaluated population)
+    n_randomised: int        # participants of the held-out trial in the evaluated population
+    n_missing_outcome: int
+    metrics: dict[str, MetricValue]
+    timing: dict[str, float]
+    best_params: dict[str, Any]
+    tuning: dict[str, Any] | None
+    predictions: pd.DataFrame   # trial_id, participant_id, prediction column(s), for every held-out row
+    evaluated: np.ndarray       # boolean mask over predictions' rows: scored in the metrics
+    population: str = "all"
+    fitted_model: Any = field(default=None, repr=False)
+
+
+def _fit_params_errors(name: str):
+    """Invalid hyper-parameter values surface at fit time in sklearn; make them config errors naming the model."""
+    class _Guard:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, exc_type, exc, tb):
+            if exc_type is not None and issubclass(exc_type, InvalidParameterError):
+                raise ConfigError(f"models.{name}.params: {exc}") from None
+            return False
+    return _Guard()
+
+
+def prognostic_fold(job: FoldJob, data: PreparedData, on_trial: Callable[[], None] | None = None) -> FoldResult:
+    """Tune (optionally) and fit one prognostic model on the training rows; predict and score the held-out rows."""
+    spec, family = job.model, FAMILIES[job.model.estimator]
+    observed = np.isfinite(data.y)
+    in_population = data.arm == 0 if family.population == "control" else np.ones(data.n, dtype=bool)
+    train = job.fold.train[observed[job.fold.train] & in_population[job.fold.train]]
+    if len(train) == 0 or np.unique(data.y[train]).size < 2:
+        raise DataError(f"model {spec.name}: no outcome variation to learn from in the training rows",
+                        trial=job.fold.label)
+    X_train, y_train = data.X.iloc[train], data.y[train]
+
+    def build(params: dict[str, Any]):
+        return make_prognostic_model(spec.estimator, data.task, {**spec.params, **params}, job.seed,
+                                     features=data.features, imputer=spec.imputer)
+
+    def predict(model, X):
+        return predict_outcome(model, X, data.task)
+
+    tuning, tuned = None, {}
+    start = time.perf_counter()
+    if spec.tuning.n_trials > 0:
+        space = search_space(spec.estimator, data.task, spec.tuning.search_space, spec.params)
+        strata = data.arm[train] * 3 + (y_train.astype(int) if data.task == "binary" else 0)
+        with _fit_params_errors(spec.name):
+            result = tune(build, predict, X_train, y_train, groups=data.trial[train], strata=strata,
+                          task=data.task, space=space, n_trials=spec.tuning.n_trials, timeout=spec.tuning.timeout,
+                          seed=job.seed, inner_folds=job.inner_folds,
+                          defaults=FAMILIES[spec.estimator].defaults[data.task], storage=job.storage,
+                          study_name=job.study_name, on_trial=on_trial)
+        tuning, tuned = result.to_dict(), result.best_params
+    tune_seconds = time.perf_counter() - start
+
+    start = time.perf_counter()
+    with _fit_params_errors(spec.name):
+        model = build(tuned).fit(X_train, y_train)
+    fit_seconds = time.perf_counter() - start
+
+    test = job.fold.test
+    start = time.perf_counter()
+    prediction = predict(model, data.X.iloc[test])
+    predict_seconds = time.perf_counter() - start
+    evaluated = observed[test] & in_population[test]
+    metrics = trial_metrics(data.y[test][evaluated], prediction[evaluated], data.task, bootstrap=job.bootstrap,
+                            seed=derive_seed(job.seed, "bootstrap"))
+    predictions = pd.DataFrame({"trial_id": data.trial[test], "participant_id": data.participant[test],
+                                "model": spec.name, "prediction": prediction})
+    return FoldResult(
+        model=spec.name, kind="prognostic", held_out=job.fold.label, n=int(evaluated.sum()),
+        n_randomised=int(in_population[test].sum()),
+        n_missing_outcome=int((in_population[test] & ~observed[test]).sum()), metrics=metrics,
+        timing={"fit_seconds": fit_seconds, "predict_seconds": predict_seconds, "tune_seconds": tune_seconds},
+        best_params={**spec.params, **tuned}, tuning=tuning, predictions=predictions, evaluated=evaluated,
+        population=family.population, fitted_model=model if job.keep_model else None)
+
+
+def effect_fold(job: FoldJob, data: PreparedData, on_trial: Callable[[], None] | None = None) -> FoldResult:
+    """Fit a CATE model on the training trials; score predicted benefit in the held-out trial.
+
+    The covariates are imputed, scaled and encoded by the same fold-fitted transformer as prognostic models (without
+    the arm, which is the treatment here); trials are passed as ``groups`` so cross-fitting folds hold whole trials.
+    """
+    try:
+        from mbi_predict.models.effect import make_effect_model
+        from mbi_predict.validate.benefit import per_trial_benefit_metrics
+    except ImportError as exc:
+        raise ConfigError(f"models.{job.model.name}: effect models are not available ({exc})") from None
+    spec = job.model
+    if spec.tuning.n_trials > 0:
+        raise ConfigError(f"models.{spec.name}.tuning.n_trials: tuning of effect models is not supported yet; "
+                          "set it to 0 and give params")
+    observed = np.isfinite(data.y)
+    train = job.fold.train[observed[job.fold.train]]
+    test = job.fold.test
+    start = time.perf_counter()
+    features = make_preprocessor(data.features, use_arm=False, imputer=spec.imputer, seed=job.seed)
+    X_train = features.fit_transform(data.X.iloc[train])
+    params = {"random_state": job.seed, **spec.params}
+    model = make_effect_model(spec.estimator, **params)
+    model.fit(data.y[train], data.arm[train], X=X_train, groups=data.trial[train])
+    fit_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    X_test = features.transform(data.X.iloc[test])
+    cate = np.asarray(model.effect(X_test), dtype=float).reshape(-1)
+    predict_seconds = time.perf_counter() - start
+    evaluated = observed[test]
+    raw = per_trial_benefit_metrics(data.y[test][evaluated], data.arm[test][evaluated], cate[evaluated],
+                                    X=X_test[evaluated], higher_is_better=not data.outcome_higher_is_worse,
+                                    seed=derive_seed(job.seed, "benefit"), B=job.bootstrap)
+    metrics = {name: MetricValue(float(value), float(raw.get(f"{name}_se", np.nan)) ** 2, "benefit_se")
+               for name, value in raw.items()
+               if not name.endswith("_se") and name not in ("n", "n_mbi", "n_control")}
+    predictions = pd.DataFrame({"trial_id": data.trial[test], "participant_id": data.participant[test],
+                                "model": spec.name, "predicted_effect": cate})
+    return FoldResult(
+        model=spec.name, kind="effect", held_out=job.fold.label, n=int(evaluated.sum()), n_randomised=len(test),
+        n_missing_outcome=int((~observed[test]).sum()), metrics=metrics,
+        timing={"fit_seconds": fit_seconds, "predict_seconds": predict_seconds, "tune_seconds": 0.0},
+        best_params=dict(spec.params), tuning=None, predictions=predictions, evaluated=evaluated,
+        fitted_model=model if job.keep_model else None)
+
+
+#: The extension point: one fold function per model kind.
+FOLD_RUNNERS: dict[str, Callable[..., FoldResult]] = {"prognostic": prognostic_fold, "effect": effect_fold}
+
+
+def run_fold(job: FoldJob, data: PreparedData, on_trial: Callable[[], None] | None = None) -> FoldResult:
+    try:
+        runner = FOLD_RUNNERS[job.model.kind]
+    except KeyError:
+        raise ConfigError(f"models.{job.model.name}.kind: no fold runner for kind {job.model.kind!r}") from None
+    return runner(job, data, on_trial)
+
+
+def make_jobs(config: ExperimentConfig, plan: FoldPlan, *, keep_models: bool = False) -> list[FoldJob]:
+    """Jobs in a fixed order (model, then fold) with seeds that do not depend on the order they run in."""
+    jobs = []
+    for spec in config.models:
+        for fold in plan.folds:
+            seed = derive_seed(config.seed, spec.name, fold.label)
+            study = f"{config.experiment}:{spec.name}:{fold.label}:{config.seed}" if config.tuning.storage else None
+            jobs.append(FoldJob(spec, fold, seed, config.validation.bootstrap, config.tuning.inner_folds,
+                                config.tuning.storage, study, keep_models))
+    return jobs
+
+
+def run_jobs(jobs: list[FoldJob], data: PreparedData, *, n_jobs: int = 1,
+             on_result: Callable[[FoldResult], None] | None = None,
+             on_trial: Callable[[], None] | None = None) -> list[FoldResult]:
+    """Run the fold jobs, in parallel when ``n_jobs != 1``; results come back in job order either way."""
+    results: list[FoldResult] = []
+    if n_jobs == 1:
+        for job in jobs:
+            result = run_fold(job, data, on_trial)
+            results.append(result)
+            if on_result:
+                on_result(result)
+        return results
+    from joblib import Parallel, delayed
+
+    parallel = Parallel(n_jobs=n_jobs, return_as="generator")
+    for result in parallel(delayed(run_fold)(job, data) for job in jobs):
+        results.append(result)
+        if on_result:
+            on_result(result)
+    return results
