@@ -1,0 +1,265 @@
+"""Plumbing shared by the CATE estimators: input checks, the known propensity, base learners, trial-grouped folds.
+
+Kept apart from ``effect.py`` so the estimators there read as statistics, not bookkeeping.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+from sklearn.linear_model import ElasticNetCV, LogisticRegression, RidgeCV
+from sklearn.model_selection import GroupKFold, StratifiedKFold
+
+from mbi_predict.errors import ConfigError, DataError
+
+#: Fewest participants per arm we accept for fitting an effect model (cross-fitting needs both arms in every fold).
+MIN_PER_ARM = 10
+#: Estimated propensities are clipped to this band so inverse weights stay finite.
+PROPENSITY_CLIP = (0.01, 0.99)
+SEED_MAX = 2**31 - 1
+
+
+def as_2d_numeric(X, name: str = "X") -> tuple[np.ndarray, np.ndarray | None]:
+    """Return X as a float 2-D array and its column names (None for a plain array)."""
+    names = None
+    if isinstance(X, pd.DataFrame):
+        names = np.asarray(X.columns, dtype=object)
+        non_numeric = [c for c in X.columns if not pd.api.types.is_numeric_dtype(X[c])]
+        if non_numeric:
+            raise DataError(f"{name} has non-numeric columns {non_numeric[:5]}; encode them before fitting",
+                            column=str(non_numeric[0]))
+        X = X.to_numpy(dtype=float)
+    try:
+        X = np.asarray(X, dtype=float)
+    except (TypeError, ValueError):
+        raise DataError(f"{name} must be numeric") from None
+    if X.ndim != 2:
+        raise DataError(f"{name} must be a 2-D array (participants x covariates), got {X.ndim}-D")
+    if X.shape[1] == 0:
+        raise DataError(f"{name} has no covariate columns")
+    if not np.all(np.isfinite(X)):
+        raise DataError(f"{name} has missing or infinite values; impute before fitting an effect model")
+    return X, names
+
+
+def check_outcome(Y, n: int | None = None) -> np.ndarray:
+    y = np.asarray(Y, dtype=float).reshape(-1) if np.ndim(Y) <= 2 else None
+    if y is None or (np.ndim(Y) == 2 and np.shape(Y)[1] != 1):
+        raise DataError("Y must be one outcome column")
+    if n is not None and len(y) != n:
+        raise DataError(f"Y has {len(y)} rows but X has {n}")
+    if not np.all(np.isfinite(y)):
+        raise DataError("Y has missing values; drop rows with missing follow-up (or impute) before fitting")
+    if np.ptp(y) == 0:
+        raise DataError("Y is constant; no effect can be estimated")
+    return y
+
+
+def check_treatment(T, n: int, min_per_arm: int = MIN_PER_ARM) -> np.ndarray:
+    t = np.asarray(T).reshape(-1)
+    if len(t) != n:
+        raise DataError(f"T has {len(t)} rows but X has {n}")
+    try:
+        tf = t.astype(float)
+    except (TypeError, ValueError):
+        raise DataError("T (arm) must be coded 0 = control, 1 = MBI") from None
+    if not np.all(np.isin(tf, (0.0, 1.0))):
+        raise DataError("T (arm) must be coded 0 = control, 1 = MBI; found other values")
+    n1 = int(tf.sum())
+    if n1 == 0 or n1 == n:
+        raise DataError("only one arm present; an effect needs both MBI and control participants")
+    if min(n1, n - n1) < min_per_arm:
+        raise DataError(f"too few participants to fit and cross-fit an effect model: {n1} MBI and {n - n1} "
+                        f"control, need at least {min_per_arm} per arm")
+    return tf.astype(int)
+
+
+def check_groups(groups, n: int) -> np.ndarray | None:
+    if groups is None:
+        return None
+    g = np.asarray(groups).reshape(-1)
+    if len(g) != n:
+        raise DataError(f"groups has {len(g)} rows but X has {n}")
+    if pd.isna(pd.Series(g)).any():
+        raise DataError("groups (trial_id) has missing values")
+    return g
+
+
+def known_propensity(t: np.ndarray, groups: np.ndarray | None) -> np.ndarray:
+    """Each participant's randomisation probability: the share of MBI participants in their trial (or overall)."""
+    if groups is None:
+        return np.full(len(t), t.mean())
+    codes, uniques = pd.factorize(groups)
+    share = np.bincount(codes, weights=t) / np.bincount(codes)
+    one_arm = [str(uniques[k]) for k in np.flatnonzero((share == 0) | (share == 1))]
+    if one_arm:
+        raise DataError(f"trial(s) {one_arm[:5]} have only one arm; drop them before fitting", trial=one_arm[0])
+    return share[codes]
+
+
+def check_propensity(propensity, n: int) -> np.ndarray:
+    e = np.asarray(propensity, dtype=float).reshape(-1)
+    if len(e) != n:
+        raise DataError(f"propensity has {len(e)} rows but X has {n}")
+    if not np.all((e > 0) & (e < 1)):
+        raise DataError("propensity must lie strictly between 0 and 1")
+    return e
+
+
+def make_folds(t: np.ndarray, groups: np.ndarray | None, n_folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Cross-fitting folds: whole trials per fold when there are >= 2 trials, else arm-stratified row folds.
+
+    GroupKFold is deterministic, so folds do not depend on the seed when grouped (reproducible by construction).
+    """
+    if n_folds < 2:
+        raise ConfigError(f"n_folds must be at least 2, got {n_folds}")
+    n_groups = 0 if groups is None else len(pd.unique(groups))
+    if n_groups >= 2:
+        splits = GroupKFold(n_splits=min(n_folds, n_groups)).split(t, t, groups)
+    else:
+        k = min(n_folds, int(min(t.sum(), len(t) - t.sum())))
+        if k < 2:
+            raise DataError("too few participants per arm to cross-fit")
+        splits = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(t, t)
+    folds = [(np.asarray(tr), np.asarray(te)) for tr, te in splits]
+    for train, _ in folds:
+        arms = t[train]
+        if min(arms.sum(), len(arms) - arms.sum()) < 2:
+            raise DataError("a cross-fitting fold has fewer than 2 participants in one arm; use fewer folds")
+    return folds
+
+
+def estimated_propensity(t, X, groups, n_folds: int, seed: int) -> np.ndarray:
+    """Cross-fitted (trial-grouped) logistic propensity, for observational data; clipped to PROPENSITY_CLIP."""
+    e = np.empty(len(t))
+    for train, test in make_folds(t, groups, n_folds, seed):
+        model = LogisticRegression(C=1.0, max_iter=2000).fit(X[train], t[train])
+        e[test] = model.predict_proba(X[test])[:, 1]
+    return np.clip(e, *PROPENSITY_CLIP)
+
+
+def resolve_propensity(mode: str, t, X, groups, propensity, n_folds: int, seed: int) -> np.ndarray:
+    if mode == "known":
+        return check_propensity(propensity, len(t)) if propensity is not None else known_propensity(t, groups)
+    if mode == "estimated":
+        if propensity is not None:
+            raise ConfigError("propensity='estimated' fits its own model; do not also pass a propensity array")
+        return estimated_propensity(t, X, groups, n_folds, seed)
+    raise ConfigError(f"propensity must be 'known' or 'estimated', got {mode!r}")
+
+
+def arm_balancing_weights(t: np.ndarray, e: np.ndarray) -> np.ndarray:
+    """Inverse-probability-of-arm weights (mean 1).
+
+    With trials randomised at different ratios, pooled within-arm regressions mix trials differently in the two
+    arms (trial acts as a confounder); weighting by 1/P(arm | trial) restores the randomised balance.
+    """
+    w = np.where(t == 1, 1.0 / e, 1.0 / (1.0 - e))
+    return w / w.mean()
+
+
+class FixedPropensityClassifier(ClassifierMixin, BaseEstimator):
+    """A "classifier" that returns a propensity it is given instead of learning one.
+
+    econml's nuisance models see only ``hstack([X, W])``; we pass the known propensity as the single column of
+    ``W`` and read it back from the last column (``value=None``), or return a constant ``value``.
+    ``fit`` learns nothing, so cross-fitting cannot leak.
+    """
+
+    def __init__(self, *, value: float | None = None):
+        self.value = value
+
+    def fit(self, X, y, sample_weight=None, **fit_params):
+        self.classes_ = np.array([0, 1])
+        self.n_features_in_ = np.shape(X)[1]
+        return self
+
+    def predict_proba(self, X):
+        X = np.asarray(X, dtype=float)
+        p = np.full(X.shape[0], float(self.value)) if self.value is not None else X[:, -1]
+        return np.column_stack([1.0 - p, p])
+
+    def predict(self, X):
+        return (self.predict_proba(X)[:, 1] > 0.5).astype(int)
+
+
+XGB_DEFAULTS = dict(n_estimators=200, max_depth=3, learning_rate=0.05, tree_method="hist", n_jobs=1,
+                    subsample=0.8, colsample_bytree=0.8, min_child_weight=5)
+
+
+def make_regressor(learner, seed: int):
+    """A regressor from a short name ('xgboost', 'elasticnet', 'ridge', 'hgb') or a clone of an sklearn estimator."""
+    if not isinstance(learner, str):
+        return clone(learner)
+    if learner == "xgboost":
+        from xgboost import XGBRegressor
+        return XGBRegressor(**XGB_DEFAULTS, random_state=seed)
+    if learner == "elasticnet":
+        return ElasticNetCV(l1_ratio=[0.1, 0.5, 0.9], cv=5, max_iter=5000, random_state=seed)
+    if learner == "ridge":
+        return RidgeCV(alphas=np.logspace(-3, 3, 13))
+    if learner == "hgb":
+        return HistGradientBoostingRegressor(max_iter=100, max_depth=3, learning_rate=0.1, min_samples_leaf=20,
+                                             early_stopping=False, random_state=seed)
+    raise ConfigError(f"unknown base learner {learner!r}; use 'xgboost', 'elasticnet', 'ridge', 'hgb' or an estimator")
+
+
+def make_classifier(learner, seed: int):
+    """The classifier counterpart of :func:`make_regressor` (for 0/1 outcomes)."""
+    if not isinstance(learner, str):
+        return clone(learner)
+    if learner == "xgboost":
+        from xgboost import XGBClassifier
+        return XGBClassifier(**XGB_DEFAULTS, random_state=seed)
+    if learner == "elasticnet":
+        return LogisticRegression(C=1.0, l1_ratio=0.5, solver="saga", max_iter=5000, random_state=seed)
+    if learner == "ridge":
+        return LogisticRegression(C=1.0, max_iter=2000)
+    if learner == "hgb":
+        return HistGradientBoostingClassifier(max_iter=100, max_depth=3, learning_rate=0.1, min_samples_leaf=20,
+                                              early_stopping=False, random_state=seed)
+    raise ConfigError(f"unknown base learner {learner!r}; use 'xgboost', 'elasticnet', 'ridge', 'hgb' or an estimator")
+
+
+def fit_weighted(model, X, y, sample_weight):
+    """Fit with sample weights when the model takes them (all our named learners do)."""
+    try:
+        return model.fit(X, y, sample_weight=sample_weight)
+    except TypeError:
+        return model.fit(X, y)
+
+
+def is_binary_outcome(y: np.ndarray, outcome_type: str) -> bool:
+    if outcome_type == "auto":
+        return bool(np.all(np.isin(y, (0.0, 1.0))))
+    if outcome_type in ("binary", "continuous"):
+        if outcome_type == "binary" and not np.all(np.isin(y, (0.0, 1.0))):
+            raise DataError("outcome_type='binary' but Y has values other than 0/1")
+        return outcome_type == "binary"
+    raise ConfigError(f"outcome_type must be 'auto', 'binary' or 'continuous', got {outcome_type!r}")
+
+
+def ols_robust(X, y, clusters, *, add_intercept: bool = True):
+    """OLS of y on (1, X) with CR1 cluster-robust covariance (df = G - 1), or HC1 (df = inf) without clusters.
+
+    For weighted least squares pass rows already multiplied by sqrt(weight) and ``add_intercept=False``.
+    Returns (coef, covariance, df).
+    """
+    design = np.column_stack([np.ones(len(X)), X]) if add_intercept else np.asarray(X, dtype=float)
+    n, p = design.shape
+    bread = np.linalg.pinv(design.T @ design)
+    coef = bread @ design.T @ y
+    score = design * (y - design @ coef)[:, None]
+    if clusters is None:
+        meat, factor, df = score.T @ score, n / (n - p), np.inf
+    else:
+        codes = np.unique(clusters, return_inverse=True)[1]
+        n_clusters = codes.max() + 1
+        sums = np.zeros((n_clusters, p))
+        np.add.at(sums, codes, score)
+        meat = sums.T @ sums
+        factor = n_clusters / (n_clusters - 1) * (n - 1) / (n - p)
+        df = n_clusters - 1
+    return coef, factor * bread @ meat @ bread, float(df)

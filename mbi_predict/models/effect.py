@@ -1,0 +1,310 @@
+"""Treatment-effect (CATE) estimators for pooled randomised trials, and the factory ``make_effect_model``.
+
+All follow econml's naming (``fit(Y, T, *, X, groups=None, propensity=None)``, ``effect(X)``,
+``effect_interval(X, alpha)``) and scikit-learn's estimator contract (``clone``-able, fitted state ends in ``_``);
+conventions (sign, known propensity, trial-grouped folds, seeds) are in :class:`EffectEstimator`.
+
+Why the meta-learners are written here rather than taken from ``econml.metalearners``: pooled trials randomise at
+different ratios, so within-arm regressions must be weighted by 1/P(arm | trial) (``arm_balancing_weights``), and
+0/1 outcomes need classifiers' probabilities; econml's T/S/X learners take neither sample weights nor classifiers.
+The DR-learner is ours so its final stage can carry trial-clustered inference. The causal forest wraps econml.
+
+* T-learner, S-learner, X-learner: Künzel, Sekhon, Bickel & Yu 2019, PNAS 116:4156.
+* DR-learner: Kennedy 2020/2023, "Towards optimal doubly robust estimation of heterogeneous causal effects".
+* Causal forest: Wager & Athey 2018, JASA; Athey, Tibshirani & Wager 2019, Ann. Stat. (econml CausalForestDML).
+* Interaction model and PATH risk model: see ``_effect_linear``.
+
+Binary outcomes: the T-learner fits classifiers (``predict_risk`` gives both arms' risks); the others treat the 0/1
+outcome as numeric, so their CATE is a risk difference from a linear-probability / regression fit.
+"""
+
+from __future__ import annotations
+
+from numbers import Integral, Real
+
+import numpy as np
+from scipy import stats
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+
+from mbi_predict.errors import ConfigError, DataError
+from mbi_predict.models import _effect_common as common
+from mbi_predict.models._effect_base import EffectEstimator
+from mbi_predict.models._effect_linear import InteractionLinear, PathRiskModel
+from mbi_predict.models.inference import clustered_ate, crossfit_outcome_models, dr_scores, naive_ate
+
+__all__ = ["EffectEstimator", "TLearner", "SLearner", "XLearner", "DRLearner", "CausalForest",
+           "InteractionLinear", "PathRiskModel", "make_effect_model", "EFFECT_MODELS"]
+
+_LEARNER = [StrOptions({"xgboost", "elasticnet", "ridge", "hgb"}), HasMethods(["fit", "predict"])]
+_COMMON_CONSTRAINTS = {
+    "propensity": [StrOptions({"known", "estimated"})],
+    "n_folds": [Interval(Integral, 2, None, closed="left")],
+    "random_state": ["random_state"],
+}
+
+
+class TLearner(EffectEstimator):
+    """T-learner: one outcome model per arm; CATE = mu1(x) - mu0(x) (Künzel et al. 2019).
+
+    ``base_learner``: 'xgboost' (fast hist defaults), 'elasticnet', 'ridge', 'hgb' or any sklearn estimator
+    (a classifier with ``predict_proba`` for 0/1 outcomes). Each arm's model is weighted by 1/P(arm | trial).
+    No pointwise interval (``effect_interval`` raises).
+    """
+
+    _parameter_constraints = {**_COMMON_CONSTRAINTS, "base_learner": _LEARNER,
+                              "outcome_type": [StrOptions({"auto", "binary", "continuous"})]}
+
+    def __init__(self, *, base_learner="xgboost", outcome_type="auto", propensity="known", n_folds=5,
+                 random_state=0):
+        self.base_learner = base_learner
+        self.outcome_type = outcome_type
+        self.propensity = propensity
+        self.n_folds = n_folds
+        self.random_state = random_state
+
+    def fit(self, Y, T, *, X, groups=None, propensity=None):
+        y, t, Xa, g, e = self._fit_inputs(Y, T, X, groups, propensity)
+        self.binary_outcome_ = common.is_binary_outcome(y, self.outcome_type)
+        w = common.arm_balancing_weights(t, e)
+        self.models_ = []
+        for arm in (0, 1):
+            rows = t == arm
+            if self.binary_outcome_:
+                if len(np.unique(y[rows])) < 2:
+                    raise DataError(f"binary outcome has one value only in arm {arm}; cannot fit a risk model")
+                model = common.make_classifier(self.base_learner, self._seed())
+                target = y[rows].astype(int)
+            else:
+                model = common.make_regressor(self.base_learner, self._seed())
+                target = y[rows]
+            self.models_.append(common.fit_weighted(model, Xa[rows], target, w[rows]))
+        return self
+
+    def _arm_means(self, Xa):
+        if self.binary_outcome_:
+            return tuple(m.predict_proba(Xa)[:, 1] for m in self.models_)
+        return tuple(np.asarray(m.predict(Xa), dtype=float) for m in self.models_)
+
+    def effect(self, X) -> np.ndarray:
+        mu0, mu1 = self._arm_means(self._effect_inputs(X))
+        return mu1 - mu0
+
+    def predict_risk(self, X) -> tuple[np.ndarray, np.ndarray]:
+        """(risk if control, risk if MBI) for a 0/1 outcome, e.g. ``deteriorated_*`` (see ``harm_summary``)."""
+        Xa = self._effect_inputs(X)
+        if not self.binary_outcome_:
+            raise ConfigError("predict_risk needs a 0/1 outcome; this TLearner was fitted on a continuous one")
+        return self._arm_means(Xa)
+
+
+class SLearner(EffectEstimator):
+    """S-learner: one model of Y on (X, T); CATE = f(x, 1) - f(x, 0) (Künzel et al. 2019).
+
+    Weighted by 1/P(arm | trial). A regularised model may shrink the arm's role towards zero, biasing CATEs
+    towards 0 — a known S-learner trait, useful as a conservative comparator. No pointwise interval.
+    """
+
+    _parameter_constraints = {**_COMMON_CONSTRAINTS, "base_learner": _LEARNER}
+
+    def __init__(self, *, base_learner="xgboost", propensity="known", n_folds=5, random_state=0):
+        self.base_learner = base_learner
+        self.propensity = propensity
+        self.n_folds = n_folds
+        self.random_state = random_state
+
+    def fit(self, Y, T, *, X, groups=None, propensity=None):
+        y, t, Xa, g, e = self._fit_inputs(Y, T, X, groups, propensity)
+        model = common.make_regressor(self.base_learner, self._seed())
+        self.model_ = common.fit_weighted(model, np.column_stack([Xa, t]), y, common.arm_balancing_weights(t, e))
+        return self
+
+    def effect(self, X) -> np.ndarray:
+        Xa = self._effect_inputs(X)
+        ones, zeros = np.ones(len(Xa)), np.zeros(len(Xa))
+        return (np.asarray(self.model_.predict(np.column_stack([Xa, ones])), dtype=float)
+                - np.asarray(self.model_.predict(np.column_stack([Xa, zeros])), dtype=float))
+
+
+class XLearner(EffectEstimator):
+    """X-learner (Künzel et al. 2019): impute individual effects with the other arm's model, regress them on X
+    per arm, and blend tau(x) = g * tau0(x) + (1 - g) * tau1(x).
+
+    Künzel et al. take g = e(x). In randomised trials e varies only by trial, which is unknown for a new person,
+    so g is the mean propensity of the training data (``blend_weight_``). No pointwise interval.
+    """
+
+    _parameter_constraints = {**_COMMON_CONSTRAINTS, "base_learner": _LEARNER, "cate_learner": [None, *_LEARNER]}
+
+    def __init__(self, *, base_learner="xgboost", cate_learner=None, propensity="known", n_folds=5,
+                 random_state=0):
+        self.base_learner = base_learner
+        self.cate_learner = cate_learner
+        self.propensity = propensity
+        self.n_folds = n_folds
+        self.random_state = random_state
+
+    def fit(self, Y, T, *, X, groups=None, propensity=None):
+        y, t, Xa, g, e = self._fit_inputs(Y, T, X, groups, propensity)
+        w = common.arm_balancing_weights(t, e)
+        seed = self._seed()
+        treated, control = t == 1, t == 0
+        mu0 = common.fit_weighted(common.make_regressor(self.base_learner, seed), Xa[control], y[control], w[control])
+        mu1 = common.fit_weighted(common.make_regressor(self.base_learner, seed), Xa[treated], y[treated], w[treated])
+        imputed_treated = y[treated] - mu0.predict(Xa[treated])
+        imputed_control = mu1.predict(Xa[control]) - y[control]
+        second = self.base_learner if self.cate_learner is None else self.cate_learner
+        self.tau1_model_ = common.fit_weighted(common.make_regressor(second, seed), Xa[treated], imputed_treated,
+                                               w[treated])
+        self.tau0_model_ = common.fit_weighted(common.make_regressor(second, seed), Xa[control], imputed_control,
+                                               w[control])
+        self.blend_weight_ = float(e.mean())
+        return self
+
+    def effect(self, X) -> np.ndarray:
+        Xa = self._effect_inputs(X)
+        g = self.blend_weight_
+        return g * np.asarray(self.tau0_model_.predict(Xa)) + (1 - g) * np.asarray(self.tau1_model_.predict(Xa))
+
+
+class DRLearner(EffectEstimator):
+    """DR-learner (Kennedy 2020): regress cross-fitted AIPW pseudo-outcomes on X.
+
+    Outcome models (one per arm) are cross-fitted with folds of whole trials; the propensity is known.
+    ``final_model="linear"``: OLS of the pseudo-outcome on (1, X) with a trial-clustered (CR1) covariance, so
+    ``effect_interval`` is a t_{G-1} interval that respects between-trial variation (HC1/normal without groups).
+    Any other final model (name or estimator) gives point CATEs only. ``ate_`` holds the trial-clustered DR ATE.
+    """
+
+    _parameter_constraints = {**_COMMON_CONSTRAINTS, "outcome_learner": _LEARNER,
+                              "final_model": [StrOptions({"linear", "xgboost", "elasticnet", "ridge", "hgb"}),
+                                              HasMethods(["fit", "predict"])]}
+
+    def __init__(self, *, outcome_learner="xgboost", final_model="linear", propensity="known", n_folds=5,
+                 random_state=0):
+        self.outcome_learner = outcome_learner
+        self.final_model = final_model
+        self.propensity = propensity
+        self.n_folds = n_folds
+        self.random_state = random_state
+
+    def fit(self, Y, T, *, X, groups=None, propensity=None):
+        y, t, Xa, g, e = self._fit_inputs(Y, T, X, groups, propensity)
+        seed = self._seed()
+        folds = common.make_folds(t, g, self.n_folds, seed)
+        mu0, mu1 = crossfit_outcome_models(y, t, Xa, folds=folds, learner=self.outcome_learner, seed=seed,
+                                           binary=common.is_binary_outcome(y, "auto"))
+        pseudo = dr_scores(y, t, mu0, mu1, e)
+        clustered = g is not None and len(np.unique(g)) >= 2
+        self.ate_ = clustered_ate(pseudo, g) if clustered else naive_ate(pseudo)
+        if isinstance(self.final_model, str) and self.final_model == "linear":
+            self.final_coef_, self.final_cov_, self.final_df_ = common.ols_robust(
+                Xa, pseudo, g if clustered else None)
+            self.final_model_ = None
+        else:
+            self.final_model_ = common.make_regressor(self.final_model, seed).fit(Xa, pseudo)
+        return self
+
+    def effect(self, X) -> np.ndarray:
+        Xa = self._effect_inputs(X)
+        if self.final_model_ is not None:
+            return np.asarray(self.final_model_.predict(Xa), dtype=float)
+        return np.column_stack([np.ones(len(Xa)), Xa]) @ self.final_coef_
+
+    def effect_interval(self, X, alpha: float = 0.05):
+        if self.final_model_ is not None:
+            return super().effect_interval(X, alpha)
+        Xa = self._effect_inputs(X)
+        design = np.column_stack([np.ones(len(Xa)), Xa])
+        est = design @ self.final_coef_
+        se = np.sqrt(np.einsum("ij,jk,ik->i", design, self.final_cov_, design))
+        q = stats.t.ppf(1 - alpha / 2, self.final_df_) if np.isfinite(self.final_df_) else stats.norm.ppf(1 - alpha / 2)
+        return est - q * se, est + q * se
+
+
+class CausalForest(EffectEstimator):
+    """Causal forest: econml ``CausalForestDML`` (Athey, Tibshirani & Wager 2019) with fast defaults for
+    pooled trials.
+
+    * the treatment model is :class:`FixedPropensityClassifier` returning the known propensity, passed as ``W``
+      (so the residual T - e uses each trial's randomisation ratio);
+    * ``model_y`` small gradient boosting ('xgboost', 200 depth-3 trees, one thread; any make_regressor name
+      or estimator; sklearn's HistGradientBoosting was 4x slower here through thread contention),
+      cross-fitted on ``n_folds`` folds of whole trials;
+    * 200 honest trees (a multiple of ``subforest_size``, which the bootstrap-of-little-bags intervals need).
+
+    ``effect_interval`` returns econml's BLB intervals; they treat participants as independent (econml ignores
+    groups inside the forest), so they are too narrow where effects vary between trials — read them as
+    within-population intervals. Trial-clustered average effects: ``inference.trial_aware_ate``.
+    """
+
+    _parameter_constraints = {**_COMMON_CONSTRAINTS, "model_y": _LEARNER,
+                              "n_estimators": [Interval(Integral, 4, None, closed="left")],
+                              "subforest_size": [Interval(Integral, 2, None, closed="left")],
+                              "min_samples_leaf": [Interval(Integral, 1, None, closed="left")],
+                              "max_depth": [None, Interval(Integral, 1, None, closed="left")],
+                              "max_samples": [Interval(Real, 0, 0.5, closed="right")],
+                              "honest": ["boolean"], "n_jobs": [Integral]}
+
+    def __init__(self, *, n_estimators=200, min_samples_leaf=10, max_depth=None, max_samples=0.45,
+                 subforest_size=4, honest=True, model_y="xgboost", n_folds=3, propensity="known", n_jobs=1,
+                 random_state=0):
+        self.n_estimators = n_estimators
+        self.min_samples_leaf = min_samples_leaf
+        self.max_depth = max_depth
+        self.max_samples = max_samples
+        self.subforest_size = subforest_size
+        self.honest = honest
+        self.model_y = model_y
+        self.n_folds = n_folds
+        self.propensity = propensity
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+
+    def fit(self, Y, T, *, X, groups=None, propensity=None):
+        from econml.dml import CausalForestDML
+
+        y, t, Xa, g, e = self._fit_inputs(Y, T, X, groups, propensity)
+        if self.n_estimators % self.subforest_size:
+            raise ConfigError(f"CausalForest: n_estimators ({self.n_estimators}) must be a multiple of "
+                              f"subforest_size ({self.subforest_size})")
+        seed = self._seed()
+        self.forest_ = CausalForestDML(
+            model_y=common.make_regressor(self.model_y, seed), model_t=common.FixedPropensityClassifier(),
+            discrete_treatment=True, cv=common.make_folds(t, g, self.n_folds, seed), drate=False,
+            n_estimators=self.n_estimators, min_samples_leaf=self.min_samples_leaf, max_depth=self.max_depth,
+            max_samples=self.max_samples, subforest_size=self.subforest_size, honest=self.honest, inference=True,
+            n_jobs=self.n_jobs, random_state=seed)
+        self.forest_.fit(y, t, X=Xa, W=e[:, None])
+        return self
+
+    def effect(self, X) -> np.ndarray:
+        Xa = self._effect_inputs(X)
+        return np.asarray(self.forest_.effect(Xa), dtype=float).reshape(-1)
+
+    def effect_interval(self, X, alpha: float = 0.05):
+        Xa = self._effect_inputs(X)
+        low, high = self.forest_.effect_interval(Xa, alpha=alpha)
+        return np.asarray(low, dtype=float).reshape(-1), np.asarray(high, dtype=float).reshape(-1)
+
+
+EFFECT_MODELS: dict[str, tuple[type, dict]] = {
+    "t_learner_xgb": (TLearner, {"base_learner": "xgboost"}),
+    "t_learner_enet": (TLearner, {"base_learner": "elasticnet"}),
+    "s_learner": (SLearner, {}),
+    "x_learner": (XLearner, {}),
+    "dr_learner": (DRLearner, {}),
+    "causal_forest": (CausalForest, {}),
+    "interaction_linear": (InteractionLinear, {}),
+    "path_risk": (PathRiskModel, {}),
+}
+
+
+def make_effect_model(name: str, **params) -> EffectEstimator:
+    """An unfitted estimator by config name (``EFFECT_MODELS``), with ``params`` overriding its defaults."""
+    if name not in EFFECT_MODELS:
+        raise ConfigError(f"unknown effect model {name!r}; choose from {sorted(EFFECT_MODELS)}")
+    cls, defaults = EFFECT_MODELS[name]
+    try:
+        return cls(**{**defaults, **params})
+    except TypeError as exc:
+        raise ConfigError(f"effect model {name!r}: {exc}") from None
