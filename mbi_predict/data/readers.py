@@ -1,0 +1,115 @@
+"""Readers for raw trial files and for the harmonised IPD table.
+
+Raw files are read as faithfully as their format allows and never written to: CSV/TSV as text (so the spec's
+missing-value codes, not pandas' guesses, decide what is missing), SPSS and Stata through pyreadstat with value labels
+applied as pandas categories (the labels are what the trial team saw and what a spec names), Excel through openpyxl,
+parquet through pyarrow. Any failure becomes one line naming the file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from mbi_predict.data.schema import check_ipd
+from mbi_predict.errors import DataError
+
+RAW_FORMATS = ("csv", "tsv", "sav", "dta", "xlsx", "parquet")
+_SUFFIX_FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".txt": "tsv", ".sav": "sav", ".zsav": "sav",
+                   ".dta": "dta", ".xlsx": "xlsx", ".xlsm": "xlsx", ".parquet": "parquet", ".pq": "parquet"}
+
+
+def infer_format(path: str | os.PathLike[str]) -> str:
+    suffix = Path(path).suffix.lower()
+    try:
+        return _SUFFIX_FORMATS[suffix]
+    except KeyError:
+        raise DataError(f"cannot tell the format from the suffix {suffix!r}; declare one of "
+                        f"{', '.join(RAW_FORMATS)}", file=str(path)) from None
+
+
+def read_raw(path: str | os.PathLike[str], *, format: str | None = None,
+             sheet: str | int | None = None) -> pd.DataFrame:
+    """Read one raw trial file into a DataFrame without modifying it.
+
+    Delimited text comes back as strings (empty cells as ""), so that "NA", " " and -99 stay visible to the spec's
+    missing-value codes; labelled SPSS/Stata variables come back as categories of their labels.
+    """
+    path = Path(path)
+    fmt = format or infer_format(path)
+    if fmt not in RAW_FORMATS:
+        raise DataError(f"unsupported format {fmt!r}; use one of {', '.join(RAW_FORMATS)}", file=str(path))
+    if not path.is_file():
+        raise DataError("file not found", file=str(path))
+    try:
+        frame = _READERS[fmt](path, sheet)
+    except DataError:
+        raise
+    except Exception as exc:  # every library raises its own types; the user needs the file and the reason
+        reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+        raise DataError(f"cannot read as {fmt}: {reason}", file=str(path)) from None
+    frame.columns = [str(c) for c in frame.columns]
+    duplicated = frame.columns[frame.columns.duplicated()].tolist()
+    if duplicated:
+        raise DataError(f"duplicate column names: {', '.join(duplicated[:3])}", file=str(path))
+    return frame
+
+
+def _read_delimited(path: Path, sep: str) -> pd.DataFrame:
+    return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8-sig")
+
+
+def _read_spss(path: Path, _sheet: object) -> pd.DataFrame:
+    import pyreadstat
+
+    frame, _meta = pyreadstat.read_sav(str(path), apply_value_formats=True, formats_as_category=True)
+    return frame
+
+
+def _read_stata(path: Path, _sheet: object) -> pd.DataFrame:
+    import pyreadstat
+
+    frame, _meta = pyreadstat.read_dta(str(path), apply_value_formats=True, formats_as_category=True)
+    return frame
+
+
+def _read_excel(path: Path, sheet: str | int | None) -> pd.DataFrame:
+    return pd.read_excel(path, sheet_name=0 if sheet is None else sheet, engine="openpyxl")
+
+
+def _read_parquet(path: Path, _sheet: object) -> pd.DataFrame:
+    return pd.read_parquet(path)
+
+
+_READERS = {
+    "csv": lambda path, _sheet: _read_delimited(path, ","),
+    "tsv": lambda path, _sheet: _read_delimited(path, "\t"),
+    "sav": _read_spss,
+    "dta": _read_stata,
+    "xlsx": _read_excel,
+    "parquet": _read_parquet,
+}
+
+
+def load_ipd(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Load a harmonised IPD table (parquet, or CSV) and check it against the contract (`check_ipd`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("file not found", file=str(path))
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".parquet", ".pq"):
+            frame = pd.read_parquet(path)
+        elif suffix in (".csv", ".txt"):
+            # participant ids stay text ("007" is not 7); everything else is inferred
+            frame = pd.read_csv(path, dtype={"trial_id": str, "participant_id": str, "control_type": str})
+        else:
+            raise DataError(f"an IPD table must be .parquet or .csv, not {suffix or 'no suffix'}", file=str(path))
+    except DataError:
+        raise
+    except Exception as exc:
+        reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+        raise DataError(f"cannot read the IPD table: {reason}", file=str(path)) from None
+    return check_ipd(frame, source=str(path))
