@@ -1,0 +1,397 @@
+"""Raw trial files + consortium spec -> the harmonised IPD table (shared/DATA_MODEL.md).
+
+For each trial: read the file (never modified), blank out its declared missing-value codes, map ids, arms and
+covariates, score every instrument at every time point (reverse keying, prorating, range policy), put the scores on
+the declared standardised scale, flag reliable deterioration, and attach the study-level traits. Every randomised row
+is kept (intention to treat). Anything the data cannot support is a one-line `DataError` naming file, trial and column.
+
+The arithmetic is in `scoring.py`; this module only locates, validates and assembles.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mbi_predict import io
+from mbi_predict.data import scoring
+from mbi_predict.data.instruments import Instrument
+from mbi_predict.data.missingness import missingness_table
+from mbi_predict.data.readers import read_raw
+from mbi_predict.data.schema import (CATEGORY_LEVELS, CONSTRUCTS, CORE_COLUMNS, STUDY_TRAITS,
+                                     WINDOWS, check_ipd)
+from mbi_predict.data.spec import BASELINE, ConsortiumSpec, Measure, TrialSpec, check_standardisation, label_key, \
+    load_spec
+from mbi_predict.errors import DataError, SpecError
+
+PARQUET_METADATA_KEY = b"mbi_predict.harmonisation"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class HarmonisedData:
+    """The harmonised table, how it was made (`metadata`, JSON-safe) and its missingness by trial and arm."""
+
+    ipd: pd.DataFrame
+    metadata: dict[str, Any]
+    missingness: pd.DataFrame
+    spec: ConsortiumSpec | None = field(default=None, repr=False)
+
+
+def harmonise(spec_path: str | os.PathLike[str] | ConsortiumSpec, *,
+              standardisation: str | None = None) -> HarmonisedData:
+    """Harmonise every trial of a consortium spec into one IPD table valid under `check_ipd`.
+
+    `standardisation` overrides the spec's declared method (`within_trial` or `norm`); the method used is recorded
+    in the metadata either way.
+    """
+    spec = spec_path if isinstance(spec_path, ConsortiumSpec) else load_spec(spec_path)
+    method = standardisation or spec.standardisation
+    check_standardisation(spec, method)
+    parts, trials_meta = [], {}
+    for trial_id in spec.trials:
+        part, meta = _TrialHarmoniser(spec, trial_id, method).run()
+        parts.append(part)
+        trials_meta[trial_id] = meta
+    ipd = pd.concat(parts, ignore_index=True)
+    ipd = ipd[canonical_order(ipd.columns)]
+    ipd = check_ipd(ipd, source=spec.source)
+    metadata = {
+        "format_version": FORMAT_VERSION,
+        "consortium": spec.name,
+        "spec_file": spec.source,
+        "spec_sha256": io.sha256_file(spec.path) if spec.path is not None else None,
+        "standardisation": method,
+        "standardisation_rule": _STANDARDISATION_RULES[method],
+        "out_of_range_policy": spec.out_of_range,
+        "prorate_min_share": spec.prorate_min_share,
+        "window_rule": {"post_max_weeks": spec.windows.post_max_weeks,
+                        "fu1_6_max_weeks": spec.windows.fu1_6_max_weeks,
+                        "rule": "post: weeks <= post_max_weeks; fu1_6: <= fu1_6_max_weeks; fu6plus: beyond"},
+        "rci": {"critical": scoring.RCI_CRITICAL,
+                "sd": "trial's pooled baseline SD" if method == "within_trial" else "instrument's norm SD",
+                "reliability": "instrument registry (internal consistency)"},
+        "n_participants": int(len(ipd)),
+        "n_trials": int(ipd["trial_id"].nunique()),
+        "trials": trials_meta,
+    }
+    return HarmonisedData(ipd, io.json_safe(metadata), missingness_table(ipd), spec)
+
+
+_STANDARDISATION_RULES = {
+    "within_trial": "z = orientation * (raw - trial's pooled baseline mean) / trial's pooled baseline SD (ddof=1), "
+                    "per instrument",
+    "norm": "z = orientation * (raw - instrument norm mean) / instrument norm SD",
+}
+
+
+def canonical_order(columns: Any) -> list[str]:
+    """Core, covariates, baselines, outcomes, harm flags, study traits, then `_raw` copies and anything else."""
+    columns = list(columns)
+    first = [c for c in CORE_COLUMNS if c in columns]
+    covariates = [c for c in ("age", "gender", "education") if c in columns]
+    baselines = [f"baseline_{c}" for c in CONSTRUCTS if f"baseline_{c}" in columns]
+    outcomes = [f"{c}_{w}" for c in CONSTRUCTS for w in WINDOWS if f"{c}_{w}" in columns]
+    harms = [f"deteriorated_{c}_{w}" for c in CONSTRUCTS for w in WINDOWS if f"deteriorated_{c}_{w}" in columns]
+    traits = [c for c in STUDY_TRAITS if c in columns]
+    raws = [f"{c}_raw" for c in baselines + outcomes if f"{c}_raw" in columns]
+    placed = set(first + covariates + baselines + outcomes + harms + traits + raws)
+    other_covariates = [c for c in columns if c not in placed]
+    return first + covariates + other_covariates + baselines + outcomes + harms + traits + raws
+
+
+class _TrialHarmoniser:
+    """Harmonises one trial; holds its context so every error can name file, trial and column."""
+
+    def __init__(self, spec: ConsortiumSpec, trial_id: str, method: str) -> None:
+        self.spec, self.trial_id, self.method = spec, trial_id, method
+        self.trial: TrialSpec = spec.trials[trial_id]
+        self.path = spec.trial_file(trial_id)
+        self.file = str(self.path)
+        self.missing = self.trial.missing_labels()
+        self.out_of_range: dict[str, int] = {}
+        self.prorated: dict[str, int] = {}
+
+    def error(self, message: str, column: str | None = None) -> DataError:
+        return DataError(message, file=self.file, trial=self.trial_id, column=column)
+
+    # --- reading and cleaning -------------------------------------------------------------------------------------
+    def run(self) -> tuple[pd.DataFrame, dict[str, Any]]:
+        raw = read_raw(self.path, format=self.trial.file_format(), sheet=self.trial.sheet)
+        self._check_columns_present(raw)
+        out = pd.DataFrame(index=pd.RangeIndex(len(raw)))
+        out["trial_id"] = self.trial_id
+        out["participant_id"] = self._participant_ids(raw)
+        out["arm"], out["control_type"] = self._arms(raw)
+        for name, column in self.trial.columns.items():
+            if name not in ("participant_id", "arm"):
+                out[name] = self._covariate(raw, name, column)
+        constructs_meta = {}
+        for construct, timepoints in self.trial.instruments.items():
+            scores, meta = self._construct(raw, construct, timepoints)
+            for column, values in scores.items():
+                out[column] = values
+            constructs_meta[construct] = meta
+        for trait, value in self.trial.traits.model_dump().items():
+            out[trait] = value
+        meta = {
+            "file": self.file,
+            "file_sha256": io.sha256_file(self.path),
+            "format": self.trial.file_format(),
+            "n_rows": int(len(out)),
+            "n_by_arm": {"mbi": int((out["arm"] == 1).sum()), "control": int((out["arm"] == 0).sum())},
+            "control_types": sorted(set(out.loc[out["arm"] == 0, "control_type"])),
+            "arms": dict(self.trial.arms),
+            "followups": {label: {"weeks": weeks, "window": self.spec.windows.assign(weeks)}
+                          for label, weeks in self.trial.followups.items()},
+            "constructs": constructs_meta,
+            "out_of_range_set_missing": dict(self.out_of_range),
+            "prorated_totals": dict(self.prorated),
+        }
+        return out, meta
+
+    def _check_columns_present(self, raw: pd.DataFrame) -> None:
+        wanted = [(f"columns.{name}", column) for name, column in self.trial.columns.items()]
+        for construct, timepoints in self.trial.instruments.items():
+            for timepoint, measure in timepoints.items():
+                n_items = self.spec.instruments[measure.instrument].items
+                key = f"instruments.{construct}.{timepoint}"
+                wanted += [(key, column) for column in measure.source_columns(n_items)]
+        for key, column in wanted:
+            if column not in raw.columns:
+                shown = ", ".join(list(raw.columns)[:8]) + (", ..." if raw.shape[1] > 8 else "")
+                raise self.error(f"mapped column is absent (spec key {key}); the file has: {shown}", column)
+
+    def _labels(self, series: pd.Series) -> pd.Series:
+        """Values as canonical label text (object dtype), with missing cells and declared missing codes as None."""
+        values = series.astype(object) if isinstance(series.dtype, pd.CategoricalDtype) else series
+        keys = values.map(lambda v: None if _is_blank(v) else label_key(v)).astype(object)
+        return keys.where(~keys.isin(self.missing) & keys.notna(), None)
+
+    def _numeric(self, series: pd.Series, column: str) -> np.ndarray:
+        """Numbers with missing codes removed; a value that is neither a number nor a missing code is an error."""
+        if pd.api.types.is_numeric_dtype(series.dtype) and not pd.api.types.is_bool_dtype(series.dtype):
+            values = series.to_numpy(dtype=float, na_value=np.nan)
+            numeric_codes = [float(k) for k in self.missing if _is_number(k)]
+            if numeric_codes:
+                values = np.where(np.isin(values, numeric_codes), np.nan, values)
+            return values
+        labels = self._labels(series)
+        numbers = pd.to_numeric(labels, errors="coerce")
+        bad = labels.notna() & numbers.isna()
+        if bad.any():
+            example = labels[bad].iloc[0]
+            raise self.error(f"non-numeric value {example!r} in a numeric column (declare it under missing_codes "
+                             "if it means missing)", column)
+        return numbers.to_numpy(dtype=float, na_value=np.nan)
+
+    # --- core columns ---------------------------------------------------------------------------------------------
+    def _participant_ids(self, raw: pd.DataFrame) -> pd.Series:
+        column = self.trial.columns["participant_id"]
+        ids = self._labels(raw[column])
+        if ids.isna().any():
+            raise self.error(f"{int(ids.isna().sum())} rows have no participant id (row {int(ids.isna().idxmax()) + 1} "
+                             "first); every randomised participant needs one", column)
+        duplicated = ids[ids.duplicated(keep=False)].unique()
+        if len(duplicated):
+            raise self.error(f"duplicate participant ids: {', '.join(map(str, duplicated[:3]))}"
+                             f"{' ...' if len(duplicated) > 3 else ''}", column)
+        return ids.astype(str)
+
+    def _arms(self, raw: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        column = self.trial.columns["arm"]
+        labels = self._labels(raw[column])
+        if labels.isna().any():
+            raise self.error(f"{int(labels.isna().sum())} rows have no arm; intention to treat needs the randomised "
+                             "arm of every participant", column)
+        unmapped = sorted(set(labels) - set(self.trial.arms))
+        if unmapped:
+            raise self.error(f"arm label {unmapped[0]!r} has no mapping under `arms` "
+                             f"(mapped: {', '.join(map(repr, self.trial.arms))})", column)
+        roles = labels.map(self.trial.arms)
+        arm = (roles == "mbi").astype(int).to_numpy()
+        if len(np.unique(arm)) < 2:
+            raise self.error(f"the data hold only one arm ({'MBI' if arm[0] == 1 else 'control'}); a randomised "
+                             "comparison needs both", column)
+        control_type = np.where(arm == 1, None, roles.to_numpy(dtype=object)).astype(object)
+        return arm, control_type
+
+    def _covariate(self, raw: pd.DataFrame, name: str, column: str) -> pd.Series:
+        recode = self.trial.recodes.get(name)
+        if recode is not None:
+            labels = self._labels(raw[column])
+            undeclared = sorted(set(labels.dropna()) - set(recode))
+            if undeclared:
+                raise self.error(f"value {undeclared[0]!r} has no mapping under recodes.{name} "
+                                 f"(mapped: {', '.join(map(repr, recode))})", column)
+            values = labels.map(lambda v: None if v is None else recode[v]).astype(object)
+        elif name == "age" or name not in CATEGORY_LEVELS and _looks_numeric(raw[column], self.missing):
+            return pd.Series(self._numeric(raw[column], column), index=raw.index)
+        else:
+            values = self._labels(raw[column])
+        if name in CATEGORY_LEVELS:
+            bad = sorted(set(values.dropna()) - set(CATEGORY_LEVELS[name]))
+            if bad:
+                raise self.error(f"value {bad[0]!r} is not one of {', '.join(CATEGORY_LEVELS[name])}; "
+                                 f"declare recodes.{name}", column)
+        return values.where(values.notna(), None).astype(object)
+
+    # --- scores ---------------------------------------------------------------------------------------------------
+    def _raw_score(self, raw: pd.DataFrame, measure: Measure, instrument: Instrument) -> np.ndarray:
+        """Total raw score per participant: item sum (reverse keyed, prorated) or the given total, range-checked."""
+        if measure.total is not None:
+            total = self._numeric(raw[measure.total], measure.total)
+            return self._apply_range(total, instrument.total_min, instrument.total_max, measure.total,
+                                     f"total range {instrument.total_min}-{instrument.total_max} of "
+                                     f"{instrument.name}")
+        columns = measure.item_columns(instrument.items)
+        items = np.column_stack([
+            self._apply_range(self._numeric(raw[c], c), instrument.item_min, instrument.item_max, c,
+                              f"item range {instrument.item_min}-{instrument.item_max} of {instrument.name}")
+            for c in columns])
+        reverse = instrument.reverse_items if measure.reverse_items is None else tuple(measure.reverse_items)
+        items = scoring.apply_reverse_keying(items, reverse, instrument.item_min, instrument.item_max)
+        total, prorated = scoring.prorated_total(items, self.spec.prorate_min_share)
+        if prorated.any():
+            self.prorated[measure.items if isinstance(measure.items, str) else columns[0]] = int(prorated.sum())
+        return total
+
+    def _apply_range(self, values: np.ndarray, low: float, high: float, column: str, what: str) -> np.ndarray:
+        bad = scoring.out_of_range(values, low, high)
+        if not bad.any():
+            return values
+        if self.spec.out_of_range == "error":
+            example = values[bad][0]
+            raise self.error(f"{int(bad.sum())} values outside the {what} (first: {example:g}); fix the data or "
+                             "declare out_of_range: set_missing", column)
+        self.out_of_range[column] = self.out_of_range.get(column, 0) + int(bad.sum())
+        return np.where(bad, np.nan, values)
+
+    def _construct(self, raw: pd.DataFrame, construct: str,
+                   timepoints: dict[str, Measure]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        windows = self.spec.followup_windows(self.trial_id)
+        raw_scores = {}
+        for timepoint, measure in timepoints.items():
+            raw_scores[timepoint] = self._raw_score(raw, measure, self.spec.instruments[measure.instrument])
+        out: dict[str, np.ndarray] = {}
+        meta: dict[str, Any] = {"timepoints": {}}
+        base_measure = timepoints.get(BASELINE)
+        base_reference = None
+        if base_measure is not None:
+            base_instrument = self.spec.instruments[base_measure.instrument]
+            base_reference = self._reference(raw_scores[BASELINE], base_instrument, construct, base_measure)
+        for timepoint, measure in timepoints.items():
+            instrument = self.spec.instruments[measure.instrument]
+            same_as_baseline = base_measure is not None and base_measure.instrument == measure.instrument
+            # within_trial: the spec guarantees every follow-up shares the baseline instrument and its reference
+            reference = base_reference if same_as_baseline else \
+                self._reference(raw_scores[timepoint], instrument, construct, measure)
+            mean, sd = reference
+            column = f"baseline_{construct}" if timepoint == BASELINE else f"{construct}_{windows[timepoint]}"
+            out[column] = scoring.standardise(raw_scores[timepoint], mean, sd, instrument.orientation(construct))
+            out[f"{column}_raw"] = raw_scores[timepoint]
+            meta["timepoints"][timepoint] = {
+                "column": column, "instrument": instrument.name,
+                "window": None if timepoint == BASELINE else windows[timepoint],
+                "weeks": None if timepoint == BASELINE else self.trial.followups[timepoint],
+                "level": "total" if measure.total is not None else "items",
+                "reference_mean": mean, "reference_sd": sd,
+                "orientation": instrument.orientation(construct),
+                "n_scored": int(np.isfinite(raw_scores[timepoint]).sum()),
+            }
+            if timepoint != BASELINE and same_as_baseline:
+                out[f"deteriorated_{construct}_{windows[timepoint]}"] = scoring.reliable_deterioration(
+                    raw_scores[BASELINE], raw_scores[timepoint], sd, instrument.reliability,
+                    instrument.higher_is_worse)
+        return out, meta
+
+    def _reference(self, baseline_raw: np.ndarray, instrument: Instrument, construct: str,
+                   measure: Measure) -> tuple[float, float]:
+        """(mean, SD) against which raw scores are standardised, by the declared method."""
+        if self.method == "norm":
+            return instrument.norm_mean, instrument.norm_sd
+        try:
+            return scoring.baseline_reference(baseline_raw)
+        except ValueError as exc:
+            column = measure.total or (measure.items if isinstance(measure.items, str) else measure.items[0])
+            raise self.error(f"cannot standardise {construct} within the trial: {exc}", column) from None
+
+
+def _is_blank(value: Any) -> bool:
+    if value is None or value is pd.NA or value is pd.NaT:
+        return True
+    if isinstance(value, float) and np.isnan(value):
+        return True
+    return isinstance(value, str) and not value.strip()
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _looks_numeric(series: pd.Series, missing: set[str]) -> bool:
+    if pd.api.types.is_numeric_dtype(series.dtype):
+        return True
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        return False
+    present = [v for v in series if not _is_blank(v) and label_key(v) not in missing]
+    return bool(present) and all(_is_number(str(v)) for v in present)
+
+
+# --- writing --------------------------------------------------------------------------------------------------------
+def sidecar_path(out_path: str | os.PathLike[str]) -> Path:
+    """`ipd.parquet` -> `ipd.meta.json`."""
+    out_path = Path(out_path)
+    return out_path.with_name(out_path.stem + ".meta.json")
+
+
+def write_harmonised(result: HarmonisedData, out_path: str | os.PathLike[str], *,
+                     report_dir: str | os.PathLike[str] | None = None) -> list[Path]:
+    """Write the table (parquet with the metadata embedded, or CSV), its JSON sidecar, the missingness table and the
+    harmonisation report; every file atomically. Returns the paths written."""
+    from mbi_predict.data.report import write_report
+
+    out_path = Path(out_path)
+    suffix = out_path.suffix.lower()
+    if suffix not in (".parquet", ".csv"):
+        raise SpecError(f"the IPD table is written as .parquet or .csv, not {suffix or 'no suffix'}",
+                        file=str(out_path))
+    metadata_json = io.to_json(result.metadata, sort_keys=True)
+    if suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pandas(result.ipd, preserve_index=False)
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                               PARQUET_METADATA_KEY: metadata_json.encode("utf-8")})
+        with io.atomic_path(out_path) as tmp:
+            pq.write_table(table, tmp)
+    else:
+        with io.atomic_path(out_path) as tmp:
+            result.ipd.to_csv(tmp, index=False)
+    written = [out_path, io.write_json_atomic(sidecar_path(out_path), json.loads(metadata_json))]
+    missingness_path = out_path.with_name(out_path.stem + ".missingness.csv")
+    with io.atomic_path(missingness_path) as tmp:
+        result.missingness.to_csv(tmp, index=False)
+    written.append(missingness_path)
+    written += write_report(result.ipd, result.metadata, result.missingness,
+                            Path(report_dir) if report_dir is not None else out_path.parent)
+    return written
+
+
+def read_parquet_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The harmonisation metadata embedded in a parquet file written by `write_harmonised` ({} if none)."""
+    import pyarrow.parquet as pq
+
+    raw = (pq.read_schema(path).metadata or {}).get(PARQUET_METADATA_KEY)
+    return json.loads(raw) if raw else {}
