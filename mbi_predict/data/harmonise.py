@@ -210,11 +210,11 @@ class _TrialHarmoniser:
         if labels.isna().any():
             raise self.error(f"{int(labels.isna().sum())} rows have no arm; intention to treat needs the randomised "
                              "arm of every participant", column)
-        unmapped = sorted(set(labels) - set(self.trial.arms))
-        if unmapped:
-            raise self.error(f"arm label {unmapped[0]!r} has no mapping under `arms` "
-                             f"(mapped: {', '.join(map(repr, self.trial.arms))})", column)
-        roles = labels.map(self.trial.arms)
+        try:
+            roles = recode(labels, self.trial.arms)
+        except UndeclaredLabel as exc:
+            raise self.error(f"arm label {exc.label!r} has no mapping under `arms` "
+                             f"(mapped: {', '.join(map(repr, self.trial.arms))})", column) from None
         arm = (roles == "mbi").astype(int).to_numpy()
         if len(np.unique(arm)) < 2:
             raise self.error(f"the data hold only one arm ({'MBI' if arm[0] == 1 else 'control'}); a randomised "
@@ -223,14 +223,13 @@ class _TrialHarmoniser:
         return arm, control_type
 
     def _covariate(self, raw: pd.DataFrame, name: str, column: str) -> pd.Series:
-        recode = self.trial.recodes.get(name)
-        if recode is not None:
-            labels = self._labels(raw[column])
-            undeclared = sorted(set(labels.dropna()) - set(recode))
-            if undeclared:
-                raise self.error(f"value {undeclared[0]!r} has no mapping under recodes.{name} "
-                                 f"(mapped: {', '.join(map(repr, recode))})", column)
-            values = labels.map(lambda v: None if v is None else recode[v]).astype(object)
+        mapping = self.trial.recodes.get(name)
+        if mapping is not None:
+            try:
+                values = recode(self._labels(raw[column]), mapping)
+            except UndeclaredLabel as exc:
+                raise self.error(f"value {exc.label!r} has no mapping under recodes.{name} "
+                                 f"(mapped: {', '.join(map(repr, mapping))})", column) from None
         elif name == "age" or name not in CATEGORY_LEVELS and _looks_numeric(raw[column], self.missing):
             return pd.Series(self._numeric(raw[column], column), index=raw.index)
         else:
@@ -321,6 +320,27 @@ class _TrialHarmoniser:
         except ValueError as exc:
             column = measure.total or (measure.items if isinstance(measure.items, str) else measure.items[0])
             raise self.error(f"cannot standardise {construct} within the trial: {exc}", column) from None
+
+
+class UndeclaredLabel(ValueError):
+    """A raw label the spec does not map; `harmonise` turns it into a DataError naming file, trial and column."""
+
+    def __init__(self, label: str) -> None:
+        super().__init__(f"label {label!r} is not declared")
+        self.label = label
+
+
+def recode(labels: pd.Series, mapping: dict[str, Any]) -> pd.Series:
+    """Map canonical labels (see `spec.label_key`) through `mapping`; missing stays missing.
+
+    A label the mapping does not declare is an error, never silently missing: a typo in a spec or an unexpected code
+    in a file would otherwise quietly drop people from an analysis.
+    """
+    undeclared = sorted({label_key(v) for v in labels.dropna()} - set(mapping))
+    if undeclared:
+        raise UndeclaredLabel(undeclared[0])
+    return pd.Series([None if _is_blank(v) else mapping[label_key(v)] for v in labels], index=labels.index,
+                     dtype=object)
 
 
 def _is_blank(value: Any) -> bool:
