@@ -107,19 +107,68 @@ def harmonise(
 @_boundary
 def describe(ipd: Annotated[Path, typer.Argument(help="A harmonised IPD table (.parquet or .csv).")]) -> None:
     """Print a table per trial: N by arm, control types, coverage, baseline profile."""
-    from mbi_predict.data.harmonise import describe_ipd, load_ipd
+    from mbi_predict.data.describe import describe_ipd
+    from mbi_predict.data.readers import load_ipd
 
-    _print_frame(describe_ipd(load_ipd(ipd)), title=f"{ipd}")
+    _print_frame(describe_ipd(load_ipd(ipd)).drop(columns=["outcomes_measured"], errors="ignore"), title=f"{ipd}")
+
+
+@app.command()
+@_boundary
+def meta(
+    ipd: Annotated[Path, typer.Argument(help="A harmonised IPD table (.parquet or .csv).")],
+    outcome: Annotated[str, typer.Option(help="Outcome column, e.g. distress_fu1_6 or deteriorated_distress_post.")],
+    control: Annotated[str, typer.Option(help="Comparison: passive | active.")] = "passive",
+    modifiers: Annotated[str | None, typer.Option(help="Comma-separated candidate effect modifiers.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Folder for the forest and funnel plots (and meta.json).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")] = False,
+    imputations: Annotated[int, typer.Option("--m", help="Number of within-trial multiple imputations.")] = 5,
+    method: Annotated[str, typer.Option(help="tau² estimator: REML | ML | DL | PM | FE.")] = "REML",
+    test: Annotated[str, typer.Option(help="z | knha (Hartung-Knapp-Sidik-Jonkman).")] = "z",
+    seed: Annotated[int, typer.Option(help="Seed of the imputations.")] = 0,
+) -> None:
+    """Two-stage random-effects IPD meta-analysis of one outcome, with within-trial effect modifiers."""
+    from mbi_predict.data.readers import load_ipd
+    from mbi_predict.errors import MBIError as _MBIError
+    from mbi_predict.io import to_json, write_json_atomic
+    from mbi_predict.meta import run_meta, write_plots
+
+    if control not in ("passive", "active"):
+        raise _MBIError(f"--control must be passive or active, not {control!r}")
+    table = load_ipd(ipd)
+    wanted = [m.strip() for m in modifiers.split(",") if m.strip()] if modifiers else None
+    report = run_meta(table, outcome, control=control, modifiers=wanted, m=imputations, seed=seed, method=method,
+                      test=test)
+    result = report.to_dict()
+    written = []
+    if out is not None:
+        written = write_plots(report, out)
+        written.append(write_json_atomic(Path(out) / "meta.json", result))
+    if as_json:
+        typer.echo(to_json(result))
+        return
+    console.print(report.summary(), markup=False, highlight=False)
+    _print_frame(_per_trial_frame(result["per_trial"]), title="per trial")
+    for path in written:
+        console.print(f"wrote {path}")
+
+
+def _per_trial_frame(rows: list[dict[str, Any]]) -> Any:
+    import pandas as pd
+
+    columns = ["trial_id", "n", "n_mbi", "n_control", "estimate", "ci_low", "ci_high", "weight"]
+    return pd.DataFrame(rows).reindex(columns=columns)
 
 
 def _print_frame(frame: Any, *, title: str | None = None) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=title, show_lines=False)
     for column in frame.columns:
         table.add_column(str(column), overflow="fold")
     for row in frame.itertuples(index=False):
-        table.add_row(*[_fmt(v) for v in row])
+        table.add_row(*[escape(_fmt(v)) for v in row])
     console.print(table)
 
 

@@ -16,7 +16,8 @@ DEMO_OUTCOME = "distress_fu1_6"
 
 def run_demo(out: str | Path, *, seed: int = 2023, console: Console | None = None) -> dict[str, Path]:
     """Run the demo into `out`; return the main files written, by name."""
-    from mbi_predict.data.harmonise import describe_ipd, harmonise, write_harmonised
+    from mbi_predict.data.describe import describe_ipd
+    from mbi_predict.data.harmonise import harmonise, write_harmonised
     from mbi_predict.data.rawsim import simulate_consortium_files
 
     console = console or Console()
@@ -42,7 +43,7 @@ def run_demo(out: str | Path, *, seed: int = 2023, console: Console | None = Non
     console.rule("3. describe")
     from mbi_predict.cli import _print_frame
 
-    _print_frame(describe_ipd(ipd), title="trials")
+    _print_frame(describe_ipd(ipd).drop(columns=["outcomes_measured"], errors="ignore"), title="trials")
 
     console.print(f"\n[bold]demo finished in {time.perf_counter() - started:.1f} s[/] - everything is in {out}")
     return written
