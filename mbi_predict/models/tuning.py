@@ -33,7 +33,7 @@ from mbi_predict.errors import ConfigError
 DEFAULT_SPACES: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
     "reference": {"continuous": {}, "binary": {}},
     "elastic_net": {
-        "continuous": {"alpha": {"type": "float", "low": 1e-4, "high": 1.0, "log": True},
+        "continuous": {"alpha": {"type": "float", "low": 1e-3, "high": 1.0, "log": True},
                        "l1_ratio": {"type": "float", "low": 0.0, "high": 1.0}},
         "binary": {"C": {"type": "float", "low": 1e-3, "high": 10.0, "log": True},
                    "l1_ratio": {"type": "float", "low": 0.0, "high": 1.0}},

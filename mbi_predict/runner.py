@@ -1,0 +1,397 @@
+"""Run one experiment config end to end: load the data once, validate every model leave-one-trial-out, pool the
+per-trial metrics, plot, write ``summary.json`` and log the run to MLflow.
+
+`run_experiment` is what ``mbi-predict run CONFIG`` calls; keyword arguments override the config. The order of work
+is chosen so that bad input fails before anything is fitted (config, tracking store, data, outcome, covariates,
+folds), and that nothing is half-written: outputs are built in a staging folder inside ``out_dir`` and moved into
+place, ``summary.json`` last, only when everything (including MLflow logging) has succeeded.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io as _io
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mbi_predict.config import ExperimentConfig, load_config, parse_config
+from mbi_predict.errors import ConfigError
+from mbi_predict.io import sha256_file, write_json_atomic, write_parquet_atomic
+from mbi_predict.validate.loto import (ITT_NOTE, FoldPlan, FoldResult, PreparedData, make_jobs, plan_folds,
+                                       prepare_data, run_jobs)
+from mbi_predict.validate.metrics import LOWER_IS_BETTER, PRIMARY_METRIC, paired_difference
+from mbi_predict.validate.pooling import pool_metric
+
+
+@dataclass(frozen=True)
+class RunResult:
+    summary: dict[str, Any]
+    out_dir: Path
+    summary_path: Path
+    mlflow_run_id: str | None
+    predictions_path: Path | None = None
+    plot_paths: tuple[Path, ...] = field(default_factory=tuple)
+
+
+# ------------------------------------------------------------------------------------------------- inputs
+
+def _resolve_config(config: ExperimentConfig | str | Path | dict, *, data: str | Path | None, outcome: str | None,
+                    tracking_uri: str | None) -> ExperimentConfig:
+    if isinstance(config, ExperimentConfig):
+        resolved = config
+    elif isinstance(config, dict):
+        resolved = parse_config(config)
+    else:
+        resolved = load_config(config)
+    updates: dict[str, Any] = {}
+    if data is not None:
+        updates["data"] = {"path": str(data)}
+    if outcome is not None:
+        updates["outcome"] = outcome
+    if tracking_uri is not None:
+        updates["tracking"] = {**resolved.tracking.model_dump(), "uri": tracking_uri}
+    if updates:  # re-validate so an override is checked like the file is
+        resolved = parse_config({**resolved.model_dump(mode="json"), **updates})
+    return resolved
+
+
+def canonical_sha256(frame: pd.DataFrame) -> str:
+    """Hash of the table's canonical parquet bytes (for data that has no file: simulated or harmonised)."""
+    buffer = _io.BytesIO()
+    frame.reset_index(drop=True).to_parquet(buffer, index=False)
+    return hashlib.sha256(buffer.getvalue()).hexdigest()
+
+
+def load_data(config: ExperimentConfig) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The IPD table and its provenance (source, sha256)."""
+    from mbi_predict.data.schema import check_ipd
+
+    source = config.data
+    if source.simulate is not None:
+        from mbi_predict.data.simulate import simulate_latent
+
+        sim = source.simulate
+        frame = check_ipd(simulate_latent(sim.scenario, seed=sim.seed, n_trials=sim.n_trials, n=sim.n).ipd,
+                          source="simulated consortium")
+        return frame, {"source": "simulated", "simulate": sim.model_dump(), "sha256": canonical_sha256(frame)}
+    if source.spec is not None:
+        from mbi_predict.data.harmonise import harmonise
+
+        frame = harmonise(source.spec).ipd
+        return frame, {"source": "spec", "spec": str(source.spec), "spec_sha256": sha256_file(source.spec),
+                       "sha256": canonical_sha256(frame)}
+    from mbi_predict.data.readers import load_ipd
+
+    frame = load_ipd(source.path)
+    return frame, {"source": "file", "path": str(source.path), "sha256": sha256_file(source.path)}
+
+
+# ---------------------------------------------------------------------------------------------- aggregation
+
+def _per_trial_row(result: FoldResult) -> dict[str, Any]:
+    row: dict[str, Any] = {"trial_id": result.held_out, "n": result.n, "n_randomised": result.n_randomised,
+                           "n_missing_outcome": result.n_missing_outcome}
+    row.update({name: value.value for name, value in result.metrics.items()})
+    row["variances"] = {name: value.variance for name, value in result.metrics.items()}
+    return row
+
+
+def _model_block(spec, results: list[FoldResult], config: ExperimentConfig, task: str) -> tuple[dict, dict]:
+    """The summary block of one model, and what its forest plots need."""
+    labels = [r.held_out for r in results]
+    metric_names = list(results[0].metrics) if results else []
+    pooled, forest = {}, {}
+    for metric in metric_names:
+        values = [r.metrics[metric].value for r in results]
+        variances = [r.metrics[metric].variance for r in results]
+        pooled[metric], pool_result = pool_metric(metric, values, variances, labels,
+                                                  method=config.validation.pooling_method,
+                                                  hksj=config.validation.hksj, level=config.validation.level)
+        forest[metric] = {"labels": labels, "values": values, "variances": variances, "pooled": pool_result}
+    timing = {key: float(sum(r.timing[key] for r in results))
+              for key in ("fit_seconds", "predict_seconds", "tune_seconds")}
+    block = {
+        "task": spec.kind, "estimator": spec.estimator, "outcome_type": task,
+        "population": results[0].population if results else "all",
+        "per_trial": [_per_trial_row(r) for r in results], "pooled": pooled, "timing": timing,
+        "best_params": {r.held_out: r.best_params for r in results},
+        "tuning": {r.held_out: r.tuning for r in results if r.tuning is not None} or None,
+    }
+    return block, forest
+
+
+def comparison_to_reference(config: ExperimentConfig, results: dict[str, list[FoldResult]], data: PreparedData,
+                            models: dict[str, dict]) -> dict[str, Any] | None:
+    """Does each prognostic model beat the reference model on the primary metric (RMSE or Brier), pooled?
+
+    ``beats_reference``: the model's pooled metric is better than the reference's. ``difference`` is the pooled
+    per-trial paired difference (model - reference, on the same held-out participants, paired bootstrap variance);
+    ``significant`` says whether its CI excludes 0. Models scored on another population (path_risk: controls only)
+    are not comparable and are listed under ``not_compared``.
+    """
+    references = [m for m in config.models if m.kind == "prognostic" and m.estimator == "reference"]
+    if not references:
+        return None
+    reference = references[0].name
+    metric = PRIMARY_METRIC[data.task]
+    lower_better = LOWER_IS_BETTER[metric]
+    ref_results = {r.held_out: r for r in results[reference]}
+    ref_pooled = models[reference]["pooled"][metric]["estimate"]
+    out: dict[str, Any] = {"reference_model": reference, "metric": metric, "lower_is_better": lower_better,
+                           "reference_pooled": ref_pooled, "models": {}, "not_compared": {}}
+    for spec in config.models:
+        if spec.name == reference or spec.kind != "prognostic":
+            continue
+        if models[spec.name]["population"] != models[reference]["population"]:
+            out["not_compared"][spec.name] = "scored on another population (control participants only)"
+            continue
+        diffs, variances, labels = [], [], []
+        for result in results[spec.name]:
+            ref = ref_results[result.held_out]
+            observed = result.predictions["prediction"].to_numpy()[result.evaluated]
+            rows = np.flatnonzero(data.trial == result.held_out)
+            y = data.y[rows][result.evaluated]
+            difference, variance = paired_difference(
+                y, observed, ref.predictions["prediction"].to_numpy()[ref.evaluated], metric,
+                B=max(config.validation.bootstrap, 2), seed=hash_seed(config.seed, spec.name, result.held_out))
+            diffs.append(difference)
+            variances.append(variance)
+            labels.append(result.held_out)
+        pooled_difference, _ = pool_metric(f"{metric}_difference", diffs, variances, labels,
+                                           method=config.validation.pooling_method, hksj=config.validation.hksj,
+                                           level=config.validation.level)
+        model_pooled = models[spec.name]["pooled"][metric]["estimate"]
+        beats = (model_pooled < ref_pooled) if lower_better else (model_pooled > ref_pooled)
+        low, high = pooled_difference["ci_low"], pooled_difference["ci_high"]
+        significant = None if low is None else bool(high < 0 or low > 0)
+        out["models"][spec.name] = {
+            "pooled": model_pooled, "reference_pooled": ref_pooled, "beats_reference": bool(beats),
+            "difference": pooled_difference["estimate"], "ci_low": low, "ci_high": high,
+            "significant": significant, "k": pooled_difference["k"],
+        }
+    return out
+
+
+def hash_seed(seed: int, *parts: Any) -> int:
+    from mbi_predict.validate.loto import derive_seed
+
+    return derive_seed(seed, "paired", *parts)
+
+
+def _calibration_inputs(results: list[FoldResult], data: PreparedData) -> dict[str, Any]:
+    observed, predicted, trial = [], [], []
+    for result in results:
+        rows = np.flatnonzero(data.trial == result.held_out) if result.held_out in set(data.trial) else None
+        if rows is None or "prediction" not in result.predictions:
+            continue
+        observed.append(data.y[rows][result.evaluated])
+        predicted.append(result.predictions["prediction"].to_numpy()[result.evaluated])
+        trial.append(np.full(int(result.evaluated.sum()), result.held_out))
+    cat = (lambda parts: np.concatenate(parts) if parts else np.array([]))
+    return {"observed": cat(observed), "predicted": cat(predicted), "trial": cat(trial), "task": data.task}
+
+
+# ------------------------------------------------------------------------------------------------- progress
+
+class _Progress:
+    """A rich progress bar over folds and tuning trials; a no-op when switched off. rich degrades to plain,
+    non-animated output when stderr is not a terminal, so piping or CI logs are not broken."""
+
+    def __init__(self, enabled: bool, n_jobs: int, n_trials: int) -> None:
+        self.enabled = enabled
+        if not enabled:
+            return
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), console=Console(stderr=True), transient=False)
+        self.folds = self.bar.add_task("held-out folds", total=n_jobs)
+        self.trials = self.bar.add_task("tuning trials", total=n_trials) if n_trials else None
+
+    def __enter__(self) -> _Progress:
+        if self.enabled:
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.enabled:
+            self.bar.stop()
+
+    def on_trial(self) -> None:
+        if self.enabled and self.trials is not None:
+            self.bar.advance(self.trials)
+
+    def on_result(self, parallel: bool) -> Callable[[FoldResult], None]:
+        def advance(result: FoldResult) -> None:
+            if not self.enabled:
+                return
+            self.bar.advance(self.folds)
+            if parallel and self.trials is not None and result.tuning:
+                self.bar.advance(self.trials, result.tuning["n_trials"])
+        return advance
+
+
+# ---------------------------------------------------------------------------------------------------- main
+
+def run_experiment(config_path_or_obj: ExperimentConfig | str | Path | dict, *, data: str | Path | None = None,
+                   outcome: str | None = None, out_dir: str | Path | None = None, tracking_uri: str | None = None,
+                   save_predictions: bool = False, progress: bool = True, keep_models: bool = False) -> RunResult:
+    """Validate every model of the config; write ``out_dir/summary.json`` (+ plots, + predictions on request) and
+    log the run to MLflow. Flags override the config (``data`` a harmonised table path, ``outcome`` a column,
+    ``tracking_uri`` the MLflow store)."""
+    from mbi_predict import __version__
+
+    config = _resolve_config(config_path_or_obj, data=data, outcome=outcome, tracking_uri=tracking_uri)
+    uri = None
+    if config.tracking.enabled:
+        from mbi_predict.track.mlflow_log import check_tracking_uri
+
+        uri = check_tracking_uri(config.tracking.uri)
+    frame, provenance = load_data(config)
+    prepared = prepare_data(frame, outcome=config.outcome, covariates=config.covariates,
+                            study_traits=config.study_traits, control_type=config.comparison.control_type)
+    plan = plan_folds(prepared, scheme=config.validation.scheme, n_folds=config.validation.folds,
+                      min_trial_size=config.validation.min_trial_size, seed=config.seed)
+    _preflight(config, prepared)
+    jobs = make_jobs(config, plan, keep_models=keep_models)
+
+    n_trials = sum(job.model.tuning.n_trials for job in jobs)
+    parallel = config.validation.n_jobs != 1
+    with _Progress(progress, len(jobs), n_trials) as bar:
+        fold_results = run_jobs(jobs, prepared, n_jobs=config.validation.n_jobs,
+                                on_result=bar.on_result(parallel), on_trial=None if parallel else bar.on_trial)
+    by_model: dict[str, list[FoldResult]] = {m.name: [] for m in config.models}
+    for result in fold_results:
+        by_model[result.model].append(result)
+
+    models, forests = {}, {}
+    for spec in config.models:
+        models[spec.name], forests[spec.name] = _model_block(spec, by_model[spec.name], config, prepared.task)
+    summary = _summary(config, frame, provenance, prepared, plan, models, __version__)
+    summary["comparison_to_reference"] = comparison_to_reference(config, by_model, prepared, models)
+
+    out_dir = Path(out_dir) if out_dir is not None else _default_out_dir(config)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir))
+    try:
+        from mbi_predict.report.plots import write_plots
+
+        calibration = {m.name: _calibration_inputs(by_model[m.name], prepared)
+                       for m in config.models if m.kind == "prognostic"}
+        plot_paths = write_plots(staging / "plots", forests=forests, calibration=calibration)
+        run_id = _track(config, uri, summary, staging, plot_paths) if uri else None
+        summary["mlflow_run_id"] = run_id
+        if not uri:
+            write_json_atomic(staging / "summary.json", summary)
+        predictions_path = None
+        if save_predictions:
+            write_parquet_atomic(staging / "predictions.parquet", _predictions(fold_results, prepared), index=False)
+        final_plots = _publish(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    if save_predictions:
+        predictions_path = out_dir / "predictions.parquet"
+    if keep_models:
+        summary["_fold_results"] = fold_results  # in memory only (e.g. for leakage checks); never written
+    return RunResult(summary, out_dir, out_dir / "summary.json", run_id, predictions_path, tuple(final_plots))
+
+
+def _preflight(config: ExperimentConfig, data: PreparedData) -> None:
+    """Build every model once so unknown parameters fail before hours of fitting."""
+    from mbi_predict.models.prognostic import make_prognostic_model
+
+    for spec in config.models:
+        if spec.kind == "prognostic":
+            make_prognostic_model(spec.estimator, data.task, spec.params, 0, features=data.features,
+                                  imputer=spec.imputer)
+        else:
+            try:
+                from mbi_predict.models.effect import make_effect_model
+            except ImportError as exc:
+                raise ConfigError(f"models.{spec.name}: effect models are not available ({exc})") from None
+            make_effect_model(spec.estimator, **spec.params)
+
+
+def _summary(config: ExperimentConfig, frame: pd.DataFrame, provenance: dict, data: PreparedData, plan: FoldPlan,
+             models: dict, version: str) -> dict[str, Any]:
+    from mbi_predict.track.mlflow_log import git_commit
+
+    validation = {
+        "scheme": plan.scheme, "note": plan.note, "held_out": [f.label for f in plan.folds],
+        "skipped": list(plan.skipped), "trials": list(plan.trials), "min_trial_size": config.validation.min_trial_size,
+        "pooling": {"method": config.validation.pooling_method, "hksj": config.validation.hksj,
+                    "level": config.validation.level,
+                    "scales": "c_statistic pooled on the logit scale, oe_ratio on the log scale (estimates and "
+                              "intervals back-transformed; tau2 on the pooling scale); other metrics as they are"},
+        "bootstrap": config.validation.bootstrap, "itt_note": ITT_NOTE,
+    }
+    return {
+        "mlflow_run_id": None, "experiment": config.experiment, "outcome": config.outcome,
+        "outcome_type": data.task, "comparison": {"control_type": data.control_type},
+        "covariates": list(data.covariates),
+        "data": {**provenance, "n_participants": int(len(frame)), "n_trials": int(frame["trial_id"].nunique()),
+                 "analysed": {"n_participants": data.n, "n_trials": int(len(np.unique(data.trial))),
+                              "n_missing_outcome": int((~np.isfinite(data.y)).sum())}},
+        "validation": validation, "models": models, "seed": config.seed,
+        "package_version": version, "git_commit": git_commit(),
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "config": config.model_dump(mode="json"),
+    }
+
+
+def _track(config: ExperimentConfig, uri: str, summary: dict, staging: Path, plot_paths: list[Path]) -> str:
+    from mbi_predict import __version__
+    from mbi_predict.config import flatten_config
+    from mbi_predict.track.mlflow_log import Tracker
+
+    tags = {"mbi_predict.outcome": config.outcome, "mbi_predict.data_sha256": summary["data"]["sha256"],
+            "mbi_predict.version": __version__, "mbi_predict.git_commit": summary["git_commit"] or "",
+            "mbi_predict.validation": summary["validation"]["scheme"],
+            "mbi_predict.model_families": ",".join(sorted({m.estimator for m in config.models}))}
+    with Tracker(uri, config.tracking_experiment, config.experiment, tags, checked=True) as tracker:
+        summary["mlflow_run_id"] = tracker.run_id
+        write_json_atomic(staging / "summary.json", summary)
+        tracker.log_parent(summary, flatten_config(config))
+        tracker.log_children(summary)
+        tracker.log_artifacts([staging / "summary.json"])
+        if plot_paths:
+            tracker.log_artifacts([staging / "plots"])
+        return tracker.run_id
+
+
+def _predictions(results: list[FoldResult], data: PreparedData) -> pd.DataFrame:
+    frames = []
+    for result in results:
+        frame = result.predictions.copy()
+        frame["scored"] = result.evaluated
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _publish(staging: Path, out_dir: Path) -> list[Path]:
+    """Move staged outputs into ``out_dir`` (plots first, summary.json last)."""
+    plots = []
+    if (staging / "plots").is_dir():
+        (out_dir / "plots").mkdir(exist_ok=True)
+        for path in sorted((staging / "plots").iterdir()):
+            target = out_dir / "plots" / path.name
+            path.replace(target)
+            plots.append(target)
+    if (staging / "predictions.parquet").exists():
+        (staging / "predictions.parquet").replace(out_dir / "predictions.parquet")
+    (staging / "summary.json").replace(out_dir / "summary.json")
+    return plots
+
+
+def _default_out_dir(config: ExperimentConfig) -> Path:
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return Path("runs") / config.experiment / stamp
