@@ -45,9 +45,12 @@ def as_2d_numeric(X, name: str = "X") -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def check_outcome(Y, n: int | None = None) -> np.ndarray:
-    y = np.asarray(Y, dtype=float).reshape(-1) if np.ndim(Y) <= 2 else None
-    if y is None or (np.ndim(Y) == 2 and np.shape(Y)[1] != 1):
+    if np.ndim(Y) > 2 or (np.ndim(Y) == 2 and np.shape(Y)[1] != 1):
         raise DataError("Y must be one outcome column")
+    try:
+        y = np.asarray(Y, dtype=float).reshape(-1)
+    except (TypeError, ValueError):
+        raise DataError("Y must be numeric") from None
     if n is not None and len(y) != n:
         raise DataError(f"Y has {len(y)} rows but X has {n}")
     if not np.all(np.isfinite(y)):
@@ -108,7 +111,8 @@ def check_propensity(propensity, n: int) -> np.ndarray:
     return e
 
 
-def make_folds(t: np.ndarray, groups: np.ndarray | None, n_folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def make_folds(t: np.ndarray, groups: np.ndarray | None, n_folds: int,
+               seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Cross-fitting folds: whole trials per fold when there are >= 2 trials, else arm-stratified row folds.
 
     GroupKFold is deterministic, so folds do not depend on the seed when grouped (reproducible by construction).
@@ -203,7 +207,8 @@ def make_regressor(learner, seed: int):
     if learner == "hgb":
         return HistGradientBoostingRegressor(max_iter=100, max_depth=3, learning_rate=0.1, min_samples_leaf=20,
                                              early_stopping=False, random_state=seed)
-    raise ConfigError(f"unknown base learner {learner!r}; use 'xgboost', 'elasticnet', 'ridge', 'hgb' or an estimator")
+    raise ConfigError(f"unknown base learner {learner!r}; use 'xgboost', 'elasticnet', 'ridge', 'hgb' or an "
+                      "estimator")
 
 
 def make_classifier(learner, seed: int):
@@ -220,11 +225,21 @@ def make_classifier(learner, seed: int):
     if learner == "hgb":
         return HistGradientBoostingClassifier(max_iter=100, max_depth=3, learning_rate=0.1, min_samples_leaf=20,
                                               early_stopping=False, random_state=seed)
-    raise ConfigError(f"unknown base learner {learner!r}; use 'xgboost', 'elasticnet', 'ridge', 'hgb' or an estimator")
+    raise ConfigError(f"unknown base learner {learner!r}; use 'xgboost', 'elasticnet', 'ridge', 'hgb' or an "
+                      "estimator")
 
 
-def fit_weighted(model, X, y, sample_weight):
-    """Fit with sample weights when the model takes them (all our named learners do)."""
+def fit_weighted(model, X, y, sample_weight=None, groups=None):
+    """Fit with sample weights when the model takes them (all our named learners do).
+
+    An ``ElasticNetCV`` gets its penalty chosen over folds of whole trials when ``groups`` holds >= 2 trials, so
+    inner tuning, like cross-fitting, never scores a model on participants of a trial it was trained on.
+    """
+    if isinstance(model, ElasticNetCV) and groups is not None and len(pd.unique(groups)) >= 2:
+        n_splits = min(5, len(pd.unique(groups)))
+        model.set_params(cv=list(GroupKFold(n_splits=n_splits).split(X, y, groups)))
+    if sample_weight is None:
+        return model.fit(X, y)
     try:
         return model.fit(X, y, sample_weight=sample_weight)
     except TypeError:

@@ -152,10 +152,12 @@ class PathRiskModel(EffectEstimator):
         self.binary_outcome_ = common.is_binary_outcome(y, self.outcome_type)
         target = y.astype(int) if self.binary_outcome_ else y
         control = np.flatnonzero(t == 0)
-        self.risk_model_ = self._new_risk_model().fit(Xa[control], target[control])
+        g_control = None if g is None else g[control]
+        self.risk_model_ = common.fit_weighted(self._new_risk_model(), Xa[control], target[control], groups=g_control)
         risk = self._risk(self.risk_model_, Xa)
         for train, test in self._control_folds(control, g):
-            fold_model = self._new_risk_model().fit(Xa[control[train]], target[control[train]])
+            fold_model = common.fit_weighted(self._new_risk_model(), Xa[control[train]], target[control[train]],
+                                             groups=None if g_control is None else g_control[train])
             risk[control[test]] = self._risk(fold_model, Xa[control[test]])
         w = common.arm_balancing_weights(t, e)
         if self.smooth:

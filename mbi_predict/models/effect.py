@@ -43,6 +43,10 @@ _COMMON_CONSTRAINTS = {
 }
 
 
+def _rows(groups, rows):
+    return None if groups is None else groups[rows]
+
+
 class TLearner(EffectEstimator):
     """T-learner: one outcome model per arm; CATE = mu1(x) - mu0(x) (Künzel et al. 2019).
 
@@ -77,7 +81,7 @@ class TLearner(EffectEstimator):
             else:
                 model = common.make_regressor(self.base_learner, self._seed())
                 target = y[rows]
-            self.models_.append(common.fit_weighted(model, Xa[rows], target, w[rows]))
+            self.models_.append(common.fit_weighted(model, Xa[rows], target, w[rows], _rows(g, rows)))
         return self
 
     def _arm_means(self, Xa):
@@ -115,7 +119,7 @@ class SLearner(EffectEstimator):
     def fit(self, Y, T, *, X, groups=None, propensity=None):
         y, t, Xa, g, e = self._fit_inputs(Y, T, X, groups, propensity)
         model = common.make_regressor(self.base_learner, self._seed())
-        self.model_ = common.fit_weighted(model, np.column_stack([Xa, t]), y, common.arm_balancing_weights(t, e))
+        self.model_ = common.fit_weighted(model, np.column_stack([Xa, t]), y, common.arm_balancing_weights(t, e), g)
         return self
 
     def effect(self, X) -> np.ndarray:
@@ -148,15 +152,17 @@ class XLearner(EffectEstimator):
         w = common.arm_balancing_weights(t, e)
         seed = self._seed()
         treated, control = t == 1, t == 0
-        mu0 = common.fit_weighted(common.make_regressor(self.base_learner, seed), Xa[control], y[control], w[control])
-        mu1 = common.fit_weighted(common.make_regressor(self.base_learner, seed), Xa[treated], y[treated], w[treated])
+        mu0 = common.fit_weighted(common.make_regressor(self.base_learner, seed), Xa[control], y[control], w[control],
+                                  _rows(g, control))
+        mu1 = common.fit_weighted(common.make_regressor(self.base_learner, seed), Xa[treated], y[treated], w[treated],
+                                  _rows(g, treated))
         imputed_treated = y[treated] - mu0.predict(Xa[treated])
         imputed_control = mu1.predict(Xa[control]) - y[control]
         second = self.base_learner if self.cate_learner is None else self.cate_learner
         self.tau1_model_ = common.fit_weighted(common.make_regressor(second, seed), Xa[treated], imputed_treated,
-                                               w[treated])
+                                               w[treated], _rows(g, treated))
         self.tau0_model_ = common.fit_weighted(common.make_regressor(second, seed), Xa[control], imputed_control,
-                                               w[control])
+                                               w[control], _rows(g, control))
         self.blend_weight_ = float(e.mean())
         return self
 
@@ -192,7 +198,7 @@ class DRLearner(EffectEstimator):
         seed = self._seed()
         folds = common.make_folds(t, g, self.n_folds, seed)
         mu0, mu1 = crossfit_outcome_models(y, t, Xa, folds=folds, learner=self.outcome_learner, seed=seed,
-                                           binary=common.is_binary_outcome(y, "auto"))
+                                           binary=common.is_binary_outcome(y, "auto"), groups=g)
         pseudo = dr_scores(y, t, mu0, mu1, e)
         clustered = g is not None and len(np.unique(g)) >= 2
         self.ate_ = clustered_ate(pseudo, g) if clustered else naive_ate(pseudo)
@@ -201,7 +207,8 @@ class DRLearner(EffectEstimator):
                 Xa, pseudo, g if clustered else None)
             self.final_model_ = None
         else:
-            self.final_model_ = common.make_regressor(self.final_model, seed).fit(Xa, pseudo)
+            self.final_model_ = common.fit_weighted(common.make_regressor(self.final_model, seed), Xa, pseudo,
+                                                    groups=g)
         return self
 
     def effect(self, X) -> np.ndarray:
@@ -217,7 +224,8 @@ class DRLearner(EffectEstimator):
         design = np.column_stack([np.ones(len(Xa)), Xa])
         est = design @ self.final_coef_
         se = np.sqrt(np.einsum("ij,jk,ik->i", design, self.final_cov_, design))
-        q = stats.t.ppf(1 - alpha / 2, self.final_df_) if np.isfinite(self.final_df_) else stats.norm.ppf(1 - alpha / 2)
+        df = self.final_df_
+        q = stats.t.ppf(1 - alpha / 2, df) if np.isfinite(df) else stats.norm.ppf(1 - alpha / 2)
         return est - q * se, est + q * se
 
 

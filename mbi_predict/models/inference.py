@@ -40,7 +40,7 @@ def dr_scores(y, t, mu0, mu1, e) -> np.ndarray:
 
 
 def naive_ate(scores, alpha: float = 0.05) -> dict:
-    """Mean of the scores with the independent-rows standard error sd/sqrt(n) and a normal interval (for comparison)."""
+    """Mean of the scores with the independent-rows SE sd/sqrt(n) and a normal interval (for comparison)."""
     s = np.asarray(scores, dtype=float).reshape(-1)
     n = len(s)
     if n < 2:
@@ -96,11 +96,13 @@ def cluster_bootstrap(stat_fn: Callable[[np.ndarray], float], clusters, B: int =
                 ci_low=float(lo), ci_high=float(hi), replicates=reps)
 
 
-def crossfit_outcome_models(y, t, X, *, folds, learner="ridge", seed: int = 0,
-                            binary: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Out-of-fold predictions of E[Y | X, arm=0] and E[Y | X, arm=1]: per fold, one model per arm on the training rows.
+def crossfit_outcome_models(y, t, X, *, folds, learner="ridge", seed: int = 0, binary: bool = False,
+                            groups=None) -> tuple[np.ndarray, np.ndarray]:
+    """Out-of-fold predictions of E[Y | X, arm=0] and E[Y | X, arm=1]: per fold, one model per arm on the
+    training rows.
 
-    ``X=None`` uses the training arm means. ``binary=True`` uses classifiers' ``predict_proba``.
+    ``X=None`` uses the training arm means. ``binary=True`` uses classifiers' ``predict_proba``. ``groups`` lets a
+    penalised learner tune over whole trials (see ``fit_weighted``).
     """
     n = len(y)
     mu = np.empty((n, 2))
@@ -111,11 +113,12 @@ def crossfit_outcome_models(y, t, X, *, folds, learner="ridge", seed: int = 0,
             if X is None:
                 model = DummyRegressor().fit(Xm[rows], y[rows])
             elif binary and len(np.unique(y[rows])) == 2:
-                model = common.make_classifier(learner, seed).fit(Xm[rows], y[rows].astype(int))
+                model = common.make_classifier(learner, seed).fit(Xm[rows], y[rows].astype(int))  # no CV inside
                 mu[test, arm] = model.predict_proba(Xm[test])[:, 1]
                 continue
             else:
-                model = common.make_regressor(learner, seed).fit(Xm[rows], y[rows])
+                model = common.fit_weighted(common.make_regressor(learner, seed), Xm[rows], y[rows],
+                                            groups=None if groups is None else groups[rows])
             mu[test, arm] = model.predict(Xm[test])
     return mu[:, 0], mu[:, 1]
 
@@ -140,7 +143,7 @@ def trial_aware_ate(Y, T, X, groups, *, propensity=None, n_folds: int = 5, seed:
     e = common.known_propensity(t, g) if propensity is None else common.check_propensity(propensity, len(y))
     folds = common.make_folds(t, g, n_folds, seed)
     mu0, mu1 = crossfit_outcome_models(y, t, Xa, folds=folds, learner=outcome_model, seed=seed,
-                                       binary=common.is_binary_outcome(y, "auto"))
+                                       binary=common.is_binary_outcome(y, "auto"), groups=g)
     scores = dr_scores(y, t, mu0, mu1, e)
     result = clustered_ate(scores, g, alpha=alpha)
     naive = naive_ate(scores, alpha=alpha)

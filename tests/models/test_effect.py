@@ -202,3 +202,15 @@ def test_config_errors():
         TLearner(base_learner="lightgbm").fit(y, t, X=X, groups=groups)
     with pytest.raises(ConfigError):
         TLearner(propensity="guessed").fit(y, t, X=X, groups=groups)
+
+
+def test_inner_tuning_and_dr_ate_respect_trials(data):
+    y, t, X, groups, tau = data
+    enet = TLearner(base_learner="elasticnet").fit(y, t, X=X, groups=groups)
+    for model in enet.models_:  # the penalty is chosen over folds of whole trials
+        folds = model.cv
+        assert len(folds) == 5
+        arm_groups = groups[t == (model is enet.models_[1])]
+        assert all(not set(arm_groups[train]) & set(arm_groups[test]) for train, test in folds)
+    dr = DRLearner(outcome_learner="ridge").fit(y, t, X=X, groups=groups)
+    assert dr.ate_["n_clusters"] == len(np.unique(groups)) and dr.ate_["ci_low"] < tau.mean() < dr.ate_["ci_high"]
