@@ -27,6 +27,8 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console()
+if not console.is_terminal:  # logs and pipes: wide enough for the result tables
+    console.width = 140
 err_console = Console(stderr=True)
 _state = {"debug": False}
 F = TypeVar("F", bound=Callable[..., Any])

@@ -45,5 +45,46 @@ def run_demo(out: str | Path, *, seed: int = 2023, console: Console | None = Non
 
     _print_frame(describe_ipd(ipd).drop(columns=["outcomes_measured"], errors="ignore"), title="trials")
 
+    console.rule("4. classical two-stage IPD meta-analysis")
+    written.update(_meta_stage(ipd, out / "meta", console))
+
     console.print(f"\n[bold]demo finished in {time.perf_counter() - started:.1f} s[/] - everything is in {out}")
+    return written
+
+
+def _meta_stage(ipd, out: Path, console: Console) -> dict[str, Path]:
+    """Pooled effect of the MBI on distress at 1-6 months against each kind of control, with forest plots."""
+    import pandas as pd
+
+    from mbi_predict.io import write_json_atomic
+    from mbi_predict.meta import run_meta, write_plots
+
+    rows, written = [], {}
+    analyses = [(DEMO_OUTCOME, "passive", ["baseline_distress", "baseline_mindfulness", "age", "gender"]),
+                (DEMO_OUTCOME, "active", None),
+                ("deteriorated_distress_fu1_6", "passive", None)]
+    for outcome, control, modifiers in analyses:
+        if outcome not in ipd.columns:
+            continue
+        report = run_meta(ipd, outcome, control=control, modifiers=modifiers, m=5, seed=0)
+        folder = out / f"{outcome}_vs_{control}"
+        plots = write_plots(report, folder)
+        write_json_atomic(folder / "meta.json", report.to_dict())
+        written[f"forest_{outcome}_{control}"] = plots[0] if plots else folder
+        pooled = report.two_stage.pooled
+        rows.append({"outcome": outcome, "vs": control, "measure": "log RR" if report.two_stage.outcome_type == "binary"
+                     else "g", "k": pooled.k if pooled else 0,
+                     "estimate": pooled.estimate if pooled else float("nan"),
+                     "95% CI": f"{pooled.ci_low:.2f} to {pooled.ci_high:.2f}" if pooled else "",
+                     "95% PI": f"{pooled.pi_low:.2f} to {pooled.pi_high:.2f}" if pooled else "",
+                     "tau2": pooled.tau2 if pooled else float("nan"),
+                     "I2 %": pooled.i2 if pooled else float("nan")})
+        for item in report.interactions:
+            console.print(f"  within-trial interaction arm x {item['modifier']}: {item['estimate']:.3f} "
+                          f"({item['ci_low']:.3f} to {item['ci_high']:.3f}), p = {item['pvalue']:.3f}; "
+                          f"across-trial (ecological) {item['across_trial_estimate']:.3f}", markup=False)
+    from mbi_predict.cli import _print_frame
+
+    _print_frame(pd.DataFrame(rows), title="pooled effect of the MBI (random effects, REML)")
+    console.print(f"forest and funnel plots in {out}")
     return written
