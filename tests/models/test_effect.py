@@ -107,8 +107,8 @@ def test_binary_outcome_t_learner_gives_risks():
     assert np.all((risk0 >= 0) & (risk0 <= 1) & (risk1 >= 0) & (risk1 <= 1))
     np.testing.assert_allclose(model.effect(X), risk1 - risk0)
     assert np.corrcoef(model.effect(X), true_rd)[0, 1] > 0.6
-    for name in ("dr_learner", "interaction_linear", "s_learner", "path_risk"):
-        cate = make_effect_model(name).fit(y, t, X=X, groups=groups).effect(X)
+    for name in ("dr_learner", "interaction_linear", "s_learner", "x_learner", "causal_forest", "path_risk"):
+        cate = make_effect_model(name, **FAST.get(name, {})).fit(y, t, X=X, groups=groups).effect(X)
         assert np.all(np.abs(cate) <= 1.5)  # risk differences from a linear-probability fit
     with pytest.raises(ConfigError):
         TLearner(base_learner="ridge").fit(*consortium()[:2], X=consortium()[2]).predict_risk(X)
