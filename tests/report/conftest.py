@@ -107,3 +107,10 @@ def run_folder(tmp_path, run_summary):
         fig.savefig(folder / "plots" / f"{name}.png", dpi=40)
         plt.close(fig)
     return folder
+
+
+@pytest.fixture(scope="session")
+def tracking_uri(tmp_path_factory):
+    """One sqlite store for the session: creating its schema costs seconds, so it is made once."""
+    folder = tmp_path_factory.mktemp("mlflow")
+    return f"sqlite:///{folder}/mlflow.db"
