@@ -12,10 +12,12 @@ default B = 5; B >= 19 is needed for p <= 0.05).
 
 Decision (declared in ``NullReference.rule``), family-wise by default because a model has many features and the
 question "does anything predict differential benefit?" is asked once per model: the statistics are importances
-divided by their mean over the B + 1 fits (observed and null, so the scaling is permutation-invariant and the
-observed fit stays exchangeable with the null fits under H0); the max over features of that ratio in each null fit
-gives a max-T distribution (Westfall & Young 1993); the adjusted p of a feature is ``(1 + #{null max ratio >=
-its ratio}) / (B + 1)``. Under H0 the chance that *any* feature is declared is then at most 1/(B+1) for
+divided by the feature's mean importance over the *other* B fits (leave-one-out over the B + 1 fits, observed
+and null: the same function is applied to every fit, so under H0 the observed fit stays exchangeable with the null
+fits, and a strong observed importance does not inflate its own denominator); the max over features of that ratio
+in each null fit gives a max-T distribution (Westfall & Young 1993), used step-down: features are taken in
+decreasing order of their observed ratio and each is compared with the null max over itself and the features not
+yet declared, its adjusted p being ``(1 + #{null max ratio >= its ratio}) / (B + 1)`` (made monotone). Under H0 the chance that *any* feature is declared is then at most 1/(B+1) for
 ``exceeds_null_max`` and at most alpha for ``pvalue``. ``familywise=False`` compares each feature with its own null
 only (per-feature p as above), whose family-wise error grows with the number of features.
 
@@ -107,10 +109,30 @@ class NullReference:
 
 
 def _ratios(matrix: np.ndarray) -> np.ndarray:
-    """Each column divided by its mean over all B + 1 fits (0 where a feature is zero in every fit)."""
-    scale = matrix.mean(axis=0)
+    """Each entry (fit i, feature f) divided by feature f's mean over the other fits.
+
+    A zero denominator (the feature is unused in every other fit) gives 0 for a zero entry and +inf otherwise.
+    """
+    n = matrix.shape[0]
+    others = (matrix.sum(axis=0, keepdims=True) - matrix) / (n - 1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(scale > 0, matrix / np.where(scale > 0, scale, 1.0), 0.0)
+        ratio = np.where(others > 0, matrix / np.where(others > 0, others, 1.0), np.inf)
+    return np.where(matrix > 0, ratio, 0.0)
+
+
+def _step_down_maxt(observed: np.ndarray, null: np.ndarray) -> np.ndarray:
+    """Westfall–Young step-down max-T adjusted p-values (observed: p ratios; null: B x p ratios)."""
+    B = null.shape[0]
+    order = np.argsort(-observed, kind="stable")
+    adjusted = np.empty(len(observed))
+    running = 0.0
+    for position, feature in enumerate(order):
+        remaining = order[position:]
+        null_max = null[:, remaining].max(axis=1)
+        p = (1 + np.sum(null_max >= observed[feature])) / (B + 1)
+        running = max(running, p)
+        adjusted[feature] = running
+    return adjusted
 
 
 def null_reference(observed: Mapping[str, float], null_rows: list[Mapping[str, float]], *, alpha: float = 0.05,
@@ -129,8 +151,7 @@ def null_reference(observed: Mapping[str, float], null_rows: list[Mapping[str, f
     nul = null.to_numpy(dtype=float)
     per_feature = (1 + (nul >= obs[None, :]).sum(axis=0)) / (B + 1)
     ratios = _ratios(np.vstack([obs, nul]))
-    null_max = ratios[1:].max(axis=1)  # one max-T statistic per permutation
-    familywise_p = (1 + (null_max[None, :] >= ratios[0][:, None]).sum(axis=1)) / (B + 1)
+    familywise_p = _step_down_maxt(ratios[0], ratios[1:])
     notes = []
     chosen = rule
     if rule == "auto":
@@ -141,11 +162,9 @@ def null_reference(observed: Mapping[str, float], null_rows: list[Mapping[str, f
         warnings.warn(message, UserWarning, stacklevel=2)
         notes.append(message)
     decision_p = familywise_p if familywise else per_feature
-    if chosen == "exceeds_null_max":
-        stat, ref = (ratios[0], null_max.max()) if familywise else (obs, nul.max(axis=0))
-        beats = stat > ref
-    else:
-        beats = decision_p <= alpha
+    # p == 1/(B+1) exactly when the statistic exceeds every null one (the p counts ties against the feature)
+    threshold = 1.0 / (B + 1) if chosen == "exceeds_null_max" else alpha
+    beats = decision_p <= threshold * (1 + 1e-12)
     return NullReference(observed=dict(zip(features, obs.tolist())), null=null,
                          pvalue=dict(zip(features, per_feature.tolist())),
                          pvalue_familywise=dict(zip(features, familywise_p.tolist())),

@@ -1,0 +1,212 @@
+"""Figures for model cards and MLflow: beeswarm, importance with CIs and the null band, dependence, benefit profile.
+
+All functions build a ``matplotlib.figure.Figure`` directly (no pyplot state, safe in parallel workers) and return
+it; the caller saves it. Nothing here writes data.
+
+Disclosure choices (the figures go to MLflow artifacts):
+* the benefit profile shows only aggregates: binned means of predicted CATE with 95% CIs (bins with fewer than
+  ``min_cell`` participants are suppressed) and a LOWESS curve — no participant-level points;
+* dependence plots default to ``anonymise=True``: a hexagonal density of (covariate, SHAP) with cells of fewer than
+  ``min_cell`` participants hidden, plus binned means (per arm when ``color_by`` is given); ``anonymise=False`` draws
+  the usual per-participant scatter;
+* the beeswarm is kept (standard in model cards): each dot is one explained participant's SHAP value on a subsample
+  of at most ``max_rows``; covariate values appear only as a colour rank, never on an axis, and no identifiers
+  are shown.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from mbi_predict.explain.explanation import check_features
+
+MIN_CELL = 5
+
+
+def _numeric(series: pd.Series) -> tuple[np.ndarray, list[str] | None]:
+    """Numeric values for plotting; categories become codes (returned with their labels)."""
+    if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
+        return series.to_numpy(dtype=float), None
+    cat = pd.Categorical(series.astype("string"))
+    codes = cat.codes.astype(float)
+    codes[codes < 0] = np.nan
+    return codes, [str(c) for c in cat.categories]
+
+
+def _order(explanation, max_display: int) -> list[int]:
+    importance = np.abs(explanation.values).mean(axis=0)
+    return list(np.argsort(-importance, kind="stable")[:max_display])
+
+
+def _swarm_offsets(values: np.ndarray, width: float = 0.4, n_bins: int = 60) -> np.ndarray:
+    """Vertical offsets that spread dots with similar SHAP values (a simple beeswarm)."""
+    if values.size == 0 or np.ptp(values) == 0:
+        return np.zeros_like(values)
+    bins = np.floor((values - values.min()) / np.ptp(values) * (n_bins - 1)).astype(int)
+    offsets = np.zeros_like(values, dtype=float)
+    counts = np.bincount(bins, minlength=n_bins)
+    scale = width / max(1, counts.max())
+    seen = np.zeros(n_bins, dtype=int)
+    for i in np.argsort(values, kind="stable"):
+        k = seen[bins[i]]
+        offsets[i] = ((k + 1) // 2) * (1 if k % 2 else -1) * scale
+        seen[bins[i]] += 1
+    return offsets
+
+
+def beeswarm(explanation, *, max_display: int = 10, title: str | None = None) -> Figure:
+    """SHAP summary: one row per feature (most important on top), dots = explained participants, colour = the
+    covariate's within-sample percentile (blue low, red high)."""
+    order = _order(explanation, max_display)
+    fig = Figure(figsize=(7, 0.45 * len(order) + 1.5))
+    ax = fig.add_subplot()
+    scatter = None
+    for position, j in enumerate(reversed(order)):
+        shap_j = explanation.values[:, j]
+        raw, _ = _numeric(explanation.data.iloc[:, j])
+        colour = pd.Series(raw).rank(pct=True).to_numpy()
+        y = position + _swarm_offsets(shap_j)
+        scatter = ax.scatter(shap_j, y, c=colour, cmap="coolwarm", vmin=0, vmax=1, s=8, alpha=0.8, linewidths=0)
+    ax.set_yticks(range(len(order)), [explanation.feature_names[j] for j in reversed(order)])
+    ax.axvline(0, color="0.5", lw=0.8)
+    ax.set_xlabel(f"SHAP value ({explanation.output})")
+    if scatter is not None:
+        bar = fig.colorbar(scatter, ax=ax, ticks=[0, 1])
+        bar.ax.set_yticklabels(["low", "high"])
+        bar.set_label("covariate value (percentile)")
+    ax.set_title(title or f"SHAP summary ({explanation.n_rows} participants, {explanation.kind})")
+    fig.tight_layout()
+    return fig
+
+
+def importance_bars(stability_df: pd.DataFrame, null_ref=None, *, top: int = 10, title: str | None = None) -> Figure:
+    """Pooled mean |SHAP| with its CI per feature; grey band = null importance (null mean to 95th percentile)."""
+    frame = stability_df.head(top).iloc[::-1]
+    fig = Figure(figsize=(7, 0.45 * len(frame) + 1.5))
+    ax = fig.add_subplot()
+    y = np.arange(len(frame))
+    est = frame["importance"].to_numpy(dtype=float)
+    low = np.nan_to_num(est - frame["ci_low"].to_numpy(dtype=float), nan=0.0)
+    high = np.nan_to_num(frame["ci_high"].to_numpy(dtype=float) - est, nan=0.0)
+    beats = [bool(null_ref.beats_null.get(f, False)) if null_ref is not None else True for f in frame["feature"]]
+    ax.barh(y, est, xerr=[low, high], color=["tab:blue" if b else "tab:gray" for b in beats], alpha=0.85,
+            capsize=3, label="pooled importance (95% CI)")
+    if null_ref is not None:
+        null = null_ref.null
+        for yi, feature in zip(y, frame["feature"]):
+            if feature in null.columns:
+                ax.fill_betweenx([yi - 0.4, yi + 0.4], float(null[feature].mean()),
+                                 float(null[feature].quantile(0.95)), color="0.2", alpha=0.25, lw=0)
+        ax.fill_betweenx([], [], [], color="0.2", alpha=0.25, label=f"null (mean to 95th pct, B={null_ref.B})")
+    ax.set_yticks(y, list(frame["feature"]))
+    ax.set_xlabel("mean |SHAP|")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(title or "Importance across held-out trials")
+    fig.tight_layout()
+    return fig
+
+
+def _binned(x: np.ndarray, y: np.ndarray, n_bins: int, min_cell: int):
+    """(bin centre, mean, 95% CI half-width, n) over quantile bins of x, bins below min_cell dropped."""
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    if x.size == 0:
+        return np.empty((0, 4))
+    distinct = np.unique(x)
+    if distinct.size <= n_bins:  # few levels (categorical or binary): one bin per level
+        labels, centres = np.searchsorted(distinct, x), distinct
+    else:
+        edges = np.unique(np.quantile(x, np.linspace(0, 1, n_bins + 1)))
+        labels = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, len(edges) - 2)
+        centres = np.array([x[labels == k].mean() if np.any(labels == k) else np.nan for k in range(len(edges) - 1)])
+    rows = []
+    for k, centre in enumerate(centres):
+        values = y[labels == k]
+        if values.size >= min_cell:
+            half = 1.96 * values.std(ddof=1) / np.sqrt(values.size) if values.size > 1 else np.nan
+            rows.append((centre, values.mean(), half, values.size))
+    return np.array(rows, dtype=float).reshape(-1, 4)
+
+
+def _axis_labels(ax, labels: list[str] | None) -> None:
+    if labels is not None:
+        ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
+
+
+def dependence(explanation, features=None, *, top: int = 3, color_by=None, color_label: str = "arm",
+               anonymise: bool = True, min_cell: int = MIN_CELL, n_bins: int = 10) -> Figure:
+    """SHAP value against covariate value for ``features`` (default: the ``top`` most important).
+
+    ``color_by``: a value per explained row (e.g. arm, aligned with ``explanation.row_index``) — prognostic models are
+    usually shown coloured by arm. See the module docstring for ``anonymise``.
+    """
+    if features is None:
+        features = [explanation.feature_names[j] for j in _order(explanation, top)]
+    features = [features] if isinstance(features, str) else list(features)
+    check_features(features, explanation.feature_names)
+    groups = None if color_by is None else np.asarray(color_by)
+    if groups is not None and len(groups) != explanation.n_rows:
+        raise ValueError(f"color_by has {len(groups)} values for {explanation.n_rows} explained rows")
+    fig = Figure(figsize=(4.2 * len(features), 3.6))
+    axes = fig.subplots(1, len(features), squeeze=False)[0]
+    for ax, feature in zip(axes, features):
+        j = explanation.feature_names.index(feature)
+        x, labels = _numeric(explanation.data[feature])
+        y = explanation.values[:, j]
+        levels = [None] if groups is None else list(pd.unique(groups))
+        if anonymise:
+            ok = np.isfinite(x)
+            if labels is None and np.unique(x[ok]).size > n_bins:
+                ax.hexbin(x[ok], y[ok], gridsize=20, mincnt=min_cell, cmap="Greys")
+            for level, colour in zip(levels, ("tab:blue", "tab:orange", "tab:green", "tab:red")):
+                rows = np.ones(len(y), bool) if level is None else groups == level
+                b = _binned(x[rows], y[rows], n_bins, min_cell)
+                ax.errorbar(b[:, 0], b[:, 1], yerr=b[:, 2], marker="o", ms=4, color=colour, capsize=2,
+                            label=None if level is None else f"{color_label} {level}")
+        else:
+            for level, colour in zip(levels, ("tab:blue", "tab:orange", "tab:green", "tab:red")):
+                rows = np.ones(len(y), bool) if level is None else groups == level
+                ax.scatter(x[rows], y[rows], s=6, alpha=0.5, color=colour,
+                           label=None if level is None else f"{color_label} {level}")
+        _axis_labels(ax, labels)
+        ax.axhline(0, color="0.5", lw=0.8)
+        ax.set_xlabel(feature)
+        ax.set_ylabel(f"SHAP ({explanation.output})")
+        if groups is not None:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def benefit_profile(cate, X_frame: pd.DataFrame, features, *, n_bins: int = 10, min_cell: int = 10,
+                    smooth_frac: float = 0.5, outcome_label: str = "predicted CATE") -> Figure:
+    """Predicted CATE against each covariate: binned means with 95% CIs (bins under ``min_cell`` suppressed) and a
+    LOWESS curve for continuous covariates. Aggregates only (see the module docstring)."""
+    from statsmodels.nonparametric.smoothers_lowess import lowess
+
+    cate = np.asarray(cate, dtype=float).reshape(-1)
+    if len(cate) != len(X_frame):
+        raise ValueError(f"cate has {len(cate)} values for {len(X_frame)} rows")
+    features = [features] if isinstance(features, str) else list(features)
+    check_features(features, [str(c) for c in X_frame.columns])
+    fig = Figure(figsize=(4.2 * len(features), 3.6))
+    axes = fig.subplots(1, len(features), squeeze=False)[0]
+    for ax, feature in zip(axes, features):
+        x, labels = _numeric(X_frame[feature])
+        b = _binned(x, cate, n_bins, min_cell)
+        ax.errorbar(b[:, 0], b[:, 1], yerr=b[:, 2], marker="o", ms=4, color="tab:blue", capsize=2, ls="none",
+                    label="binned mean (95% CI)")
+        ok = np.isfinite(x) & np.isfinite(cate)
+        if labels is None and np.unique(x[ok]).size > n_bins and ok.sum() >= 3 * min_cell:
+            grid = np.quantile(x[ok], np.linspace(0.02, 0.98, 50))
+            curve = lowess(cate[ok], x[ok], frac=smooth_frac, xvals=grid)
+            ax.plot(grid, curve, color="tab:red", lw=1.5, label="LOWESS")
+        _axis_labels(ax, labels)
+        ax.axhline(0, color="0.5", lw=0.8)
+        ax.set_xlabel(feature)
+        ax.set_ylabel(outcome_label)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
