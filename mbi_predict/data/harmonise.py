@@ -115,6 +115,7 @@ class _TrialHarmoniser:
         self.path = spec.trial_file(trial_id)
         self.file = str(self.path)
         self.missing = self.trial.missing_labels()
+        self.numeric_missing = [float(k) for k in self.missing if _is_number(k)]
         self.out_of_range: dict[str, int] = {}
         self.prorated: dict[str, int] = {}
 
@@ -125,8 +126,8 @@ class _TrialHarmoniser:
     def run(self) -> tuple[pd.DataFrame, dict[str, Any]]:
         raw = read_raw(self.path, format=self.trial.file_format(), sheet=self.trial.sheet)
         self._check_columns_present(raw)
-        out = pd.DataFrame(index=pd.RangeIndex(len(raw)))
-        out["trial_id"] = self.trial_id
+        out: dict[str, Any] = {}  # column -> values, made into one DataFrame at the end
+        out["trial_id"] = np.full(len(raw), self.trial_id, dtype=object)
         out["participant_id"] = self._participant_ids(raw)
         out["arm"], out["control_type"] = self._arms(raw)
         for name, column in self.trial.columns.items():
@@ -139,7 +140,8 @@ class _TrialHarmoniser:
                 out[column] = values
             constructs_meta[construct] = meta
         for trait, value in self.trial.traits.model_dump().items():
-            out[trait] = value
+            out[trait] = np.full(len(raw), value, dtype=object if isinstance(value, str) else type(value))
+        out = pd.DataFrame({k: (v.to_numpy() if isinstance(v, pd.Series) else v) for k, v in out.items()})
         meta = {
             "file": self.file,
             "file_sha256": io.sha256_file(self.path),
@@ -170,26 +172,35 @@ class _TrialHarmoniser:
 
     def _labels(self, series: pd.Series) -> pd.Series:
         """Values as canonical label text (object dtype), with missing cells and declared missing codes as None."""
-        values = series.astype(object) if isinstance(series.dtype, pd.CategoricalDtype) else series
-        keys = values.map(lambda v: None if _is_blank(v) else label_key(v)).astype(object)
+        keys = canonical_labels(series)
         return keys.where(~keys.isin(self.missing) & keys.notna(), None)
 
     def _numeric(self, series: pd.Series, column: str) -> np.ndarray:
-        """Numbers with missing codes removed; a value that is neither a number nor a missing code is an error."""
+        """Numbers with missing codes removed; a value that is neither a number nor a missing code is an error.
+
+        Parsed column-wise first; only the cells that do not parse as numbers are looked at one by one (they are
+        few: blanks and text codes such as "NA").
+        """
+        if isinstance(series.dtype, pd.CategoricalDtype):
+            series = series.astype(object)
         if pd.api.types.is_numeric_dtype(series.dtype) and not pd.api.types.is_bool_dtype(series.dtype):
             values = series.to_numpy(dtype=float, na_value=np.nan)
-            numeric_codes = [float(k) for k in self.missing if _is_number(k)]
-            if numeric_codes:
-                values = np.where(np.isin(values, numeric_codes), np.nan, values)
-            return values
-        labels = self._labels(series)
-        numbers = pd.to_numeric(labels, errors="coerce")
-        bad = labels.notna() & numbers.isna()
-        if bad.any():
-            example = labels[bad].iloc[0]
-            raise self.error(f"non-numeric value {example!r} in a numeric column (declare it under missing_codes "
-                             "if it means missing)", column)
-        return numbers.to_numpy(dtype=float, na_value=np.nan)
+        else:
+            values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+            unparsed = np.flatnonzero(np.isnan(values) & series.notna().to_numpy())
+            for position in unparsed:
+                cell = series.iloc[position]
+                if _is_blank(cell) or label_key(cell) in self.missing:
+                    continue
+                key = label_key(cell)
+                if _is_number(key):  # e.g. " 3 " with spaces: a number after all
+                    values[position] = float(key)
+                    continue
+                raise self.error(f"non-numeric value {cell!r} in a numeric column (declare it under "
+                                 "missing_codes if it means missing)", column)
+        if self.numeric_missing:
+            values = np.where(np.isin(values, self.numeric_missing), np.nan, values)
+        return values
 
     # --- core columns ---------------------------------------------------------------------------------------------
     def _participant_ids(self, raw: pd.DataFrame) -> pd.Series:
@@ -320,6 +331,23 @@ class _TrialHarmoniser:
         except ValueError as exc:
             column = measure.total or (measure.items if isinstance(measure.items, str) else measure.items[0])
             raise self.error(f"cannot standardise {construct} within the trial: {exc}", column) from None
+
+
+def canonical_labels(series: pd.Series) -> pd.Series:
+    """`spec.label_key` applied to a whole column at once (vectorised: harmonising reads ~10^5 cells per trial).
+
+    Blank cells become None; integral numbers, whether stored as 1, 1.0 or "1", become "1"; other text is stripped.
+    """
+    values = series.astype(object)
+    blank = values.isna()
+    text = values.where(~blank, "").astype(str).str.strip()
+    blank |= text == ""
+    numbers = pd.to_numeric(text.where(~blank, None), errors="coerce").astype(float)
+    integral = numbers.notna() & np.isfinite(numbers) & (numbers == np.floor(numbers)) & (numbers.abs() < 2**53)
+    keys = text.astype(object)
+    keys[integral] = numbers[integral].astype(np.int64).astype(str).astype(object)
+    keys[blank] = None
+    return keys
 
 
 class UndeclaredLabel(ValueError):

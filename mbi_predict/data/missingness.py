@@ -35,21 +35,25 @@ def missingness_table(ipd: pd.DataFrame, variables: list[str] | None = None) -> 
     if absent:
         raise KeyError(f"not in the IPD table: {', '.join(absent)}")
     arm = pd.to_numeric(ipd["arm"], errors="coerce")
-    rows = []
-    for trial_id, index in ipd.groupby(ipd["trial_id"].astype(str), sort=True).groups.items():
-        block = ipd.loc[index, variables].isna()
-        trial_arm = arm.loc[index]
-        mbi, control = block[trial_arm == 1], block[trial_arm == 0]
-        for variable in variables:
-            rows.append({
-                "trial_id": trial_id,
-                "variable": variable,
-                "n": int(len(block)),
-                "n_missing": int(block[variable].sum()),
-                "share_missing": float(block[variable].mean()) if len(block) else float("nan"),
-                "n_mbi": int(len(mbi)),
-                "share_missing_mbi": float(mbi[variable].mean()) if len(mbi) else float("nan"),
-                "n_control": int(len(control)),
-                "share_missing_control": float(control[variable].mean()) if len(control) else float("nan"),
-            })
-    return pd.DataFrame(rows, columns=list(COLUMNS))
+    trial = ipd["trial_id"].astype(str).rename("trial_id")
+    missing = ipd[variables].isna()
+
+    def by(mask: pd.Series, prefix: str) -> pd.DataFrame:
+        grouped = missing[mask].groupby(trial[mask], sort=True)
+        shares = grouped.mean().stack().rename(f"share_missing{prefix}")
+        counts = grouped.size().rename(f"n{prefix}")
+        frame = shares.to_frame()
+        frame.index.names = ["trial_id", "variable"]
+        return frame.join(counts, on="trial_id")
+
+    overall = by(pd.Series(True, index=ipd.index), "")
+    overall["n_missing"] = missing.groupby(trial, sort=True).sum().stack().to_numpy()
+    table = overall.join(by(arm == 1, "_mbi")).join(by(arm == 0, "_control")).reset_index()
+    # a trial with no rows in an arm has no share there (NaN) and n 0
+    for column in ("n_mbi", "n_control"):
+        table[column] = table[column].fillna(0).astype(int)
+    table["n"] = table["n"].astype(int)
+    table["n_missing"] = table["n_missing"].astype(int)
+    order = {v: i for i, v in enumerate(variables)}
+    table = table.sort_values(["trial_id", "variable"], key=lambda s: s.map(order) if s.name == "variable" else s)
+    return table[list(COLUMNS)].reset_index(drop=True)

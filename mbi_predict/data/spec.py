@@ -19,6 +19,7 @@ import math
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
@@ -33,22 +34,25 @@ BASELINE = "baseline"
 
 
 def label_key(value: Any) -> str:
-    """The canonical text of a raw label, so `1`, `1.0` and `"1"` (CSV, SPSS, YAML) name the same category."""
+    """The canonical text of a raw label, so `1`, `1.0` and `"1"` (CSV, SPSS, YAML) name the same category.
+
+    Integral numbers (below 2**53, where floats are exact) become their integer text; other text is stripped.
+    """
     if isinstance(value, bool):
         return str(int(value))
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if isinstance(value, (int, float, np.integer, np.floating)):
         number = float(value)
-        if math.isfinite(number) and number == int(number):
-            return str(int(number))
-        return repr(number)
+        return str(int(number)) if _exact_integer(number) else str(number)
     text = str(value).strip()
     try:
         number = float(text)
     except ValueError:
         return text
-    if math.isfinite(number) and number == int(number) and text not in ("",):
-        return str(int(number))
-    return text
+    return str(int(number)) if _exact_integer(number) else text
+
+
+def _exact_integer(number: float) -> bool:
+    return math.isfinite(number) and number == int(number) and abs(number) < 2**53
 
 
 def _string_keys(value: Any) -> Any:

@@ -81,8 +81,11 @@ def test_values_covariates_and_arms(tmp_path):
     assert len(ipd) == 8  # intention to treat: nobody is dropped
     assert ipd["participant_id"].tolist() == [f"P{i}" for i in range(1, 9)]
     assert ipd["arm"].tolist() == [1, 0, 1, 0, 1, 0, 0, 1]
-    assert ipd["control_type"].tolist() == [None, "passive", None, "active", None, "passive", "active", None]
-    assert ipd["gender"].tolist() == ["female", "male", "female", "female", None, "male", "female", "other"]
+    def text(column):
+        return [None if pd.isna(v) else v for v in ipd[column]]
+
+    assert text("control_type") == [None, "passive", None, "active", None, "passive", "active", None]
+    assert text("gender") == ["female", "male", "female", "female", None, "male", "female", "other"]
     assert np.isnan(ipd["age"][2]) and ipd["age"][0] == 30
     totals = expected_totals()
     np.testing.assert_allclose(ipd["baseline_depression_raw"], totals)
@@ -198,3 +201,29 @@ def test_recode_maps_every_declared_label_and_rejects_undeclared(declared, data)
     with pytest.raises(UndeclaredLabel) as info:
         recode(pd.Series([raw[0], label_key(stranger)], dtype=object), mapping)
     assert info.value.label == label_key(stranger)
+
+
+CELLS = st.one_of(st.none(), st.integers(-1000, 1000), st.floats(-1e6, 1e6), st.just(float("nan")),
+                  st.text(alphabet="0123456789.-eNA x", max_size=6))
+
+
+@given(st.lists(CELLS, min_size=1, max_size=30))
+def test_vectorised_labels_agree_with_label_key(cells):
+    from mbi_predict.data.harmonise import _is_blank, canonical_labels
+
+    got = canonical_labels(pd.Series(cells, dtype=object)).tolist()
+    assert got == [None if _is_blank(v) else label_key(v) for v in cells]
+
+
+def test_csv_output_round_trips_through_load_ipd(tmp_path):
+    from mbi_predict.data.harmonise import write_harmonised
+    from mbi_predict.data.readers import load_ipd
+
+    result = harmonise(write_consortium(tmp_path))
+    written = write_harmonised(result, tmp_path / "out" / "ipd.csv")
+    assert (tmp_path / "out" / "ipd.meta.json") in written
+    loaded = load_ipd(tmp_path / "out" / "ipd.csv")
+    assert loaded["participant_id"].tolist() == result.ipd["participant_id"].tolist()
+    np.testing.assert_allclose(loaded["baseline_depression"], result.ipd["baseline_depression"])
+    with pytest.raises(SpecError, match="parquet or .csv"):
+        write_harmonised(result, tmp_path / "out" / "ipd.xlsx")

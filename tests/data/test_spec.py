@@ -134,3 +134,19 @@ def test_label_key_makes_codes_from_every_format_agree():
     assert label_key(1) == label_key(1.0) == label_key("1") == label_key(" 1.0 ") == "1"
     assert label_key(-99) == label_key("-99") == "-99"
     assert label_key("MBSR ") == "MBSR" and label_key(2.5) == "2.5"
+
+
+def test_a_spec_can_extend_the_registry_with_its_own_instrument(tmp_path):
+    (tmp_path / "extra.yaml").write_text(yaml.safe_dump({"CESD-10": {
+        "construct": "depression", "items": 10, "item_min": 0, "item_max": 3, "higher_is_worse": True,
+        "reverse_items": [5, 8], "reliability": 0.86, "reliability_source": "test", "norm_mean": 7.0,
+        "norm_sd": 5.0, "norm_source": "test"}}), encoding="utf-8")
+    trial = copy.deepcopy(TRIAL)
+    trial["instruments"]["depression"] = {"baseline": {"instrument": "CESD-10", "total": "cesd0"}}
+    (tmp_path / "consortium.yaml").write_text(yaml.safe_dump({"registry": "extra.yaml", "trials": {"T03": trial}}),
+                                              encoding="utf-8")
+    spec = load_spec(tmp_path / "consortium.yaml")
+    assert spec.instruments["CESD-10"].total_max == 30 and "PHQ-9" in spec.instruments
+    (tmp_path / "extra.yaml").write_text("CESD-10:\n  construct: sadness\n", encoding="utf-8")
+    with pytest.raises(SpecError, match="instrument CESD-10"):
+        load_spec(tmp_path / "consortium.yaml")
