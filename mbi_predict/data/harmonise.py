@@ -5,6 +5,11 @@ covariates, score every instrument at every time point (reverse keying, proratin
 the declared standardised scale, flag reliable deterioration, and attach the study-level traits. Every randomised row
 is kept (intention to treat). Anything the data cannot support is a one-line `DataError` naming file, trial and column.
 
+Columns produced: `baseline_{construct}` and `{construct}_{window}` (standardised), each with its `_raw` total beside
+it, and `deteriorated_{construct}_{window}` wherever baseline and follow-up use the same instrument (the reliable
+change index needs one reliability and one scale). Note for downstream code: `{construct}_{window}_raw` and the
+deterioration flags are outcomes too, never predictors.
+
 The arithmetic is in `scoring.py`; this module only locates, validates and assembles.
 """
 

@@ -8,6 +8,28 @@ Every error is one line naming the spec file, the trial and the dotted key, e.g.
 Checks that need the instrument registry (known instruments, item counts, constructs) or several keys at once
 (time points declared, one follow-up per window) run after the field-level validation, in `_check_semantics`.
 
+A short example (paths are relative to the spec file; every key below except `trials` has a default or is optional):
+
+    name: my consortium
+    standardisation: within_trial      # or norm
+    out_of_range: error                # or set_missing (counted in the metadata and report)
+    prorate_min_share: 0.8             # prorate a total when at least 80% of its items are present
+    windows: {post_max_weeks: 4, fu1_6_max_weeks: 26}
+    registry: my_instruments.yaml      # optional: instruments beyond the shipped registry
+    trials:
+      T01:
+        file: raw/T01.sav              # format from the suffix, or `format:` csv|tsv|sav|dta|xlsx|parquet
+        missing_codes: [-99, 999, "NA", " "]
+        columns: {participant_id: ID, arm: GROUP, age: AGE, gender: SEX}    # harmonised name: raw column
+        arms: {"MBSR": mbi, "Wait list": passive, "Exercise": active}       # per label: mbi, passive or active
+        recodes: {gender: {Female: female, Male: male, 3: other}}
+        followups: {post: 0, w12: 12, w52: 52}                              # label: weeks after the programme
+        instruments:
+          depression:
+            baseline: {instrument: PHQ-9, items: "PHQ9_{i}_T0"}           # or a list of 9 columns
+            w12: {instrument: PHQ-9, total: PHQ9_T2}
+        traits: {mbi_type: MBSR, n_sessions: 8, delivery: group_in_person, setting: community, country: UK}
+
 Window rule (configurable under `windows:`): a follow-up `weeks` after the end of the programme is `post` if
 weeks <= post_max_weeks (default 4), `fu1_6` if weeks <= fu1_6_max_weeks (default 26, about six months) and
 `fu6plus` beyond. Negative weeks (mid-programme assessments) are rejected: they are not an outcome of the programme.
