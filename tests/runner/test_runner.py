@@ -1,0 +1,169 @@
+"""run_experiment end to end: summary.json shape, MLflow parent/child runs, the comparison with the reference model,
+predictions only on request, reproducibility."""
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mbi_predict.data.schema import check_ipd
+from mbi_predict.data.simulate import simulate_latent
+from mbi_predict.runner import canonical_sha256, run_experiment
+from mbi_predict.track.mlflow_log import compare, ui_command
+from mbi_predict.validate.metrics import CONTINUOUS_METRICS, rmse
+
+
+
+@pytest.fixture(scope="module")
+def tracked(tmp_path_factory, tracking_uri, make_config):
+    out = tmp_path_factory.mktemp("run")
+    config = make_config(tracking={"enabled": True, "uri": tracking_uri, "experiment": "runner_test_mlflow"})
+    return run_experiment(config, out_dir=out, save_predictions=True, progress=False)
+
+
+def test_summary_json_shape(tracked):
+    on_disk = json.loads(tracked.summary_path.read_text())
+    assert on_disk["mlflow_run_id"] == tracked.mlflow_run_id and tracked.mlflow_run_id
+    assert on_disk["experiment"] == "runner_test" and on_disk["outcome"] == "distress_fu1_6"
+    sim = simulate_latent("galante2023", seed=5, n_trials=6, n=900).ipd
+    assert on_disk["data"]["sha256"] == canonical_sha256(check_ipd(sim))
+    assert on_disk["data"]["n_participants"] == len(sim) and on_disk["data"]["n_trials"] == 6
+    validation = on_disk["validation"]
+    assert validation["scheme"] == "loto" and "itt_note" in validation
+    assert {s["trial_id"] for s in validation["skipped"]}.isdisjoint(validation["held_out"])
+    assert set(on_disk["models"]) == {"reference", "elastic_net", "xgboost", "path_risk"}
+    for name, block in on_disk["models"].items():
+        assert block["task"] == "prognostic"
+        assert set(block["timing"]) == {"fit_seconds", "predict_seconds", "tune_seconds"}
+        assert [row["trial_id"] for row in block["per_trial"]] == validation["held_out"]
+        for row in block["per_trial"]:
+            assert {"trial_id", "n", "n_missing_outcome", *CONTINUOUS_METRICS} <= set(row)
+        for metric in CONTINUOUS_METRICS:
+            pooled = block["pooled"][metric]
+            assert {"estimate", "ci_low", "ci_high", "pi_low", "pi_high", "tau2"} <= set(pooled)
+            assert pooled["ci_low"] <= pooled["estimate"] <= pooled["ci_high"]
+            assert pooled["pi_low"] <= pooled["ci_low"] + 1e-12
+        assert set(block["best_params"]) == set(validation["held_out"])
+    assert on_disk["models"]["xgboost"]["timing"]["tune_seconds"] > 0
+    assert on_disk["models"]["xgboost"]["tuning"][validation["held_out"][0]]["n_trials"] == 2
+    assert "NaN" not in tracked.summary_path.read_text()
+    assert (tracked.out_dir / "plots" / "forest_xgboost_rmse.png").is_file()
+    assert (tracked.out_dir / "plots" / "calibration_reference.png").is_file()
+    assert not list(tracked.out_dir.glob(".staging-*"))
+
+
+def test_comparison_to_reference_block_is_right(tracked):
+    summary, predictions = tracked.summary, pd.read_parquet(tracked.predictions_path)
+    block = summary["comparison_to_reference"]
+    assert block["reference_model"] == "reference" and block["metric"] == "rmse"
+    assert set(block["models"]) == {"elastic_net", "xgboost"} and "path_risk" in block["not_compared"]
+    reference = summary["models"]["reference"]["pooled"]["rmse"]["estimate"]
+    sim = check_ipd(simulate_latent("galante2023", seed=5, n_trials=6, n=900).ipd).set_index(
+        ["trial_id", "participant_id"])["distress_fu1_6"]
+    for name, verdict in block["models"].items():
+        pooled = summary["models"][name]["pooled"]["rmse"]["estimate"]
+        assert verdict["pooled"] == pooled and verdict["reference_pooled"] == reference
+        assert verdict["beats_reference"] is (pooled < reference)
+        # per-trial paired differences recomputed from the held-out predictions
+        differences = []
+        for trial in summary["validation"]["held_out"]:
+            rows = predictions[(predictions["trial_id"] == trial) & predictions["scored"]]
+            mine, ref = rows[rows["model"] == name], rows[rows["model"] == "reference"]
+            y = sim.loc[list(zip(mine["trial_id"], mine["participant_id"]))].to_numpy()
+            assert np.array_equal(mine["participant_id"].to_numpy(), ref["participant_id"].to_numpy())
+            differences.append(rmse(y, mine["prediction"]) - rmse(y, ref["prediction"]))
+            row = next(r for r in summary["models"][name]["per_trial"] if r["trial_id"] == trial)
+            assert row["rmse"] == pytest.approx(rmse(y, mine["prediction"]))
+        assert min(differences) - 1e-12 <= verdict["difference"] <= max(differences) + 1e-12
+        assert verdict["ci_low"] <= verdict["difference"] <= verdict["ci_high"]
+        assert verdict["significant"] is (verdict["ci_high"] < 0 or verdict["ci_low"] > 0)
+
+
+def test_predictions_file_only_with_the_flag(tracked, tmp_path, make_config):
+    predictions = pd.read_parquet(tracked.predictions_path)
+    assert {"trial_id", "participant_id", "model", "prediction"} <= set(predictions.columns)
+    n_held_out_rows = sum(r["n_randomised"] for r in tracked.summary["models"]["reference"]["per_trial"])
+    assert (predictions["model"] == "reference").sum() == n_held_out_rows
+    plain = run_experiment(make_config(models=[{"name": "reference", "estimator": "reference"}]),
+                           out_dir=tmp_path, progress=False)
+    assert plain.predictions_path is None and not (tmp_path / "predictions.parquet").exists()
+    assert plain.mlflow_run_id is None and (tmp_path / "summary.json").is_file()
+
+
+def test_mlflow_parent_child_runs_and_metric_names(tracked, tracking_uri):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    parent = client.get_run(tracked.mlflow_run_id)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["mbi_predict.data_sha256"] == tracked.summary["data"]["sha256"]
+    assert parent.data.tags["mbi_predict.outcome"] == "distress_fu1_6"
+    metrics = parent.data.metrics
+    pooled = tracked.summary["models"]["xgboost"]["pooled"]["rmse"]
+    assert metrics["xgboost.pooled.rmse"] == pytest.approx(pooled["estimate"])
+    assert metrics["xgboost.pooled.rmse.ci_low"] == pytest.approx(pooled["ci_low"])
+    assert metrics["reference.pooled.calibration_slope.pi_high"] == pytest.approx(
+        tracked.summary["models"]["reference"]["pooled"]["calibration_slope"]["pi_high"])
+    assert parent.data.params["models.xgboost.params.n_estimators"] == "40"
+    assert parent.data.params["validation.hksj"] == "True"
+    children = client.search_runs([parent.info.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{tracked.mlflow_run_id}'")
+    held_out = tracked.summary["validation"]["held_out"]
+    assert sorted(c.info.run_name for c in children) == sorted(f"{m}:{t}" for m in tracked.summary["models"]
+                                                               for t in held_out)
+    child = next(c for c in children if c.info.run_name == f"xgboost:{held_out[0]}")
+    row = tracked.summary["models"]["xgboost"]["per_trial"][0]
+    assert child.data.metrics["rmse"] == pytest.approx(row["rmse"])
+    assert "best.max_depth" in child.data.params
+    artifacts = {a.path for a in client.list_artifacts(tracked.mlflow_run_id)}
+    assert {"summary.json", "plots"} <= artifacts
+    plots = [a.path for a in client.list_artifacts(tracked.mlflow_run_id, "plots")]
+    assert plots and not any(path.endswith(".parquet") for path in plots + sorted(artifacts))
+
+
+def test_compare_leaderboard_and_ui_command(tracked, tracking_uri):
+    board = compare("runner_test_mlflow", tracking_uri)
+    mine = board[board["run_id"] == tracked.mlflow_run_id]
+    assert set(mine["model"]) == set(tracked.summary["models"])
+    xgb = mine.set_index("model").loc["xgboost"]
+    assert xgb["rmse"] == pytest.approx(tracked.summary["models"]["xgboost"]["pooled"]["rmse"]["estimate"])
+    assert {"rmse.ci_low", "rmse.ci_high", "r2"} <= set(board.columns)
+    argv = ui_command(tracking_uri)
+    assert argv[argv.index("--backend-store-uri") + 1] == tracking_uri
+    assert argv[argv.index("--host") + 1] == "127.0.0.1" and "ui" in argv
+
+
+def test_two_runs_with_the_same_seed_agree(tmp_path, make_config):
+    config = make_config(models=[{"name": "xgboost", "estimator": "xgboost", "params": {"n_estimators": 30},
+                                   "tuning": {"n_trials": 2}}])
+    first = run_experiment(config, out_dir=tmp_path / "a", progress=False).summary
+    second = run_experiment(config, out_dir=tmp_path / "b", progress=False).summary
+    for block in (first, second):
+        for model in block["models"].values():
+            model.pop("timing")
+            for tuning in (model["tuning"] or {}).values():
+                tuning.pop("seconds")
+    assert first["models"] == second["models"]
+    assert first["data"]["sha256"] == second["data"]["sha256"]
+
+
+def test_binary_outcome_from_a_table_file(tmp_path, make_config):
+    ipd = check_ipd(simulate_latent("galante2023", seed=8, n_trials=5, n=900).ipd)
+    ipd["deteriorated_distress_fu1_6"] = np.where(
+        ipd["distress_fu1_6"].isna(), np.nan, (ipd["distress_fu1_6"] - ipd["baseline_distress"] > 0.0).astype(float))
+    path = tmp_path / "ipd.parquet"
+    ipd.to_parquet(path, index=False)
+    result = run_experiment(make_config(models=[{"name": "reference", "estimator": "reference"},
+                                                 {"name": "elastic_net", "estimator": "elastic_net"}]),
+                            data=path, outcome="deteriorated_distress_fu1_6", out_dir=tmp_path / "out",
+                            progress=False)
+    summary = result.summary
+    assert summary["outcome_type"] == "binary" and summary["data"]["source"] == "file"
+    pooled = summary["models"]["elastic_net"]["pooled"]
+    assert pooled["c_statistic"]["scale"] == "logit" and 0.5 < pooled["c_statistic"]["estimate"] < 1
+    assert pooled["oe_ratio"]["scale"] == "log" and 0.5 < pooled["oe_ratio"]["estimate"] < 1.5
+    assert summary["comparison_to_reference"]["metric"] == "brier"
+    assert math.isfinite(pooled["ici"]["estimate"])
+    assert (result.out_dir / "plots" / "calibration_elastic_net.png").is_file()
