@@ -28,7 +28,7 @@ from mbi_predict import io
 from mbi_predict.data import scoring
 from mbi_predict.data.instruments import Instrument
 from mbi_predict.data.missingness import missingness_table
-from mbi_predict.data.readers import read_raw
+from mbi_predict.data.readers import apply_value_labels, read_raw_coded
 from mbi_predict.data.schema import (CATEGORY_LEVELS, CONSTRUCTS, CORE_COLUMNS, STUDY_TRAITS,
                                      WINDOWS, check_ipd)
 from mbi_predict.data.spec import BASELINE, ConsortiumSpec, Measure, TrialSpec, check_standardisation, label_key, \
@@ -123,13 +123,14 @@ class _TrialHarmoniser:
         self.numeric_missing = [float(k) for k in self.missing if _is_number(k)]
         self.out_of_range: dict[str, int] = {}
         self.prorated: dict[str, int] = {}
+        self.value_labels: dict[str, dict[Any, str]] = {}
 
     def error(self, message: str, column: str | None = None) -> DataError:
         return DataError(message, file=self.file, trial=self.trial_id, column=column)
 
     # --- reading and cleaning -------------------------------------------------------------------------------------
     def run(self) -> tuple[pd.DataFrame, dict[str, Any]]:
-        raw = read_raw(self.path, format=self.trial.file_format(), sheet=self.trial.sheet)
+        raw, self.value_labels = read_raw_coded(self.path, format=self.trial.file_format(), sheet=self.trial.sheet)
         self._check_columns_present(raw)
         out: dict[str, Any] = {}  # column -> values, made into one DataFrame at the end
         out["trial_id"] = np.full(len(raw), self.trial_id, dtype=object)
@@ -177,6 +178,8 @@ class _TrialHarmoniser:
 
     def _labels(self, series: pd.Series) -> pd.Series:
         """Values as canonical label text (object dtype), with missing cells and declared missing codes as None."""
+        if series.name in self.value_labels:  # SPSS/Stata: the spec names labels, not codes
+            series = apply_value_labels(series, self.value_labels[series.name])
         keys = canonical_labels(series)
         return keys.where(~keys.isin(self.missing) & keys.notna(), None)
 
@@ -246,7 +249,8 @@ class _TrialHarmoniser:
             except UndeclaredLabel as exc:
                 raise self.error(f"value {exc.label!r} has no mapping under recodes.{name} "
                                  f"(mapped: {', '.join(map(repr, mapping))})", column) from None
-        elif name == "age" or name not in CATEGORY_LEVELS and _looks_numeric(raw[column], self.missing):
+        elif name == "age" or (name not in CATEGORY_LEVELS and column not in self.value_labels
+                               and _looks_numeric(raw[column], self.missing)):
             return pd.Series(self._numeric(raw[column], column), index=raw.index)
         else:
             values = self._labels(raw[column])

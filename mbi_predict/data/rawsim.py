@@ -243,6 +243,9 @@ def _build_trial(rng: np.random.Generator, latent: LatentConsortium, design: pd.
                 for item in instrument.reverse_items:  # stored as on the form: reverse-keyed items mirrored
                     stored[:, item - 1] = instrument.item_min + instrument.item_max - stored[:, item - 1]
                 columns = [_column(stem, tp_label, profile.style, i) for i in range(1, instrument.items + 1)]
+                if labelled:  # as in real SPSS/Stata files, the response anchors carry labels; scores are codes
+                    value_labels.update({c: {instrument.item_min: "Not at all", instrument.item_max: "Very much"}
+                                         for c in columns})
                 per_construct[timepoint] = {"instrument": name,
                                             "items": _column(stem, tp_label, profile.style, "{i}")}
             for j, column in enumerate(columns):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -35,7 +36,21 @@ def read_raw(path: str | os.PathLike[str], *, format: str | None = None,
     """Read one raw trial file into a DataFrame without modifying it.
 
     Delimited text comes back as strings (empty cells as ""), so that "NA", " " and -99 stay visible to the spec's
-    missing-value codes; labelled SPSS/Stata variables come back as categories of their labels.
+    missing-value codes; labelled SPSS/Stata variables come back as categories of their labels (a code without a
+    label keeps its value).
+    """
+    frame, value_labels = read_raw_coded(path, format=format, sheet=sheet)
+    for column, labels in value_labels.items():
+        frame[column] = apply_value_labels(frame[column], labels)
+    return frame
+
+
+def read_raw_coded(path: str | os.PathLike[str], *, format: str | None = None,
+                   sheet: str | int | None = None) -> tuple[pd.DataFrame, dict[str, dict[Any, str]]]:
+    """The values as stored plus the value labels ({} outside SPSS/Stata).
+
+    Harmonisation needs both: labels for arms and covariates (what the spec names), the stored codes for item and
+    total scores (Likert items are often labelled "Not at all" ... "Nearly every day" but scored by their codes).
     """
     path = Path(path)
     fmt = format or infer_format(path)
@@ -44,7 +59,7 @@ def read_raw(path: str | os.PathLike[str], *, format: str | None = None,
     if not path.is_file():
         raise DataError("file not found", file=str(path))
     try:
-        frame = _READERS[fmt](path, sheet)
+        frame, value_labels = _READERS[fmt](path, sheet)
     except DataError:
         raise
     except Exception as exc:  # every library raises its own types; the user needs the file and the reason
@@ -54,33 +69,40 @@ def read_raw(path: str | os.PathLike[str], *, format: str | None = None,
     duplicated = frame.columns[frame.columns.duplicated()].tolist()
     if duplicated:
         raise DataError(f"duplicate column names: {', '.join(duplicated[:3])}", file=str(path))
-    return frame
+    return frame, {str(k): v for k, v in value_labels.items() if str(k) in frame.columns}
 
 
-def _read_delimited(path: Path, sep: str) -> pd.DataFrame:
-    return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8-sig")
+def apply_value_labels(values: pd.Series, labels: dict[Any, str]) -> pd.Series:
+    """Codes -> their labels as a categorical; unlabelled codes keep their value, missing stays missing."""
+    mapped = [None if pd.isna(v) else labels.get(v, v) for v in values]
+    return pd.Series(pd.Categorical(mapped), index=values.index, name=values.name)
 
 
-def _read_spss(path: Path, _sheet: object) -> pd.DataFrame:
+def _read_delimited(path: Path, sep: str) -> tuple[pd.DataFrame, dict]:
+    frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8-sig")
+    return frame, {}
+
+
+def _read_spss(path: Path, _sheet: object) -> tuple[pd.DataFrame, dict]:
     import pyreadstat
 
-    frame, _meta = pyreadstat.read_sav(str(path), apply_value_formats=True, formats_as_category=True)
-    return frame
+    frame, meta = pyreadstat.read_sav(str(path))
+    return frame, dict(meta.variable_value_labels)
 
 
-def _read_stata(path: Path, _sheet: object) -> pd.DataFrame:
+def _read_stata(path: Path, _sheet: object) -> tuple[pd.DataFrame, dict]:
     import pyreadstat
 
-    frame, _meta = pyreadstat.read_dta(str(path), apply_value_formats=True, formats_as_category=True)
-    return frame
+    frame, meta = pyreadstat.read_dta(str(path))
+    return frame, dict(meta.variable_value_labels)
 
 
-def _read_excel(path: Path, sheet: str | int | None) -> pd.DataFrame:
-    return pd.read_excel(path, sheet_name=0 if sheet is None else sheet, engine="openpyxl")
+def _read_excel(path: Path, sheet: str | int | None) -> tuple[pd.DataFrame, dict]:
+    return pd.read_excel(path, sheet_name=0 if sheet is None else sheet, engine="openpyxl"), {}
 
 
-def _read_parquet(path: Path, _sheet: object) -> pd.DataFrame:
-    return pd.read_parquet(path)
+def _read_parquet(path: Path, _sheet: object) -> tuple[pd.DataFrame, dict]:
+    return pd.read_parquet(path), {}
 
 
 _READERS = {

@@ -16,7 +16,7 @@ import pytest
 
 from mbi_predict.data.harmonise import harmonise, read_parquet_metadata, write_harmonised
 from mbi_predict.data.rawsim import simulate_consortium_files, simulate_ipd
-from mbi_predict.data.readers import load_ipd
+from mbi_predict.data.readers import load_ipd, read_raw
 from mbi_predict.data.schema import check_ipd
 from mbi_predict.data.simulate import simulate_latent
 from mbi_predict.io import sha256_file
@@ -73,6 +73,9 @@ def test_the_default_consortium_round_trips_and_its_harmonisation_time(tmp_path)
 def test_the_raw_files_cover_six_formats_and_harmonised_scores_track_the_latent_truth(consortium):
     raw = sorted(p.suffix for p in (consortium.parent / "raw").iterdir())
     assert set(raw) == {".csv", ".tsv", ".sav", ".dta", ".xlsx", ".parquet"}
+    # SPSS items carry value labels on their anchors (as real files do); scoring must use the codes underneath
+    spss = read_raw(consortium.parent / "raw" / "T02.sav")
+    assert isinstance(spss["HADSA_1_T0"].dtype, pd.CategoricalDtype) and "Not at all" in set(spss["HADSA_1_T0"])
     ipd = harmonise(consortium, standardisation="norm").ipd
     latent = simulate_latent(**SMALL).ipd
     # rounding to integers, clipping at floors and prorating blur the latent z, but not by much
