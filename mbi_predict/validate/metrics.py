@@ -179,7 +179,10 @@ def flexible_calibration(y, p, *, frac: float = 0.75) -> np.ndarray:
     y, p = _arrays(y, p)
     if y.size < 5 or np.ptp(p) <= 0:
         return np.full(y.size, np.mean(y) if y.size else math.nan)
-    smooth = lowess(y, p, frac=frac, it=0, return_sorted=False)
+    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+        # lowess divides by local weight sums that vanish where predictions are very sparse; those points are NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        smooth = lowess(y, p, frac=frac, it=0, return_sorted=False)
     return np.asarray(smooth, dtype=float)
 
 
