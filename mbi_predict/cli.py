@@ -155,6 +155,132 @@ def meta(
         console.print(f"wrote {path}")
 
 
+@app.command()
+@_boundary
+def run(
+    config: Annotated[Path, typer.Argument(help="Experiment config (YAML).")],
+    data: Annotated[Path | None, typer.Option(help="Override the config's data: IPD table or consortium spec.")] = None,
+    outcome: Annotated[str | None, typer.Option(help="Override the config's outcome column.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Folder for summary.json, plots (and predictions).")] = None,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default sqlite:///mlflow.db).")] = None,
+    save_predictions: Annotated[bool, typer.Option(
+        help="Also write participant-level held-out predictions (sensitive data: only on request).")] = False,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Validate every model of an experiment leave-one-trial-out; write summary.json and log the run to MLflow."""
+    from mbi_predict.runner import run_experiment
+
+    result = run_experiment(config, data=data, outcome=outcome, out_dir=out, tracking_uri=tracking_uri,
+                            save_predictions=save_predictions, progress=progress)
+    _print_run(result.summary)
+    console.print(f"summary: {result.summary_path}")
+    if result.predictions_path:
+        console.print(f"held-out predictions (participant-level): {result.predictions_path}")
+    console.print(f"MLflow run {result.mlflow_run_id}; open the UI with: mbi-predict ui")
+
+
+def _print_run(summary: dict[str, Any]) -> None:
+    import pandas as pd
+
+    rows = []
+    for name, block in summary.get("models", {}).items():
+        for metric, value in (block.get("pooled") or {}).items():
+            if not isinstance(value, dict):
+                continue
+            rows.append({"model": name, "task": block.get("task"), "metric": metric,
+                         "pooled": value.get("estimate"),
+                         "95% CI": _interval(value.get("ci_low"), value.get("ci_high")),
+                         "95% PI (new trial)": _interval(value.get("pi_low"), value.get("pi_high")),
+                         "tau2": value.get("tau2")})
+    if rows:
+        _print_frame(pd.DataFrame(rows), title=f"{summary.get('experiment')}: {summary.get('outcome')}, "
+                                               "pooled over held-out trials")
+
+
+def _interval(low: Any, high: Any) -> str:
+    if low is None or high is None or low != low or high != high:
+        return ""
+    return f"{low:.3g} to {high:.3g}"
+
+
+@app.command()
+@_boundary
+def compare(
+    experiment: Annotated[str | None, typer.Option(help="Only runs of this MLflow experiment.")] = None,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default sqlite:///mlflow.db).")] = None,
+    metric: Annotated[str | None, typer.Option(help="Only this pooled metric, e.g. rmse or c_statistic.")] = None,
+) -> None:
+    """Leaderboard of pooled leave-one-trial-out metrics with CIs, from MLflow."""
+    from mbi_predict.track.mlflow_log import compare as leaderboard
+
+    frame = leaderboard(experiment=experiment, tracking_uri=tracking_uri)
+    if frame.empty:
+        console.print("no experiment runs found")
+        return
+    keep = ["experiment", "run_id", "model"]
+    metrics = sorted({c.split(".")[0] for c in frame.columns if c not in keep + ["run_name", "start_time", "outcome"]})
+    if metric:
+        metrics = [m for m in metrics if m == metric]
+    rows = frame[keep + ["outcome"]].copy()
+    rows["run_id"] = rows["run_id"].str[:8]
+    for name in metrics:
+        if name in frame.columns:
+            rows[name] = [f"{v:.3g} ({_interval(lo, hi)})" if v == v else ""
+                          for v, lo, hi in zip(frame[name], frame.get(f"{name}.ci_low", frame[name]),
+                                               frame.get(f"{name}.ci_high", frame[name]))]
+    _print_frame(rows, title="pooled metrics (95% CI)")
+
+
+@app.command()
+@_boundary
+def ui(
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default sqlite:///mlflow.db).")] = None,
+) -> None:
+    """Start the MLflow UI on 127.0.0.1 against the tracking store."""
+    import subprocess
+
+    from mbi_predict.track.mlflow_log import ui_command
+
+    argv = ui_command(tracking_uri)
+    console.print("starting: " + " ".join(argv[1:]))
+    raise typer.Exit(code=subprocess.call(argv))
+
+
+@app.command()
+@_boundary
+def card(
+    run_ref: Annotated[str, typer.Argument(metavar="RUN", help="An MLflow run id or a run's output folder.")],
+    model: Annotated[str | None, typer.Option(help="Model name (default: the best prognostic model).")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="md | html | json")] = "md",
+    out: Annotated[Path | None, typer.Option(help="Output file (default card.<format>).")] = None,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI for a run id.")] = None,
+) -> None:
+    """Write a model card (Mitchell et al. 2019, TRIPOD+AI) from a finished run."""
+    from mbi_predict.report.card import build_card, write_card
+
+    if fmt not in ("md", "html", "json"):
+        raise MBIError(f"--format must be md, html or json, not {fmt!r}")
+    path = write_card(build_card(run_ref, model=model, tracking_uri=tracking_uri), out or Path(f"card.{fmt}"),
+                      fmt=fmt)
+    console.print(f"model card: {path}")
+
+
+@app.command()
+@_boundary
+def predict(
+    model: Annotated[str, typer.Option(help="runs:/ID/NAME, models:/..., a model folder, a run folder or run id.")],
+    data: Annotated[Path, typer.Option(help="New participants (.csv or .parquet) with the model's features.")],
+    out: Annotated[Path, typer.Option(help="Predictions file (.csv or .parquet).")],
+    model_name: Annotated[str | None, typer.Option(help="Model name within a run (default: best prognostic).")] = None,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI.")] = None,
+) -> None:
+    """Score new participants with a final model; flag rows outside the training distribution."""
+    from mbi_predict.deploy import predict_file
+
+    path = predict_file(model, data, out, model_name=model_name, tracking_uri=tracking_uri)
+    console.print(f"predictions: {path}")
+
+
 def _per_trial_frame(rows: list[dict[str, Any]]) -> Any:
     import pandas as pd
 
