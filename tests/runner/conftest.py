@@ -13,12 +13,12 @@ def small_config(**overrides):
         "study_traits": ["setting"],
         "models": [
             {"name": "reference", "estimator": "reference"},
-            {"name": "elastic_net", "estimator": "elastic_net", "tuning": {"n_trials": 3}},
+            {"name": "elastic_net", "estimator": "elastic_net", "tuning": {"n_trials": 2}},
             {"name": "xgboost", "estimator": "xgboost", "params": {"n_estimators": 40},
              "tuning": {"n_trials": 2, "search_space": {"max_depth": {"type": "int", "low": 2, "high": 3}}}},
             {"name": "path_risk", "estimator": "path_risk"},
         ],
-        "validation": {"bootstrap": 30, "n_jobs": 1, "hksj": True},
+        "validation": {"bootstrap": 20, "n_jobs": 1, "hksj": True},
         "tracking": {"enabled": False},
         "seed": 3,
     }

@@ -136,8 +136,9 @@ def test_compare_leaderboard_and_ui_command(tracked, tracking_uri):
 
 
 def test_two_runs_with_the_same_seed_agree(tmp_path, make_config):
-    config = make_config(models=[{"name": "xgboost", "estimator": "xgboost", "params": {"n_estimators": 30},
-                                   "tuning": {"n_trials": 2}}])
+    config = make_config(data={"simulate": {"seed": 2, "n_trials": 4, "n": 500}},
+                         models=[{"name": "xgboost", "estimator": "xgboost", "params": {"n_estimators": 20},
+                                  "tuning": {"n_trials": 2}}])
     first = run_experiment(config, out_dir=tmp_path / "a", progress=False).summary
     second = run_experiment(config, out_dir=tmp_path / "b", progress=False).summary
     for block in (first, second):
@@ -167,3 +168,16 @@ def test_binary_outcome_from_a_table_file(tmp_path, make_config):
     assert summary["comparison_to_reference"]["metric"] == "brier"
     assert math.isfinite(pooled["ici"]["estimate"])
     assert (result.out_dir / "plots" / "calibration_elastic_net.png").is_file()
+
+
+def test_effect_models_run_beside_prognostic_ones(tmp_path, make_config):
+    pytest.importorskip("mbi_predict.models.effect")
+    pytest.importorskip("mbi_predict.validate.benefit")
+    config = make_config(data={"simulate": {"seed": 2, "n_trials": 4, "n": 600}},
+                         models=[{"name": "reference", "estimator": "reference"},
+                                 {"name": "t_learner", "kind": "effect", "estimator": "t_learner_enet"}])
+    summary = run_experiment(config, out_dir=tmp_path, progress=False).summary
+    block = summary["models"]["t_learner"]
+    assert block["task"] == "effect" and "ate" in block["pooled"] and "benefit_calibration_slope" in block["pooled"]
+    assert [row["trial_id"] for row in block["per_trial"]] == summary["validation"]["held_out"]
+    assert summary["comparison_to_reference"]["models"] == {}  # effect models are not prognostic competitors
