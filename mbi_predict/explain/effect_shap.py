@@ -240,7 +240,12 @@ def explain_effect(effect_model, X, *, background, max_rows: int = 500, max_back
 
 
 def _econml_shap(forest, Z: np.ndarray, max_background: int):
-    out = forest.shap_values(Z, background_samples=max_background)
+    import contextlib
+    import io
+
+    # econml calls shap without `silent`, so long runs draw a progress bar on stderr; keep worker logs clean
+    with contextlib.redirect_stderr(io.StringIO()):
+        out = forest.shap_values(Z, background_samples=max_background)
     (by_treatment,) = out.values()
     (explanation,) = by_treatment.values()
     values = np.asarray(explanation.values, dtype=float).reshape(len(Z), Z.shape[1])
