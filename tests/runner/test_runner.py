@@ -181,3 +181,12 @@ def test_effect_models_run_beside_prognostic_ones(tmp_path, make_config):
     assert block["task"] == "effect" and "ate" in block["pooled"] and "benefit_calibration_slope" in block["pooled"]
     assert [row["trial_id"] for row in block["per_trial"]] == summary["validation"]["held_out"]
     assert summary["comparison_to_reference"]["models"] == {}  # effect models are not prognostic competitors
+
+
+def test_progress_bar_does_not_break_without_a_terminal(tmp_path, make_config, capfd):
+    config = make_config(data={"simulate": {"seed": 2, "n_trials": 4, "n": 500}},
+                         models=[{"name": "elastic_net", "estimator": "elastic_net", "tuning": {"n_trials": 2}}])
+    result = run_experiment(config, out_dir=tmp_path, progress=True)
+    err = capfd.readouterr().err
+    assert "held-out folds" in err and "tuning trials" in err
+    assert result.summary_path.is_file()

@@ -1,0 +1,78 @@
+"""Nested tuning: inner folds hold out whole training trials, the budget and the search space are respected, the
+family defaults are tried first, studies can be shared through a storage URL, and results are seeded."""
+
+import numpy as np
+import pytest
+
+from mbi_predict.data.schema import check_ipd
+from mbi_predict.data.simulate import simulate_latent
+from mbi_predict.errors import ConfigError
+from mbi_predict.models.prognostic import FAMILIES, make_prognostic_model, predict_outcome
+from mbi_predict.models.tuning import inner_splits, search_space, tune
+from mbi_predict.validate.loto import prepare_data
+
+
+@pytest.fixture(scope="module")
+def data():
+    return prepare_data(check_ipd(simulate_latent("galante2023", seed=6, n_trials=6, n=800).ipd),
+                        outcome="distress_fu1_6")
+
+
+def _tune(data, **kwargs):
+    rows = np.isfinite(data.y)
+    X, y, groups = data.X[rows], data.y[rows], data.trial[rows]
+
+    def build(params):
+        return make_prognostic_model("elastic_net", "continuous", params, 0, features=data.features)
+
+    options = dict(groups=groups, strata=data.arm[rows], task="continuous",
+                   space=search_space("elastic_net", "continuous"), n_trials=4, timeout=None, seed=1,
+                   defaults=FAMILIES["elastic_net"].defaults["continuous"])
+    options.update(kwargs)
+    return tune(build, lambda m, X_: predict_outcome(m, X_, "continuous"), X, y, **options)
+
+
+def test_inner_folds_hold_out_whole_trials():
+    groups = np.repeat(["A", "B", "C", "D"], 10)
+    for train, valid in inner_splits(groups, np.zeros(40), 3, 0):
+        assert set(groups[train]).isdisjoint(groups[valid])
+    two = inner_splits(np.repeat(["A", "B"], 10), np.zeros(20), 3, 0)
+    assert len(two) == 2 and all(set(np.repeat(["A", "B"], 10)[v]) in ({"A"}, {"B"}) for _, v in two)
+    strata = np.tile([0, 1], 15)
+    one = inner_splits(np.repeat(["A"], 30), strata, 3, 0)  # one trial: arm-stratified row folds
+    assert len(one) == 3 and all(abs(strata[v].mean() - 0.5) < 0.11 for _, v in one)
+
+
+def test_search_space_overrides_and_fixed_params():
+    space = search_space("xgboost", "continuous", {"max_depth": {"type": "int", "low": 2, "high": 3}},
+                         fixed={"n_estimators": 50})
+    assert space["max_depth"]["low"] == 2 and space["max_depth"]["high"] == 3
+    assert "n_estimators" not in space and "learning_rate" in space
+    assert search_space("reference", "binary") == {}
+
+
+def test_tuning_budget_defaults_first_and_seeded(data):
+    result = _tune(data)
+    assert result.n_trials == 4 and result.n_complete + result.n_pruned == 4
+    assert 1e-3 <= result.best_params["alpha"] <= 1 and 0 <= result.best_params["l1_ratio"] <= 1
+    assert result.best_value <= result.history[0]  # never worse than the enqueued family defaults
+    assert result.best_value == pytest.approx(min(result.history))
+    again = _tune(data)
+    assert again.best_params == result.best_params and again.history == result.history
+    other = _tune(data, seed=2)
+    assert other.history[1:] != result.history[1:]
+
+
+def test_shared_storage_caps_the_study_budget(data, tmp_path):
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    first = _tune(data, storage=storage, study_name="exp:enet:T01:0", n_trials=3)
+    second = _tune(data, storage=storage, study_name="exp:enet:T01:0", n_trials=3)  # a second worker
+    assert first.n_trials == 3
+    assert second.n_trials == 4  # it joined the same study and stopped after one trial: the budget was spent
+    with pytest.raises(ConfigError, match="tuning.storage"):
+        _tune(data, storage="nosuchdb://x", study_name="s")
+
+
+def test_no_budget_means_no_tuning(data):
+    result = _tune(data, n_trials=0)
+    assert result.best_params == {} and result.n_trials == 0
