@@ -39,6 +39,8 @@ class RunResult:
     mlflow_run_id: str | None
     predictions_path: Path | None = None
     plot_paths: tuple[Path, ...] = field(default_factory=tuple)
+    #: per-fold results with the fitted models, only with ``keep_models=True`` (in memory, never written)
+    fold_results: tuple[Any, ...] = field(default_factory=tuple, repr=False)
 
 
 # ------------------------------------------------------------------------------------------------- inputs
@@ -156,11 +158,10 @@ def comparison_to_reference(config: ExperimentConfig, results: dict[str, list[Fo
         diffs, variances, labels = [], [], []
         for result in results[spec.name]:
             ref = ref_results[result.held_out]
-            observed = result.predictions["prediction"].to_numpy()[result.evaluated]
-            rows = np.flatnonzero(data.trial == result.held_out)
-            y = data.y[rows][result.evaluated]
+            predicted = result.predictions["prediction"].to_numpy()[result.evaluated]
+            y = data.y[result.test_rows][result.evaluated]
             difference, variance = paired_difference(
-                y, observed, ref.predictions["prediction"].to_numpy()[ref.evaluated], metric,
+                y, predicted, ref.predictions["prediction"].to_numpy()[ref.evaluated], metric,
                 B=max(config.validation.bootstrap, 2), seed=hash_seed(config.seed, spec.name, result.held_out))
             diffs.append(difference)
             variances.append(variance)
@@ -189,10 +190,9 @@ def hash_seed(seed: int, *parts: Any) -> int:
 def _calibration_inputs(results: list[FoldResult], data: PreparedData) -> dict[str, Any]:
     observed, predicted, trial = [], [], []
     for result in results:
-        rows = np.flatnonzero(data.trial == result.held_out) if result.held_out in set(data.trial) else None
-        if rows is None or "prediction" not in result.predictions:
+        if "prediction" not in result.predictions:
             continue
-        observed.append(data.y[rows][result.evaluated])
+        observed.append(data.y[result.test_rows][result.evaluated])
         predicted.append(result.predictions["prediction"].to_numpy()[result.evaluated])
         trial.append(np.full(int(result.evaluated.sum()), result.held_out))
     cat = (lambda parts: np.concatenate(parts) if parts else np.array([]))
@@ -300,9 +300,8 @@ def run_experiment(config_path_or_obj: ExperimentConfig | str | Path | dict, *, 
         shutil.rmtree(staging, ignore_errors=True)
     if save_predictions:
         predictions_path = out_dir / "predictions.parquet"
-    if keep_models:
-        summary["_fold_results"] = fold_results  # in memory only (e.g. for leakage checks); never written
-    return RunResult(summary, out_dir, out_dir / "summary.json", run_id, predictions_path, tuple(final_plots))
+    return RunResult(summary, out_dir, out_dir / "summary.json", run_id, predictions_path, tuple(final_plots),
+                     tuple(fold_results) if keep_models else ())
 
 
 def _preflight(config: ExperimentConfig, data: PreparedData) -> None:

@@ -216,6 +216,7 @@ class FoldResult:
     predictions: pd.DataFrame   # trial_id, participant_id, prediction column(s), for every held-out row
     evaluated: np.ndarray       # boolean mask over predictions' rows: scored in the metrics
     population: str = "all"
+    test_rows: np.ndarray = field(default_factory=lambda: np.array([], dtype=int), repr=False)  # into the data
     fitted_model: Any = field(default=None, repr=False)
 
 
@@ -284,7 +285,7 @@ def prognostic_fold(job: FoldJob, data: PreparedData, on_trial: Callable[[], Non
         n_missing_outcome=int((in_population[test] & ~observed[test]).sum()), metrics=metrics,
         timing={"fit_seconds": fit_seconds, "predict_seconds": predict_seconds, "tune_seconds": tune_seconds},
         best_params={**spec.params, **tuned}, tuning=tuning, predictions=predictions, evaluated=evaluated,
-        population=family.population, fitted_model=model if job.keep_model else None)
+        population=family.population, test_rows=test, fitted_model=model if job.keep_model else None)
 
 
 def effect_fold(job: FoldJob, data: PreparedData, on_trial: Callable[[], None] | None = None) -> FoldResult:
@@ -330,7 +331,7 @@ def effect_fold(job: FoldJob, data: PreparedData, on_trial: Callable[[], None] |
         n_missing_outcome=int((~observed[test]).sum()), metrics=metrics,
         timing={"fit_seconds": fit_seconds, "predict_seconds": predict_seconds, "tune_seconds": 0.0},
         best_params=dict(spec.params), tuning=None, predictions=predictions, evaluated=evaluated,
-        fitted_model=model if job.keep_model else None)
+        test_rows=test, fitted_model=model if job.keep_model else None)
 
 
 #: The extension point: one fold function per model kind.

@@ -77,3 +77,14 @@ def test_seeded_models_are_reproducible(frames):
                                                    features=data.features).fit(data.X[rows], data.y[rows]),
                              data.X, "continuous") for _ in range(2)]
     assert np.array_equal(*preds)
+
+
+def test_iterative_imputer_fills_from_the_other_covariates(frames):
+    data = frames["continuous"]
+    rows = np.isfinite(data.y)
+    model = make_prognostic_model("elastic_net", "continuous", None, 0, features=data.features,
+                                  imputer="iterative").fit(data.X[rows], data.y[rows])
+    transformed = model.named_steps["features"].transform(data.X)
+    assert np.all(np.isfinite(transformed))
+    names = list(model.named_steps["features"].get_feature_names_out())
+    assert any("missingindicator_baseline_mindfulness" in n for n in names)

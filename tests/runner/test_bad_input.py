@@ -88,9 +88,14 @@ def test_unreachable_tracking_uri(make_config, tmp_path, uri):
 def test_kfold_fallback_is_labelled_internal(make_config, tmp_path):
     config = make_config(data={"simulate": {"n_trials": 1, "n": 300}}, validation={"scheme": "kfold", "folds": 3,
                                                                                    "bootstrap": 20},
-                         models=[{"name": "reference", "estimator": "reference"}])
-    summary = run_experiment(config, out_dir=tmp_path, progress=False).summary
+                         models=[{"name": "reference", "estimator": "reference"},
+                                 {"name": "elastic_net", "estimator": "elastic_net", "imputer": "iterative"}])
+    result = run_experiment(config, out_dir=tmp_path, progress=False)
+    summary = result.summary
     assert summary["validation"]["scheme"] == "kfold"
     assert "internal, not external" in summary["validation"]["note"]
     assert summary["validation"]["held_out"] == ["fold_1", "fold_2", "fold_3"]
     assert np.isfinite(summary["models"]["reference"]["pooled"]["rmse"]["estimate"])
+    verdict = summary["comparison_to_reference"]["models"]["elastic_net"]
+    assert verdict["k"] == 3 and verdict["ci_low"] <= verdict["difference"] <= verdict["ci_high"]
+    assert (tmp_path / "plots" / "calibration_elastic_net.png").is_file()
