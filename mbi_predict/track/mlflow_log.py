@@ -198,7 +198,11 @@ def compare(experiment: str | None = None, tracking_uri: str | None = None) -> p
     Columns: experiment, run_id, run_name, start_time, outcome, model, then ``<metric>``, ``<metric>.ci_low``,
     ``<metric>.ci_high`` (and pi/tau2/k when logged) for every pooled metric.
     """
-    uri = check_tracking_uri(tracking_uri)
+    uri = tracking_uri or DEFAULT_TRACKING_URI
+    db = _sqlite_path(uri)
+    if db is not None and not db.is_file():  # reading must not create an empty store as a side effect
+        raise ConfigError(f"no tracking database at {db}: run an experiment first or pass --tracking-uri")
+    uri = check_tracking_uri(uri)
     client = _client(uri)
     if experiment is not None:
         found = client.get_experiment_by_name(experiment)

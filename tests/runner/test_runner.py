@@ -10,6 +10,7 @@ import pytest
 
 from mbi_predict.data.schema import check_ipd
 from mbi_predict.data.simulate import simulate_latent
+from mbi_predict.errors import ConfigError
 from mbi_predict.runner import canonical_sha256, run_experiment
 from mbi_predict.track.mlflow_log import compare, ui_command
 from mbi_predict.validate.metrics import CONTINUOUS_METRICS, rmse
@@ -130,6 +131,11 @@ def test_compare_leaderboard_and_ui_command(tracked, tracking_uri):
     xgb = mine.set_index("model").loc["xgboost"]
     assert xgb["rmse"] == pytest.approx(tracked.summary["models"]["xgboost"]["pooled"]["rmse"]["estimate"])
     assert {"rmse.ci_low", "rmse.ci_high", "r2"} <= set(board.columns)
+    with pytest.raises(ConfigError, match="no tracking database"):
+        compare(tracking_uri=f"sqlite:///{tracked.out_dir}/absent.db")
+    assert not (tracked.out_dir / "absent.db").exists()
+    with pytest.raises(ConfigError, match="no MLflow experiment"):
+        compare("no_such_experiment", tracking_uri)
     argv = ui_command(tracking_uri)
     assert argv[argv.index("--backend-store-uri") + 1] == tracking_uri
     assert argv[argv.index("--host") + 1] == "127.0.0.1" and "ui" in argv
