@@ -99,3 +99,13 @@ def test_kfold_fallback_is_labelled_internal(make_config, tmp_path):
     verdict = summary["comparison_to_reference"]["models"]["elastic_net"]
     assert verdict["k"] == 3 and verdict["ci_low"] <= verdict["difference"] <= verdict["ci_high"]
     assert (tmp_path / "plots" / "calibration_elastic_net.png").is_file()
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_invalid_parameter_values_are_config_errors(make_config, tmp_path, n_jobs):
+    config = make_config(models=[{"name": "enet", "estimator": "elastic_net", "params": {"alpha": -1.0}}],
+                         validation={"n_jobs": n_jobs, "bootstrap": 0})
+    with pytest.raises(ConfigError) as excinfo:
+        run_experiment(config, out_dir=tmp_path / "out", progress=False)
+    assert _one_line(excinfo).startswith("models.enet.params") and "alpha" in str(excinfo.value)
+    _assert_nothing_written(tmp_path / "out")
