@@ -106,7 +106,16 @@ def _per_trial_row(result: FoldResult) -> dict[str, Any]:
     return row
 
 
-def _model_block(spec, results: list[FoldResult], config: ExperimentConfig, task: str) -> tuple[dict, dict]:
+def _features(spec, data: PreparedData) -> list[str]:
+    if spec.kind == "prognostic":
+        from mbi_predict.models.prognostic import input_columns
+
+        return input_columns(spec.estimator, data.features)
+    return list(data.covariates)
+
+
+def _model_block(spec, results: list[FoldResult], config: ExperimentConfig, data: PreparedData) -> tuple[dict,
+                                                                                                        dict]:
     """The summary block of one model, and what its forest plots need."""
     labels = [r.held_out for r in results]
     metric_names = list(results[0].metrics) if results else []
@@ -118,10 +127,11 @@ def _model_block(spec, results: list[FoldResult], config: ExperimentConfig, task
                                                   method=config.validation.pooling_method,
                                                   hksj=config.validation.hksj, level=config.validation.level)
         forest[metric] = {"labels": labels, "values": values, "variances": variances, "pooled": pool_result}
+    task = data.task
     timing = {key: float(sum(r.timing[key] for r in results))
               for key in ("fit_seconds", "predict_seconds", "tune_seconds")}
     block = {
-        "task": spec.kind, "estimator": spec.estimator, "outcome_type": task,
+        "task": spec.kind, "estimator": spec.estimator, "outcome_type": task, "features": _features(spec, data),
         "population": results[0].population if results else "all",
         "per_trial": [_per_trial_row(r) for r in results], "pooled": pooled, "timing": timing,
         "best_params": {r.held_out: r.best_params for r in results},
@@ -185,6 +195,19 @@ def hash_seed(seed: int, *parts: Any) -> int:
     from mbi_predict.validate.loto import derive_seed
 
     return derive_seed(seed, "paired", *parts)
+
+
+def _subgroups(results: list[FoldResult], data: PreparedData) -> list[dict]:
+    """Performance by gender, education, age band and baseline-distress tertile on the pooled held-out predictions
+    (aggregates only; small groups suppressed by `report.card_subgroups`), for the model card's fairness section."""
+    try:
+        from mbi_predict.report.card_subgroups import subgroup_metrics
+    except ImportError:
+        return []
+    rows = np.concatenate([r.test_rows[r.evaluated] for r in results]) if results else np.array([], dtype=int)
+    predicted = np.concatenate([r.predictions["prediction"].to_numpy()[r.evaluated] for r in results]) \
+        if results else np.array([])
+    return subgroup_metrics(data.y[rows], predicted, data.X.iloc[rows], data.task)
 
 
 def _calibration_inputs(results: list[FoldResult], data: PreparedData) -> dict[str, Any]:
@@ -275,7 +298,9 @@ def run_experiment(config_path_or_obj: ExperimentConfig | str | Path | dict, *, 
 
     models, forests = {}, {}
     for spec in config.models:
-        models[spec.name], forests[spec.name] = _model_block(spec, by_model[spec.name], config, prepared.task)
+        models[spec.name], forests[spec.name] = _model_block(spec, by_model[spec.name], config, prepared)
+        if spec.kind == "prognostic":
+            models[spec.name]["subgroups"] = _subgroups(by_model[spec.name], prepared)
     summary = _summary(config, frame, provenance, prepared, plan, models, __version__)
     summary["comparison_to_reference"] = comparison_to_reference(config, by_model, prepared, models)
 
@@ -332,19 +357,39 @@ def _summary(config: ExperimentConfig, frame: pd.DataFrame, provenance: dict, da
                     "scales": "c_statistic pooled on the logit scale, oe_ratio on the log scale (estimates and "
                               "intervals back-transformed; tau2 on the pooling scale); other metrics as they are"},
         "bootstrap": config.validation.bootstrap, "itt_note": ITT_NOTE,
+        "primary_metric": PRIMARY_METRIC[data.task],
     }
     return {
         "mlflow_run_id": None, "experiment": config.experiment, "outcome": config.outcome,
-        "outcome_type": data.task, "comparison": {"control_type": data.control_type},
+        "outcome_type": data.task, "control_type": data.control_type,
+        "comparison": {"control_type": data.control_type},
         "covariates": list(data.covariates),
         "data": {**provenance, "n_participants": int(len(frame)), "n_trials": int(frame["trial_id"].nunique()),
                  "analysed": {"n_participants": data.n, "n_trials": int(len(np.unique(data.trial))),
-                              "n_missing_outcome": int((~np.isfinite(data.y)).sum())}},
+                              "n_missing_outcome": int((~np.isfinite(data.y)).sum())},
+                 "trials": _trial_descriptors(frame)},
         "validation": validation, "models": models, "seed": config.seed,
         "package_version": version, "git_commit": git_commit(),
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "config": config.model_dump(mode="json"),
     }
+
+
+def _trial_descriptors(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Per-trial design facts for the model card: sizes by arm, control kinds and study-level traits."""
+    from mbi_predict.data.schema import STUDY_TRAITS
+
+    rows = []
+    for trial_id, trial in frame.groupby("trial_id", sort=True):
+        row: dict[str, Any] = {"trial_id": str(trial_id), "n": int(len(trial)), "n_mbi": int((trial["arm"] == 1).sum()),
+                               "n_control": int((trial["arm"] == 0).sum()),
+                               "control_types": sorted({str(c) for c in trial["control_type"].dropna()})}
+        for trait in STUDY_TRAITS:
+            if trait in trial.columns and trial[trait].notna().any():
+                value = trial[trait].dropna().iloc[0]
+                row[trait] = value.item() if hasattr(value, "item") else value
+        rows.append(row)
+    return rows
 
 
 def _track(config: ExperimentConfig, uri: str, summary: dict, staging: Path, plot_paths: list[Path]) -> str:

@@ -119,6 +119,13 @@ def make_prognostic_model(name: str, task: Task, params: dict[str, Any] | None, 
     return Pipeline([("features", preprocessor), ("model", estimator)])
 
 
+def input_columns(name: str, features: FeatureSpec) -> list[str]:
+    """The columns a family reads from a participant's row (what a user of the final model must supply)."""
+    family = FAMILIES[name]
+    columns = [features.outcome_baseline] if family.reference_features_only else list(features.all_columns)
+    return columns + ([features.arm] if family.uses_arm else [])
+
+
 def predict_outcome(model: Pipeline, X: pd.DataFrame, task: Task) -> np.ndarray:
     """Predicted outcome (continuous) or predicted probability of the outcome being 1 (binary)."""
     if task == "binary":

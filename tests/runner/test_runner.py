@@ -49,6 +49,17 @@ def test_summary_json_shape(tracked):
         assert set(block["best_params"]) == set(validation["held_out"])
     assert on_disk["models"]["xgboost"]["timing"]["tune_seconds"] > 0
     assert on_disk["models"]["xgboost"]["tuning"][validation["held_out"][0]]["n_trials"] == 2
+    assert on_disk["control_type"] == "passive" and validation["primary_metric"] == "rmse"
+    trials = {t["trial_id"]: t for t in on_disk["data"]["trials"]}
+    assert sorted(trials) == sorted(sim["trial_id"].unique())
+    assert all(t["n"] == t["n_mbi"] + t["n_control"] and "setting" in t for t in trials.values())
+    features = {name: block["features"] for name, block in on_disk["models"].items()}
+    assert features["reference"] == ["baseline_distress", "arm"]
+    assert "arm" not in features["path_risk"] and features["xgboost"][-1] == "arm"
+    subgroups = on_disk["models"]["elastic_net"]["subgroups"]
+    assert {"gender", "education"} <= {row["variable"] for row in subgroups}
+    evaluated = sum(row["n"] for row in on_disk["models"]["elastic_net"]["per_trial"])
+    assert sum(row["n"] for row in subgroups if row["variable"] == "gender") == evaluated
     assert "NaN" not in tracked.summary_path.read_text()
     assert (tracked.out_dir / "plots" / "forest_xgboost_rmse.png").is_file()
     assert (tracked.out_dir / "plots" / "calibration_reference.png").is_file()
@@ -196,3 +207,10 @@ def test_progress_bar_does_not_break_without_a_terminal(tmp_path, make_config, c
     err = capfd.readouterr().err
     assert "held-out folds" in err and "tuning trials" in err
     assert result.summary_path.is_file()
+
+
+def test_model_card_builds_from_a_run_folder(tracked):
+    card_module = pytest.importorskip("mbi_predict.report.card")
+    card = card_module.build_card(tracked.out_dir, model="elastic_net")
+    assert card["model_details"]["mlflow_run_id"] == tracked.mlflow_run_id
+    assert card["model_details"]["primary_metric"] == "rmse"
