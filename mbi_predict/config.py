@@ -131,6 +131,9 @@ class TrackingConfig(_Strict):
     enabled: bool = True
     uri: str = "sqlite:///mlflow.db"
     experiment: str | None = None  # MLflow experiment name; defaults to the config's experiment
+    #: refit every model on all analysed trials and log it as an MLflow pyfunc model (``mbi_predict.deploy``)
+    #: inside the parent run, so ``mbi-predict predict`` and model cards can use it
+    log_final_models: bool = False
 
 
 class ExperimentConfig(_Strict):

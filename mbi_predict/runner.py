@@ -304,6 +304,12 @@ def run_experiment(config_path_or_obj: ExperimentConfig | str | Path | dict, *, 
     summary = _summary(config, frame, provenance, prepared, plan, models, __version__)
     summary["comparison_to_reference"] = comparison_to_reference(config, by_model, prepared, models)
 
+    final_models = None
+    if uri and config.tracking.log_final_models:
+        from mbi_predict.validate.loto import fit_final_models
+
+        final_models = fit_final_models(config, prepared)
+
     out_dir = Path(out_dir) if out_dir is not None else _default_out_dir(config)
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir))
@@ -313,7 +319,7 @@ def run_experiment(config_path_or_obj: ExperimentConfig | str | Path | dict, *, 
         calibration = {m.name: _calibration_inputs(by_model[m.name], prepared)
                        for m in config.models if m.kind == "prognostic"}
         plot_paths = write_plots(staging / "plots", forests=forests, calibration=calibration)
-        run_id = _track(config, uri, summary, staging, plot_paths) if uri else None
+        run_id = _track(config, uri, summary, staging, plot_paths, final_models, prepared) if uri else None
         summary["mlflow_run_id"] = run_id
         if not uri:
             write_json_atomic(staging / "summary.json", summary)
@@ -392,7 +398,31 @@ def _trial_descriptors(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return rows
 
 
-def _track(config: ExperimentConfig, uri: str, summary: dict, staging: Path, plot_paths: list[Path]) -> str:
+def _log_final_models(uri: str, run_id: str, final_models: dict, data: PreparedData, summary: dict) -> None:
+    """Log each final model as a pyfunc in the parent run (through `mbi_predict.deploy`, which needs MLflow's
+    fluent active run); the global tracking URI is restored afterwards so the caller's MLflow state is untouched."""
+    import mlflow
+
+    from mbi_predict.deploy import envelope_from_training, log_final_model
+
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
+            for name, fitted in final_models.items():
+                block = summary["models"][name]
+                features = block["features"]
+                envelope = envelope_from_training(data.X.iloc[fitted.train_rows][features])
+                block["final_model_uri"] = log_final_model(
+                    fitted.model, kind=block["task"], features=features, task=data.task, envelope=envelope,
+                    name=name, preprocess=fitted.preprocess)
+                block["final_model_params"] = fitted.tuned
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
+def _track(config: ExperimentConfig, uri: str, summary: dict, staging: Path, plot_paths: list[Path],
+           final_models: dict | None = None, data: PreparedData | None = None) -> str:
     from mbi_predict import __version__
     from mbi_predict.config import flatten_config
     from mbi_predict.track.mlflow_log import Tracker
@@ -403,6 +433,8 @@ def _track(config: ExperimentConfig, uri: str, summary: dict, staging: Path, plo
             "mbi_predict.model_families": ",".join(sorted({m.estimator for m in config.models}))}
     with Tracker(uri, config.tracking_experiment, config.experiment, tags, checked=True) as tracker:
         summary["mlflow_run_id"] = tracker.run_id
+        if final_models:
+            _log_final_models(uri, tracker.run_id, final_models, data, summary)
         write_json_atomic(staging / "summary.json", summary)
         tracker.log_parent(summary, flatten_config(config))
         tracker.log_children(summary)

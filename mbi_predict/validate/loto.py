@@ -233,8 +233,21 @@ def _fit_params_errors(name: str):
     return _Guard()
 
 
-def prognostic_fold(job: FoldJob, data: PreparedData, on_trial: Callable[[], None] | None = None) -> FoldResult:
-    """Tune (optionally) and fit one prognostic model on the training rows; predict and score the held-out rows."""
+@dataclass
+class FittedModel:
+    """A model fitted on a fold's training rows (or on every trial, for the final model)."""
+
+    model: Any
+    preprocess: Any            # the fitted ColumnTransformer an effect model's X came through; None otherwise
+    train_rows: np.ndarray
+    tuning: dict[str, Any] | None
+    tuned: dict[str, Any]
+    tune_seconds: float
+    fit_seconds: float
+
+
+def fit_prognostic(job: FoldJob, data: PreparedData, on_trial: Callable[[], None] | None = None) -> FittedModel:
+    """Tune (optionally) and fit one prognostic model on the fold's training rows of its population."""
     spec, family = job.model, FAMILIES[job.model.estimator]
     observed = np.isfinite(data.y)
     in_population = data.arm == 0 if family.population == "control" else np.ones(data.n, dtype=bool)
@@ -268,7 +281,20 @@ def prognostic_fold(job: FoldJob, data: PreparedData, on_trial: Callable[[], Non
     start = time.perf_counter()
     with _fit_params_errors(spec.name):
         model = build(tuned).fit(X_train, y_train)
-    fit_seconds = time.perf_counter() - start
+    return FittedModel(model, None, train, tuning, tuned, tune_seconds, time.perf_counter() - start)
+
+
+def prognostic_fold(job: FoldJob, data: PreparedData, on_trial: Callable[[], None] | None = None) -> FoldResult:
+    """Fit on the training trials (`fit_prognostic`); predict every held-out row and score the observed ones."""
+    spec, family = job.model, FAMILIES[job.model.estimator]
+    observed = np.isfinite(data.y)
+    in_population = data.arm == 0 if family.population == "control" else np.ones(data.n, dtype=bool)
+    fitted = fit_prognostic(job, data, on_trial)
+    model, tuning, tuned = fitted.model, fitted.tuning, fitted.tuned
+    tune_seconds, fit_seconds = fitted.tune_seconds, fitted.fit_seconds
+
+    def predict(model, X):
+        return predict_outcome(model, X, data.task)
 
     test = job.fold.test
     start = time.perf_counter()
@@ -288,31 +314,38 @@ def prognostic_fold(job: FoldJob, data: PreparedData, on_trial: Callable[[], Non
         population=family.population, test_rows=test, fitted_model=model if job.keep_model else None)
 
 
-def effect_fold(job: FoldJob, data: PreparedData, on_trial: Callable[[], None] | None = None) -> FoldResult:
-    """Fit a CATE model on the training trials; score predicted benefit in the held-out trial.
-
-    The covariates are imputed, scaled and encoded by the same fold-fitted transformer as prognostic models (without
-    the arm, which is the treatment here); trials are passed as ``groups`` so cross-fitting folds hold whole trials.
-    """
+def fit_effect(job: FoldJob, data: PreparedData, on_trial: Callable[[], None] | None = None) -> FittedModel:
+    """Fit a CATE model on the fold's training rows behind a fold-fitted covariate transformer (no arm: it is the
+    treatment); trials are passed as ``groups`` so cross-fitting folds hold whole trials."""
     try:
         from mbi_predict.models.effect import make_effect_model
-        from mbi_predict.validate.benefit import per_trial_benefit_metrics
     except ImportError as exc:
         raise ConfigError(f"models.{job.model.name}: effect models are not available ({exc})") from None
     spec = job.model
     if spec.tuning.n_trials > 0:
         raise ConfigError(f"models.{spec.name}.tuning.n_trials: tuning of effect models is not supported yet; "
                           "set it to 0 and give params")
-    observed = np.isfinite(data.y)
-    train = job.fold.train[observed[job.fold.train]]
-    test = job.fold.test
+    train = job.fold.train[np.isfinite(data.y[job.fold.train])]
     start = time.perf_counter()
     features = make_preprocessor(data.features, use_arm=False, imputer=spec.imputer, seed=job.seed)
     X_train = features.fit_transform(data.X.iloc[train])
-    params = {"random_state": job.seed, **spec.params}
-    model = make_effect_model(spec.estimator, **params)
+    model = make_effect_model(spec.estimator, **{"random_state": job.seed, **spec.params})
     model.fit(data.y[train], data.arm[train], X=X_train, groups=data.trial[train])
-    fit_seconds = time.perf_counter() - start
+    return FittedModel(model, features, train, None, {}, 0.0, time.perf_counter() - start)
+
+
+def effect_fold(job: FoldJob, data: PreparedData, on_trial: Callable[[], None] | None = None) -> FoldResult:
+    """Fit a CATE model on the training trials (`fit_effect`); score predicted benefit in the held-out trial
+    with `validate.benefit.per_trial_benefit_metrics`."""
+    try:
+        from mbi_predict.validate.benefit import per_trial_benefit_metrics
+    except ImportError as exc:
+        raise ConfigError(f"models.{job.model.name}: benefit metrics are not available ({exc})") from None
+    spec = job.model
+    observed = np.isfinite(data.y)
+    test = job.fold.test
+    fitted = fit_effect(job, data, on_trial)
+    model, features, fit_seconds = fitted.model, fitted.preprocess, fitted.fit_seconds
     start = time.perf_counter()
     X_test = features.transform(data.X.iloc[test])
     cate = np.asarray(model.effect(X_test), dtype=float).reshape(-1)
@@ -334,8 +367,21 @@ def effect_fold(job: FoldJob, data: PreparedData, on_trial: Callable[[], None] |
         test_rows=test, fitted_model=model if job.keep_model else None)
 
 
-#: The extension point: one fold function per model kind.
+#: The extension point: one fold function per model kind (and how that kind fits its final, all-trials model).
 FOLD_RUNNERS: dict[str, Callable[..., FoldResult]] = {"prognostic": prognostic_fold, "effect": effect_fold}
+FINAL_FITTERS: dict[str, Callable[..., FittedModel]] = {"prognostic": fit_prognostic, "effect": fit_effect}
+
+
+def fit_final_models(config: ExperimentConfig, data: PreparedData) -> dict[str, FittedModel]:
+    """Every model refitted (and re-tuned, with trial-grouped inner folds) on all analysed trials: the model a user
+    would deploy, whose expected performance in a new trial is what the leave-one-trial-out metrics estimate."""
+    everything = Fold("all_trials", np.arange(data.n), np.array([], dtype=int))
+    fitted = {}
+    for spec in config.models:
+        job = FoldJob(spec, everything, derive_seed(config.seed, spec.name, "final"), config.validation.bootstrap,
+                      config.tuning.inner_folds)
+        fitted[spec.name] = FINAL_FITTERS[spec.kind](job, data)
+    return fitted
 
 
 def run_fold(job: FoldJob, data: PreparedData, on_trial: Callable[[], None] | None = None) -> FoldResult:

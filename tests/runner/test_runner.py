@@ -214,3 +214,27 @@ def test_model_card_builds_from_a_run_folder(tracked):
     card = card_module.build_card(tracked.out_dir, model="elastic_net")
     assert card["model_details"]["mlflow_run_id"] == tracked.mlflow_run_id
     assert card["model_details"]["primary_metric"] == "rmse"
+
+
+def test_final_models_are_logged_for_deployment(tmp_path, make_config):
+    deploy = pytest.importorskip("mbi_predict.deploy")
+    uri = f"sqlite:///{tmp_path}/final.db"
+    config = make_config(data={"simulate": {"seed": 2, "n_trials": 4, "n": 600}},
+                         models=[{"name": "reference", "estimator": "reference"},
+                                 {"name": "path_risk", "estimator": "path_risk", "tuning": {"n_trials": 2}},
+                                 {"name": "t_learner", "kind": "effect", "estimator": "t_learner_enet"}],
+                         tracking={"uri": uri, "log_final_models": True})
+    import mlflow
+
+    before = mlflow.get_tracking_uri()
+    result = run_experiment(config, out_dir=tmp_path / "out", progress=False)
+    assert mlflow.get_tracking_uri() == before  # the caller's global MLflow state is restored
+    ipd = check_ipd(simulate_latent("galante2023", seed=2, n_trials=4, n=600).ipd).head(20)
+    for name, block in result.summary["models"].items():
+        assert block["final_model_uri"].startswith(("models:/", "runs:/"))
+        model = deploy.load_final_model(block["final_model_uri"], tracking_uri=uri)
+        out = model.predict(ipd[block["features"]].astype({c: float for c in block["features"]
+                                                             if c in ("age", "arm") or c.startswith("baseline_")}))
+        column = "cate" if block["task"] == "effect" else "prediction"
+        assert len(out) == 20 and np.isfinite(out[column]).all() and "out_of_distribution" in out
+    assert set(result.summary["models"]["path_risk"]["final_model_params"]) == {"alpha", "l1_ratio"}
