@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from xgboost import XGBRegressor
 
-from conftest import OUTCOME
+from explain_data import OUTCOME
 from mbi_predict.errors import ConfigError
 from mbi_predict.explain import explain_effect, tlearner_cate_shap
 from mbi_predict.models.effect import make_effect_model

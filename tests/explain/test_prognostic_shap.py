@@ -16,7 +16,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from xgboost import XGBClassifier, XGBRegressor
 
-from conftest import COVARIATES, NUMERIC, OUTCOME
+from explain_data import COVARIATES, NUMERIC, OUTCOME
 from mbi_predict.errors import ConfigError, MBIError
 from mbi_predict.explain import column_transformer_map, encoded_to_original, explain_pipeline
 

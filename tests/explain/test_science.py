@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LinearRegression
 
-from conftest import OUTCOME, numeric_design, passive_analysis_rows
+from explain_data import OUTCOME, numeric_design, passive_analysis_rows
 from mbi_predict.explain import explain_effect, make_fit_and_explain, permutation_null
 from mbi_predict.models.effect import TLearner
 

@@ -111,7 +111,7 @@ def test_side_by_side_maps_categorical_terms_back():
 def test_figures_are_built_without_pyplot(strong):
     from mbi_predict.explain import explain_effect
     from mbi_predict.models.effect import make_effect_model
-    from conftest import OUTCOME
+    from explain_data import OUTCOME
 
     ipd, _, X = strong
     model = make_effect_model("interaction_linear", alpha=0.0).fit(ipd[OUTCOME], ipd["arm"], X=X,
