@@ -311,11 +311,12 @@ def _fmt(value: Any) -> str:
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Folder for everything the demo writes.")] = Path("runs/demo"),
     seed: Annotated[int, typer.Option(help="Seed of the simulated consortium.")] = 2023,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default sqlite:///mlflow.db).")] = None,
 ) -> None:
-    """Run every stage that exists on the built-in simulated consortium."""
+    """Every stage on the built-in simulated consortium: simulate, harmonise, meta-analyse, validate, card."""
     from mbi_predict.demo import run_demo
 
-    run_demo(out, seed=seed, console=console)
+    run_demo(out, seed=seed, console=console, tracking_uri=tracking_uri)
 
 
 def entrypoint() -> None:  # pragma: no cover - console-script shim

@@ -14,8 +14,13 @@ from rich.console import Console
 DEMO_OUTCOME = "distress_fu1_6"
 
 
-def run_demo(out: str | Path, *, seed: int = 2023, console: Console | None = None) -> dict[str, Path]:
-    """Run the demo into `out`; return the main files written, by name."""
+def run_demo(out: str | Path, *, seed: int = 2023, console: Console | None = None,
+             tracking_uri: str | None = None) -> dict[str, Path]:
+    """Run the demo into `out`; return the main files written, by name.
+
+    The experiment is tracked in `tracking_uri` (default: MLflow's own default, `sqlite:///mlflow.db` in the working
+    directory, so `mbi-predict ui` finds it).
+    """
     from mbi_predict.data.describe import describe_ipd
     from mbi_predict.data.harmonise import harmonise, write_harmonised
     from mbi_predict.data.rawsim import simulate_consortium_files
@@ -48,6 +53,12 @@ def run_demo(out: str | Path, *, seed: int = 2023, console: Console | None = Non
     console.rule("4. classical two-stage IPD meta-analysis")
     written.update(_meta_stage(ipd, out / "meta", console))
 
+    console.rule("5. leave-one-trial-out experiment: prognostic and effect models, SHAP, MLflow")
+    written.update(_experiment_stage(spec, out / "run", console, tracking_uri=tracking_uri))
+
+    console.rule("6. model card of the best prognostic model")
+    written.update(_card_stage(out / "run", console))
+
     console.print(f"\n[bold]demo finished in {time.perf_counter() - started:.1f} s[/] - everything is in {out}")
     return written
 
@@ -60,7 +71,7 @@ def _meta_stage(ipd, out: Path, console: Console) -> dict[str, Path]:
     from mbi_predict.meta import run_meta, write_plots
 
     rows, written = [], {}
-    analyses = [(DEMO_OUTCOME, "passive", ["baseline_distress", "baseline_mindfulness", "age", "gender"]),
+    analyses = [(DEMO_OUTCOME, "passive", ["baseline_distress", "baseline_mindfulness", "age"]),
                 (DEMO_OUTCOME, "active", None),
                 ("deteriorated_distress_fu1_6", "passive", None)]
     for outcome, control, modifiers in analyses:
@@ -88,3 +99,49 @@ def _meta_stage(ipd, out: Path, console: Console) -> dict[str, Path]:
     _print_frame(pd.DataFrame(rows), title="pooled effect of the MBI (random effects, REML)")
     console.print(f"forest and funnel plots in {out}")
     return written
+
+
+def demo_config_path() -> Path:
+    """configs/demo.yaml of the source tree (the README's commands install the package from it, editable)."""
+    from mbi_predict.errors import ConfigError
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+    if not path.exists():
+        raise ConfigError(f"the demo config {path} is missing: run the demo from a source checkout")
+    return path
+
+
+def _experiment_stage(spec: Path, out: Path, console: Console, *, tracking_uri: str | None) -> dict[str, Path]:
+    """The demo experiment on the harmonised raw files (the spec is harmonised again inside the runner, which also
+    finds the simulator's truth beside it for PEHE)."""
+    from mbi_predict.cli import _print_run
+    from mbi_predict.runner import run_experiment
+
+    import yaml
+
+    config = yaml.safe_load(demo_config_path().read_text(encoding="utf-8"))
+    config["data"] = {"spec": str(spec)}
+    result = run_experiment(config, out_dir=out, tracking_uri=tracking_uri)
+    _print_run(result.summary)
+    for name, block in result.summary.get("models", {}).items():
+        verdict = (block.get("heterogeneity") or {}).get("verdict")
+        if verdict:
+            console.print(f"  {name}: heterogeneity of the effect - {verdict.replace('_', ' ')}")
+    comparison = result.summary.get("comparison_to_reference") or {}
+    for name, row in (comparison.get("models") or {}).items():
+        console.print(f"  {name} {'beats' if row.get('beats_reference') else 'does not beat'} the reference model "
+                      f"on pooled {comparison.get('metric')}", markup=False)
+    uri = tracking_uri or "sqlite:///mlflow.db"
+    console.print(f"summary: {result.summary_path}")
+    console.print(f"MLflow run {result.mlflow_run_id} in {uri}; open the UI with: "
+                  f".venv/bin/mbi-predict ui{'' if tracking_uri is None else ' --tracking-uri ' + uri}")
+    return {"summary": result.summary_path}
+
+
+def _card_stage(run_dir: Path, console: Console) -> dict[str, Path]:
+    from mbi_predict.report.card import build_card, write_card
+
+    card = build_card(run_dir)
+    paths = {f"card_{fmt}": write_card(card, run_dir / f"model_card.{fmt}", fmt=fmt) for fmt in ("md", "html", "json")}
+    console.print(f"model card: {paths['card_md']} (also .html and .json)")
+    return paths
