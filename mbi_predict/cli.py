@@ -65,7 +65,14 @@ def _boundary(command: F) -> F:
 @app.callback()
 def main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")] = False,
          ) -> None:
+    import os
+    import warnings
+
     _state["debug"] = debug
+    if not debug:
+        # MLflow's INFO lines (database creation, migrations) and its nudges about type hints are noise on a CLI
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+        warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")
 
 
 @app.command()
@@ -244,6 +251,30 @@ def ui(
     argv = ui_command(tracking_uri)
     console.print("starting: " + " ".join(argv[1:]))
     raise typer.Exit(code=subprocess.call(argv))
+
+
+@app.command()
+@_boundary
+def explain(
+    run_ref: Annotated[str, typer.Argument(metavar="RUN", help="An MLflow run id or a run's output folder.")],
+    recompute: Annotated[bool, typer.Option(help="Recompute SHAP from the run's config (refits fold models).")] = False,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI for a run id.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Folder for recomputed plots and summary.")] = None,
+) -> None:
+    """SHAP rankings of a finished run: importance with CI, fold stability, null p-value, classical interactions."""
+    import pandas as pd
+
+    from mbi_predict.explain.run import explain_run
+
+    shown = explain_run(run_ref, tracking_uri=tracking_uri, recompute=recompute, out_dir=out)
+    for name, block in (shown.get("models") or {}).items():
+        ranking = (block or {}).get("ranking") or []
+        if ranking:
+            _print_frame(pd.DataFrame(ranking), title=f"{name}: SHAP importance (mean |SHAP|) across held-out trials")
+        for note in (block or {}).get("notes") or []:
+            console.print(f"  note: {note}", markup=False)
+    for path in shown.get("plots") or []:
+        console.print(f"plot: {path}")
 
 
 @app.command()

@@ -58,8 +58,13 @@ def _load_from_mlflow(run_id: str, *, tracking_uri: str | None, with_plots: bool
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
     store = tracking_uri or mlflow.get_tracking_uri()
+    database = Path(store.removeprefix("sqlite:///")) if store.startswith("sqlite:///") else None
+    if database is not None and not database.is_file():
+        # reading must not create an empty tracking database as a side effect
+        raise ModelLookupError(f"run {run_id} is neither a run folder nor a run in the tracking store {store} "
+                               "(no such database)")
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
     try:
         client.get_run(run_id)
     except MlflowException:
