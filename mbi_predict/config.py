@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mbi_predict.errors import ConfigError
+from mbi_predict.validate.heterogeneity import VerdictRule
 
 #: Prognostic estimator families known to ``mbi_predict.models.prognostic`` (kept here so a config is checked
 #: before any data is read; the model module asserts the two lists agree).
@@ -85,6 +86,19 @@ class ModelTuning(_Strict):
     search_space: dict[str, SearchParam] = Field(default_factory=dict)
 
 
+class ExplainConfig(_Strict):
+    """SHAP in the leave-one-trial-out run (``mbi_predict.explain.run``): per fold on the held-out trial's rows
+    against a background of training rows, pooled across folds; for effect models also a within-trial
+    arm-permutation null, refitted ``null_B`` times on all trials. Caps keep SHAP from dominating the run time."""
+
+    enabled: bool = False
+    max_rows: int = Field(200, ge=10)        # held-out rows explained per fold
+    max_background: int = Field(100, ge=10)  # training rows used as the SHAP background
+    top_k: int = Field(3, ge=1)              # for top_k_frequency in the stability table
+    null_B: int = Field(5, ge=0)             # permutation-null refits (effect models only; 0 disables)
+    dependence_top: int = Field(3, ge=0)     # features in the dependence / benefit-profile plots
+
+
 class ModelConfig(_Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_\-]+$")
     kind: Literal["prognostic", "effect"] = "prognostic"
@@ -92,6 +106,8 @@ class ModelConfig(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
     imputer: Literal["simple", "iterative"] = "simple"
     tuning: ModelTuning = Field(default_factory=ModelTuning)
+    #: per-model SHAP settings; overrides the config's top-level ``explain`` block as a whole
+    explain: ExplainConfig | None = None
 
     @model_validator(mode="after")
     def _known_estimator(self) -> ModelConfig:
@@ -118,6 +134,10 @@ class ValidationConfig(_Strict):
     pooling_method: Literal["REML", "ML", "DL", "PM", "FE"] = "REML"
     hksj: bool = False  # Hartung-Knapp-Sidik-Jonkman CI for the pooled metrics
     level: float = Field(0.95, gt=0, lt=1)
+    #: where fold jobs run: ``local`` (joblib processes) or ``dask`` (joblib's dask backend on ``scheduler``,
+    #: e.g. ``tcp://host:8786``; none = a local dask cluster); see ``mbi_predict.parallel.execution_backend``
+    backend: Literal["local", "dask"] = "local"
+    scheduler: str | None = None
 
     @field_validator("n_jobs")
     @classmethod
@@ -147,6 +167,10 @@ class ExperimentConfig(_Strict):
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     tuning: TuningConfig = Field(default_factory=TuningConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    #: the pre-declared heterogeneity rule (``mbi_predict.validate.heterogeneity.VerdictRule``), applied to every
+    #: effect model's pooled leave-one-trial-out metrics
+    heterogeneity: VerdictRule = Field(default_factory=VerdictRule)
+    explain: ExplainConfig = Field(default_factory=ExplainConfig)
     seed: int = Field(0, ge=0)
 
     @field_validator("models")
@@ -160,6 +184,11 @@ class ExperimentConfig(_Strict):
 
     def model(self, name: str) -> ModelConfig:
         return next(m for m in self.models if m.name == name)
+
+    def explain_settings(self, name: str) -> ExplainConfig:
+        """The SHAP settings of one model: its own ``explain`` block, else the config's."""
+        own = self.model(name).explain
+        return own if own is not None else self.explain
 
     @property
     def tracking_experiment(self) -> str:

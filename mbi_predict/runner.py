@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import io as _io
+import json
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -74,6 +75,14 @@ def canonical_sha256(frame: pd.DataFrame) -> str:
 
 def load_data(config: ExperimentConfig) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The IPD table and its provenance (source, sha256)."""
+    frame, provenance, _ = load_data_with_truth(config)
+    return frame, provenance
+
+
+def load_data_with_truth(config: ExperimentConfig) -> tuple[pd.DataFrame, dict[str, Any], pd.DataFrame | None]:
+    """The IPD table, its provenance, and the simulator's truth table when the data carry one: the simulated
+    consortium's, or ``truth.parquet`` beside a consortium spec written by ``mbi-predict simulate`` (keyed by
+    trial_id + participant_id). The truth is kept apart from the table so it can never become a model input."""
     from mbi_predict.data.schema import check_ipd
 
     source = config.data
@@ -81,19 +90,42 @@ def load_data(config: ExperimentConfig) -> tuple[pd.DataFrame, dict[str, Any]]:
         from mbi_predict.data.simulate import simulate_latent
 
         sim = source.simulate
-        frame = check_ipd(simulate_latent(sim.scenario, seed=sim.seed, n_trials=sim.n_trials, n=sim.n).ipd,
-                          source="simulated consortium")
-        return frame, {"source": "simulated", "simulate": sim.model_dump(), "sha256": canonical_sha256(frame)}
+        latent = simulate_latent(sim.scenario, seed=sim.seed, n_trials=sim.n_trials, n=sim.n)
+        frame = check_ipd(latent.ipd, source="simulated consortium")
+        return frame, {"source": "simulated", "simulate": sim.model_dump(), "sha256": canonical_sha256(frame),
+                       "truth": "simulator"}, latent.truth
     if source.spec is not None:
         from mbi_predict.data.harmonise import harmonise
 
         frame = harmonise(source.spec).ipd
-        return frame, {"source": "spec", "spec": str(source.spec), "spec_sha256": sha256_file(source.spec),
-                       "sha256": canonical_sha256(frame)}
+        provenance = {"source": "spec", "spec": str(source.spec), "spec_sha256": sha256_file(source.spec),
+                      "sha256": canonical_sha256(frame)}
+        truth_path = Path(source.spec).parent / "truth.parquet"
+        truth = None
+        if truth_path.is_file():
+            truth = pd.read_parquet(truth_path)
+            provenance["truth"] = str(truth_path)
+        return frame, provenance, truth
     from mbi_predict.data.readers import load_ipd
 
     frame = load_ipd(source.path)
-    return frame, {"source": "file", "path": str(source.path), "sha256": sha256_file(source.path)}
+    return frame, {"source": "file", "path": str(source.path), "sha256": sha256_file(source.path)}, None
+
+
+def load_prepared(config: ExperimentConfig) -> tuple[pd.DataFrame, PreparedData, FoldPlan, dict[str, Any]]:
+    """Data loaded, prepared for the comparison (with the truth attached for scoring) and the folds planned."""
+    from mbi_predict.validate.loto import attach_truth
+
+    frame, provenance, truth = load_data_with_truth(config)
+    prepared = prepare_data(frame, outcome=config.outcome, covariates=config.covariates,
+                            study_traits=config.study_traits, control_type=config.comparison.control_type)
+    prepared = attach_truth(prepared, truth)
+    if truth is not None and prepared.truth_cate is None:
+        provenance["truth_note"] = (f"no true effect for {config.outcome} vs {prepared.control_type} control in the "
+                                    "truth table: pehe and cate_truth_corr not computed")
+    plan = plan_folds(prepared, scheme=config.validation.scheme, n_folds=config.validation.folds,
+                      min_trial_size=config.validation.min_trial_size, seed=config.seed)
+    return frame, prepared, plan, provenance
 
 
 # ---------------------------------------------------------------------------------------------- aggregation
@@ -128,8 +160,8 @@ def _model_block(spec, results: list[FoldResult], config: ExperimentConfig, data
                                                   hksj=config.validation.hksj, level=config.validation.level)
         forest[metric] = {"labels": labels, "values": values, "variances": variances, "pooled": pool_result}
     task = data.task
-    timing = {key: float(sum(r.timing[key] for r in results))
-              for key in ("fit_seconds", "predict_seconds", "tune_seconds")}
+    timing = {key: float(sum(r.timing.get(key, 0.0) for r in results))
+              for key in ("fit_seconds", "predict_seconds", "tune_seconds", "shap_seconds")}
     block = {
         "task": spec.kind, "estimator": spec.estimator, "outcome_type": task, "features": _features(spec, data),
         "population": results[0].population if results else "all",
@@ -222,6 +254,222 @@ def _calibration_inputs(results: list[FoldResult], data: PreparedData) -> dict[s
     return {"observed": cat(observed), "predicted": cat(predicted), "trial": cat(trial), "task": data.task}
 
 
+# ------------------------------------------------------------------------------------------- effect models
+
+def execution(config: ExperimentConfig):
+    """``mbi_predict.parallel.execution_backend(backend, scheduler, n_jobs)``: where fold jobs run. Until that module
+    exists the local backend is plain joblib with ``validation.n_jobs``; asking for dask then is a config error."""
+    import contextlib
+
+    validation = config.validation
+    try:
+        from mbi_predict.parallel import execution_backend
+    except ImportError:
+        if validation.backend != "local":
+            raise ConfigError("validation.backend: dask execution needs mbi_predict.parallel, which is not "
+                              "available in this installation") from None
+        return contextlib.nullcontext(validation.n_jobs)
+    return execution_backend(validation.backend, validation.scheduler, validation.n_jobs)
+
+
+def _null_references(config: ExperimentConfig, data: PreparedData, n_jobs: int) -> tuple[dict, dict]:
+    if not any(m.kind == "effect" and config.explain_settings(m.name).enabled for m in config.models):
+        return {}, {}
+    from mbi_predict.explain.run import null_references
+
+    return null_references(config, data, n_jobs=n_jobs)
+
+
+def _continuous_modifiers(config: ExperimentConfig, data: PreparedData) -> list[str]:
+    """The model's continuous participant-level covariates (study-level traits do not vary within a trial, so no
+    within-trial interaction can be estimated for them)."""
+    traits = set(config.study_traits)
+    return [c for c in data.covariates if c not in traits and pd.api.types.is_numeric_dtype(data.X[c])
+            and data.X[c].nunique() > 2]
+
+
+def _classical_interactions(config: ExperimentConfig, frame: pd.DataFrame, data: PreparedData) -> dict | None:
+    """Within-trial arm x covariate interactions (``mbi_predict.meta.interactions``) on the analysis data, for the
+    heterogeneity verdict (role per ``heterogeneity.interaction_role``) and beside the SHAP rankings."""
+    if not any(m.kind == "effect" for m in config.models):
+        return None
+    from mbi_predict.errors import MBIError
+
+    modifiers = _continuous_modifiers(config, data)
+    out: dict[str, Any] = {"modifiers": modifiers, "control": data.control_type, "records": [], "note": None,
+                           "method": "within-trial interaction, pooled by REML (Riley et al. 2020)"}
+    if not modifiers:
+        out["note"] = "no continuous participant-level covariate"
+        return out
+    try:
+        from mbi_predict.meta import interactions
+
+        analysed = frame[frame["trial_id"].astype(str).isin(set(data.trial))]
+        records = interactions(analysed, config.outcome, modifiers, control=data.control_type, seed=config.seed)
+    except (MBIError, ValueError) as exc:
+        out["note"] = f"not estimated: {exc}"
+        return out
+    out["records"] = json.loads(json.dumps(records, default=_json_default))
+    return out
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return None if not np.isfinite(value) else float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def _interaction_pvalues(interactions: dict | None) -> dict[str, float]:
+    if not interactions:
+        return {}
+    return {str(r["modifier"]): float(r["pvalue"]) for r in interactions["records"]
+            if r.get("pvalue") is not None and np.isfinite(float(r["pvalue"]))}
+
+
+def _ate_clustered(config: ExperimentConfig, data: PreparedData) -> dict[str, Any]:
+    """The doubly robust ATE over all analysed trials with trial-clustered (CR1, t_{G-1}) inference, beside the
+    naive independent-rows interval (``mbi_predict.models.inference.trial_aware_ate``)."""
+    from mbi_predict.errors import MBIError
+    from mbi_predict.models.inference import trial_aware_ate
+    from mbi_predict.models.preprocess import make_preprocessor
+
+    observed = np.flatnonzero(np.isfinite(data.y))
+    try:
+        X = make_preprocessor(data.features, use_arm=False, seed=config.seed).fit_transform(data.X.iloc[observed])
+        result = trial_aware_ate(data.y[observed], data.arm[observed], X, data.trial[observed],
+                                 seed=derive_seed_for(config.seed, "ate_clustered"), alpha=1 - config.validation.level)
+    except (MBIError, ValueError) as exc:
+        return {"note": f"not estimated: {exc}"}
+    return {"estimate": result["estimate"], "se": result["se"], "ci_low": result["ci_low"],
+            "ci_high": result["ci_high"], "n_clusters": result["n_clusters"], "df": result["df"], "n": result["n"],
+            "naive": {"se": result["naive_se"], "ci_low": result["naive_ci_low"], "ci_high": result["naive_ci_high"]},
+            "note": "AIPW scores with the known randomisation ratio per trial, outcome models cross-fitted over "
+                    "whole trials; SE cluster-robust by trial (naive: participants as independent)"}
+
+
+def derive_seed_for(seed: int, *parts: Any) -> int:
+    from mbi_predict.validate.loto import derive_seed
+
+    return derive_seed(seed, *parts)
+
+
+def _verdict_inputs(pooled: dict, forest: dict) -> dict[str, dict]:
+    """Pooled metrics with the pooled SE and degrees of freedom (HKSJ: k - 1) the verdict's tests need."""
+    entries = {}
+    for metric, entry in pooled.items():
+        result = forest.get(metric, {}).get("pooled")
+        extra = {}
+        if result is not None and entry.get("scale") == "identity":
+            extra = {"se": float(result.se), "df": float(result.df)}
+        if entry.get("estimate") is not None:
+            entries[metric] = {**entry, **extra}
+    return entries
+
+
+def _effect_blocks(config: ExperimentConfig, spec, block: dict, forest: dict, results: list[FoldResult],
+                   interactions: dict | None, ate_clustered: dict | None) -> dict[str, Any]:
+    """heterogeneity verdict, ate_clustered, harm and the pooled calibration-for-benefit table of one effect model."""
+    from mbi_predict.validate.heterogeneity import heterogeneity_verdict
+
+    out: dict[str, Any] = {"ate_clustered": ate_clustered}
+    entries = _verdict_inputs(block["pooled"], forest)
+    rule = config.heterogeneity
+    needed = [rule.rate_metric] + ([rule.slope_metric] if rule.require_calibration_slope else [])
+    if all(m in entries for m in needed):
+        verdict = heterogeneity_verdict(entries, rule=rule, interaction_pvalues=_interaction_pvalues(interactions)
+                                        or None)
+    else:
+        verdict = {"verdict": "no_evidence", "tests": [], "rule": rule.model_dump(),
+                   "reason": f"not shown: pooled {', '.join(m for m in needed if m not in entries)} not estimable"}
+    verdict["interactions"] = None if interactions is None else interactions["records"]
+    out["heterogeneity"] = verdict
+    harms = {r.held_out: r.extras["harm"] for r in results if "harm" in r.extras}
+    if harms:
+        out["harm"] = {
+            "per_trial": [{"trial_id": k, **v} for k, v in harms.items()],
+            "pooled_share_predicted_harmed": block["pooled"].get("share_predicted_harmed"),
+            "pooled": {m: block["pooled"][m] for m in ("share_predicted_harmed", "mean_predicted_risk_difference",
+                                                       "observed_effect_predicted_harmed",
+                                                       "observed_effect_predicted_not_harmed")
+                       if m in block["pooled"]},
+            "note": "predicted harmed: predicted risk under MBI above the risk under control; observed effects are "
+                    "each held-out trial's doubly robust risk differences within the predicted groups",
+        }
+    benefit = _benefit_inputs(results)
+    if len(benefit["pseudo"]) >= 10:
+        from mbi_predict.validate.benefit import calibration_for_benefit_table
+
+        table = calibration_for_benefit_table(benefit["pseudo"], benefit["cate"])
+        out["calibration_for_benefit"] = json.loads(table.to_json(orient="records"))
+    return out
+
+
+def _benefit_inputs(results: list[FoldResult]) -> dict[str, Any]:
+    pseudo = [r.extras["pseudo"] for r in results if "pseudo" in r.extras]
+    cate = [r.extras["cate_scored"] for r in results if "pseudo" in r.extras]
+    trial = [np.full(len(r.extras["pseudo"]), r.held_out) for r in results if "pseudo" in r.extras]
+    cat = (lambda parts: np.concatenate(parts) if parts else np.array([]))
+    return {"pseudo": cat(pseudo), "cate": cat(cate), "trial": cat(trial)}
+
+
+def _shap_block(config: ExperimentConfig, spec, results: list[FoldResult], null_ref, interactions: dict | None):
+    from mbi_predict.explain.run import shap_block
+
+    return shap_block(spec.kind, results, settings=config.explain_settings(spec.name), null_ref=null_ref,
+                      interactions=None if interactions is None else interactions["records"],
+                      level=config.validation.level, method="REML")
+
+
+def _shap_plot_files(config: ExperimentConfig, folder: Path, by_model: dict, tables: dict, null_refs: dict,
+                     data: PreparedData) -> list[Path]:
+    from mbi_predict.explain.run import shap_plots
+
+    written = []
+    for spec in config.models:
+        if spec.name in tables:
+            written += shap_plots(folder, spec.name, spec.kind, by_model[spec.name], tables[spec.name],
+                                  settings=config.explain_settings(spec.name), null_ref=null_refs.get(spec.name),
+                                  data=data)
+    return written
+
+
+def explain_config(config: ExperimentConfig) -> ExperimentConfig:
+    """The config with SHAP switched on (its own settings kept) for recomputing a run's explain step."""
+    dumped = config.model_dump(mode="json")
+    dumped["explain"] = {**dumped["explain"], "enabled": True}
+    for model in dumped["models"]:
+        if model.get("explain"):
+            model["explain"] = {**model["explain"], "enabled": True}
+    return parse_config(dumped)
+
+
+def explain_models(config: ExperimentConfig, frame: pd.DataFrame, data: PreparedData, plan: FoldPlan,
+                   plots_dir: Path) -> tuple[dict[str, tuple[dict, float]], list[Path]]:
+    """Refit every fold model with SHAP on (the run's seeds) and rebuild the shap blocks and SHAP plots only:
+    ``({model: (shap block, shap seconds)}, plot paths)``."""
+    jobs = make_jobs(config, plan)
+    with execution(config) as n_jobs:
+        fold_results = run_jobs(jobs, data, n_jobs=n_jobs)
+        null_refs, null_seconds = _null_references(config, data, n_jobs)
+    by_model: dict[str, list[FoldResult]] = {m.name: [] for m in config.models}
+    for result in fold_results:
+        by_model[result.model].append(result)
+    interactions = _classical_interactions(config, frame, data)
+    blocks, tables = {}, {}
+    for spec in config.models:
+        shap, tables[spec.name] = _shap_block(config, spec, by_model[spec.name], null_refs.get(spec.name),
+                                              interactions)
+        seconds = sum(r.timing.get("shap_seconds", 0.0) for r in by_model[spec.name]) + null_seconds.get(spec.name,
+                                                                                                         0.0)
+        blocks[spec.name] = (shap, float(seconds))
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    return blocks, _shap_plot_files(config, plots_dir, by_model, tables, null_refs, data)
+
+
 # ------------------------------------------------------------------------------------------------- progress
 
 class _Progress:
@@ -279,30 +527,40 @@ def run_experiment(config_path_or_obj: ExperimentConfig | str | Path | dict, *, 
         from mbi_predict.track.mlflow_log import check_tracking_uri
 
         uri = check_tracking_uri(config.tracking.uri)
-    frame, provenance = load_data(config)
-    prepared = prepare_data(frame, outcome=config.outcome, covariates=config.covariates,
-                            study_traits=config.study_traits, control_type=config.comparison.control_type)
-    plan = plan_folds(prepared, scheme=config.validation.scheme, n_folds=config.validation.folds,
-                      min_trial_size=config.validation.min_trial_size, seed=config.seed)
+    frame, prepared, plan, provenance = load_prepared(config)
     _preflight(config, prepared)
     jobs = make_jobs(config, plan, keep_models=keep_models)
 
     n_trials = sum(job.model.tuning.n_trials for job in jobs)
-    parallel = config.validation.n_jobs != 1
-    with _Progress(progress, len(jobs), n_trials) as bar:
-        fold_results = run_jobs(jobs, prepared, n_jobs=config.validation.n_jobs,
-                                on_result=bar.on_result(parallel), on_trial=None if parallel else bar.on_trial)
+    with execution(config) as n_jobs:
+        parallel = n_jobs != 1
+        with _Progress(progress, len(jobs), n_trials) as bar:
+            fold_results = run_jobs(jobs, prepared, n_jobs=n_jobs, on_result=bar.on_result(parallel),
+                                    on_trial=None if parallel else bar.on_trial)
+        null_refs, null_seconds = _null_references(config, prepared, n_jobs)
     by_model: dict[str, list[FoldResult]] = {m.name: [] for m in config.models}
     for result in fold_results:
         by_model[result.model].append(result)
 
-    models, forests = {}, {}
+    interactions = _classical_interactions(config, frame, prepared)
+    ate_clustered = _ate_clustered(config, prepared) if any(m.kind == "effect" for m in config.models) else None
+    models, forests, shap_tables = {}, {}, {}
     for spec in config.models:
         models[spec.name], forests[spec.name] = _model_block(spec, by_model[spec.name], config, prepared)
         if spec.kind == "prognostic":
             models[spec.name]["subgroups"] = _subgroups(by_model[spec.name], prepared)
+        else:
+            models[spec.name]["higher_is_better"] = not prepared.outcome_higher_is_worse
+            models[spec.name].update(_effect_blocks(config, spec, models[spec.name], forests[spec.name],
+                                                    by_model[spec.name], interactions, ate_clustered))
+        if config.explain_settings(spec.name).enabled:
+            models[spec.name]["shap"], shap_tables[spec.name] = _shap_block(
+                config, spec, by_model[spec.name], null_refs.get(spec.name), interactions)
+            models[spec.name]["timing"]["shap_seconds"] += null_seconds.get(spec.name, 0.0)
     summary = _summary(config, frame, provenance, prepared, plan, models, __version__)
     summary["comparison_to_reference"] = comparison_to_reference(config, by_model, prepared, models)
+    if interactions is not None:
+        summary["classical_interactions"] = interactions
 
     final_models = None
     if uri and config.tracking.log_final_models:
@@ -318,7 +576,10 @@ def run_experiment(config_path_or_obj: ExperimentConfig | str | Path | dict, *, 
 
         calibration = {m.name: _calibration_inputs(by_model[m.name], prepared)
                        for m in config.models if m.kind == "prognostic"}
-        plot_paths = write_plots(staging / "plots", forests=forests, calibration=calibration)
+        benefit = {m.name: _benefit_inputs(by_model[m.name]) for m in config.models if m.kind == "effect"}
+        plot_paths = write_plots(staging / "plots", forests=forests, calibration=calibration,
+                                 benefit_calibration=benefit)
+        plot_paths += _shap_plot_files(config, staging / "plots", by_model, shap_tables, null_refs, prepared)
         run_id = _track(config, uri, summary, staging, plot_paths, final_models, prepared) if uri else None
         summary["mlflow_run_id"] = run_id
         if not uri:
@@ -437,11 +698,34 @@ def _track(config: ExperimentConfig, uri: str, summary: dict, staging: Path, plo
             _log_final_models(uri, tracker.run_id, final_models, data, summary)
         write_json_atomic(staging / "summary.json", summary)
         tracker.log_parent(summary, flatten_config(config))
+        verdicts = {f"mbi_predict.heterogeneity.{name}": block["heterogeneity"]["verdict"]
+                    for name, block in summary["models"].items() if block.get("heterogeneity")}
+        shap_share = _shap_metrics(summary)
+        if verdicts or shap_share:
+            tracker._log(tracker.run_id, tags=verdicts, metrics=shap_share)
         tracker.log_children(summary)
         tracker.log_artifacts([staging / "summary.json"])
         if plot_paths:
             tracker.log_artifacts([staging / "plots"])
         return tracker.run_id
+
+
+def _shap_metrics(summary: dict) -> dict[str, float]:
+    """Parent-run metrics the pooled-metric scheme does not cover: the effect models' clustered ATE and the
+    heterogeneity tests' p-values (per-model timings, incl. shap_seconds, are logged with the pooled metrics)."""
+    metrics = {}
+    for name, block in summary["models"].items():
+        ate = block.get("ate_clustered") or {}
+        for key in ("estimate", "se", "ci_low", "ci_high"):
+            if isinstance(ate.get(key), (int, float)) and np.isfinite(ate[key]):
+                metrics[f"{name}.ate_clustered.{key}"] = float(ate[key])
+        for test in (block.get("heterogeneity") or {}).get("tests", []):
+            p = test.get("p_value")
+            if test.get("decisive") and isinstance(p, (int, float)) and np.isfinite(p):
+                metrics[f"{name}.heterogeneity.{test['name']}.p_value"] = float(p)
+        if block.get("heterogeneity"):
+            metrics[f"{name}.heterogeneity.evidence"] = float(block["heterogeneity"]["verdict"] == "evidence")
+    return metrics
 
 
 def _predictions(results: list[FoldResult], data: PreparedData) -> pd.DataFrame:

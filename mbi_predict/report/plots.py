@@ -22,12 +22,14 @@ from mbi_predict.validate.pooling import from_pooling_scale, to_pooling_scale
 
 #: the value of perfect performance / no information, drawn as the reference line of a forest plot
 REFERENCE_LINE = {"calibration_slope": 1.0, "calibration_intercept": 0.0, "oe_ratio": 1.0, "c_statistic": 0.5,
-                  "r2": 0.0}
+                  "r2": 0.0, "benefit_calibration_slope": 1.0, "c_for_benefit": 0.5, "rate_autoc": 0.0, "ate": 0.0,
+                  "cate_truth_corr": 0.0, "observed_effect_predicted_harmed": 0.0}
 _MIN_BIN = 10
 #: metrics that get a forest plot (the others are in summary.json and MLflow): discrimination / overall accuracy
 #: and calibration, without near-duplicates (mae ~ rmse, e50/e90 ~ ici)
 FOREST_METRICS = ("r2", "rmse", "calibration_slope", "calibration_intercept", "c_statistic", "brier", "oe_ratio",
-                  "ici", "benefit_calibration_slope", "c_for_benefit", "rate_autoc", "ate")
+                  "ici", "benefit_calibration_slope", "c_for_benefit", "rate_autoc", "ate", "pehe", "cate_truth_corr",
+                  "share_predicted_harmed", "observed_effect_predicted_harmed")
 
 
 def metric_forest(metric: str, labels: list[str], values: list[float], variances: list[float], pooled: Any, *,
@@ -101,12 +103,41 @@ def binned_means(observed: np.ndarray, predicted: np.ndarray, *, n_bins: int = 1
                          "n": [len(g) for g in groups]})
 
 
+def benefit_calibration_figures(pseudo: np.ndarray, cate: np.ndarray, trial: np.ndarray, *, model: str,
+                                n_groups: int = 5) -> dict[str, Figure]:
+    """Calibration for benefit: observed (doubly robust, from each held-out trial's own data) against predicted
+    effect by quantile group of predicted CATE, pooled over held-out trials and per held-out trial (group means
+    only: each point stands for a fifth of a trial's participants). Keys ``pooled`` and ``by-trial``."""
+    from mbi_predict.validate.benefit import calibration_for_benefit_table, plot_benefit_calibration
+
+    figures = {}
+    if len(pseudo) >= 2 * n_groups * _MIN_BIN // 2:
+        table = calibration_for_benefit_table(pseudo, cate, n_groups=n_groups)
+        figures["pooled"] = plot_benefit_calibration(
+            {"pooled over held-out trials": table}, title=f"{model}: calibration for benefit (held-out trials)")
+    tables = {}
+    for label in np.unique(trial):
+        rows = trial == label
+        if rows.sum() >= n_groups * _MIN_BIN:
+            tables[str(label)] = calibration_for_benefit_table(pseudo[rows], cate[rows], n_groups=n_groups)
+    if tables:
+        fig = plot_benefit_calibration(tables, title=f"{model}: calibration for benefit by held-out trial")
+        for ax in fig.axes:
+            if ax.get_legend() is not None:
+                ax.legend(fontsize=6, ncol=2)
+        figures["by-trial"] = fig
+    return figures
+
+
 def write_plots(out_dir: Path, *, forests: dict[str, dict[str, dict[str, Any]]],
-                calibration: dict[str, dict[str, Any]]) -> list[Path]:
+                calibration: dict[str, dict[str, Any]],
+                benefit_calibration: dict[str, dict[str, Any]] | None = None) -> list[Path]:
     """Save every figure under ``out_dir``; returns the written paths.
 
     ``forests[model][metric]`` holds ``labels, values, variances, pooled``; ``calibration[model]`` holds
-    ``observed, predicted, trial, task``.
+    ``observed, predicted, trial, task``; ``benefit_calibration[model]`` (effect models) holds ``pseudo, cate,
+    trial`` (held-out DR pseudo-outcomes and predicted CATE, in memory only). File names are
+    ``<kind>_<model>_<what>.png`` so a model card can pick a model's figures.
     """
     out_dir = Path(out_dir)
     written = []
@@ -124,4 +155,10 @@ def write_plots(out_dir: Path, *, forests: dict[str, dict[str, dict[str, Any]]],
         fig = calibration_figure(block["observed"], block["predicted"], block["trial"], task=block["task"],
                                  title=f"{model}: calibration in held-out trials")
         written.append(save_figure_atomic(out_dir / f"calibration_{model}.png", fig, dpi=80))
+    for model, block in (benefit_calibration or {}).items():
+        if len(block["pseudo"]) == 0:
+            continue
+        figures = benefit_calibration_figures(block["pseudo"], block["cate"], block["trial"], model=model)
+        for what, fig in figures.items():
+            written.append(save_figure_atomic(out_dir / f"benefit-calibration_{model}_{what}.png", fig, dpi=80))
     return written

@@ -59,6 +59,9 @@ class PreparedData:
     control_type: str
     excluded_trials: tuple[dict[str, Any], ...] = ()
     outcome_higher_is_worse: bool = True
+    #: the simulator's true CATE per row (NaN where unknown), or None: used only to score effect models (pehe,
+    #: cate_truth_corr), never as a model input (it is not in X)
+    truth_cate: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def n(self) -> int:
@@ -199,6 +202,7 @@ class FoldJob:
     storage: str | None = None
     study_name: str | None = None
     keep_model: bool = False
+    explain: Any = None          # ExplainConfig when SHAP is computed in the fold (mbi_predict.explain.run)
 
 
 @dataclass
@@ -218,6 +222,10 @@ class FoldResult:
     population: str = "all"
     test_rows: np.ndarray = field(default_factory=lambda: np.array([], dtype=int), repr=False)  # into the data
     fitted_model: Any = field(default=None, repr=False)
+    #: SHAP of the fold model on held-out rows (``explain.run.FoldShap``); participant-level parts stay in memory
+    shap: Any = field(default=None, repr=False)
+    #: in-memory extras for run-level aggregates (effect models: DR pseudo-outcomes of the scored rows, risks)
+    extras: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 def _fit_params_errors(name: str):
@@ -305,13 +313,24 @@ def prognostic_fold(job: FoldJob, data: PreparedData, on_trial: Callable[[], Non
                             seed=derive_seed(job.seed, "bootstrap"))
     predictions = pd.DataFrame({"trial_id": data.trial[test], "participant_id": data.participant[test],
                                 "model": spec.name, "prediction": prediction})
+    shap = _fold_shap(job, data, fitted)
     return FoldResult(
         model=spec.name, kind="prognostic", held_out=job.fold.label, n=int(evaluated.sum()),
         n_randomised=int(in_population[test].sum()),
         n_missing_outcome=int((in_population[test] & ~observed[test]).sum()), metrics=metrics,
-        timing={"fit_seconds": fit_seconds, "predict_seconds": predict_seconds, "tune_seconds": tune_seconds},
+        timing={"fit_seconds": fit_seconds, "predict_seconds": predict_seconds, "tune_seconds": tune_seconds,
+                "shap_seconds": shap.seconds if shap is not None else 0.0},
         best_params={**spec.params, **tuned}, tuning=tuning, predictions=predictions, evaluated=evaluated,
-        population=family.population, test_rows=test, fitted_model=model if job.keep_model else None)
+        population=family.population, test_rows=test, fitted_model=model if job.keep_model else None, shap=shap)
+
+
+def _fold_shap(job: FoldJob, data: PreparedData, fitted: FittedModel):
+    """SHAP of the fold model on held-out rows when the job asks for it (aggregates + in-memory values)."""
+    if job.explain is None or not job.explain.enabled:
+        return None
+    from mbi_predict.explain.run import explain_fold
+
+    return explain_fold(job, data, fitted)
 
 
 def fit_effect(job: FoldJob, data: PreparedData, on_trial: Callable[[], None] | None = None) -> FittedModel:
@@ -336,9 +355,10 @@ def fit_effect(job: FoldJob, data: PreparedData, on_trial: Callable[[], None] | 
 
 def effect_fold(job: FoldJob, data: PreparedData, on_trial: Callable[[], None] | None = None) -> FoldResult:
     """Fit a CATE model on the training trials (`fit_effect`); score predicted benefit in the held-out trial
-    with `validate.benefit.per_trial_benefit_metrics`."""
+    with `validate.benefit.per_trial_benefit_metrics` (+ ``pehe``/``cate_truth_corr`` when the data carry the
+    simulator's truth); for a 0/1 worsening outcome and a model with ``predict_risk``, predicted harm."""
     try:
-        from mbi_predict.validate.benefit import per_trial_benefit_metrics
+        from mbi_predict.validate.benefit import dr_pseudo_outcomes, per_trial_benefit_metrics
     except ImportError as exc:
         raise ConfigError(f"models.{job.model.name}: benefit metrics are not available ({exc})") from None
     spec = job.model
@@ -349,22 +369,95 @@ def effect_fold(job: FoldJob, data: PreparedData, on_trial: Callable[[], None] |
     start = time.perf_counter()
     X_test = features.transform(data.X.iloc[test])
     cate = np.asarray(model.effect(X_test), dtype=float).reshape(-1)
+    cate_low = cate_high = np.full(len(test), np.nan)
+    try:  # only some estimators give pointwise intervals; the others refuse with a ConfigError
+        low, high = model.effect_interval(X_test)
+        cate_low, cate_high = (np.asarray(v, dtype=float).reshape(-1) for v in (low, high))
+    except (ConfigError, NotImplementedError):
+        pass
+    risks = None
+    if data.task == "binary" and data.outcome.startswith("deteriorated_") and hasattr(model, "predict_risk"):
+        try:
+            risks = tuple(np.asarray(r, dtype=float).reshape(-1) for r in model.predict_risk(X_test))
+        except ConfigError:
+            risks = None
     predict_seconds = time.perf_counter() - start
     evaluated = observed[test]
-    raw = per_trial_benefit_metrics(data.y[test][evaluated], data.arm[test][evaluated], cate[evaluated],
-                                    X=X_test[evaluated], higher_is_better=not data.outcome_higher_is_worse,
-                                    seed=derive_seed(job.seed, "benefit"), B=job.bootstrap)
+    y_eval, t_eval, cate_eval, X_eval = data.y[test][evaluated], data.arm[test][evaluated], cate[evaluated], \
+        X_test[evaluated]
+    truth = None
+    if data.truth_cate is not None:
+        truth = data.truth_cate[test][evaluated]
+        truth = truth if truth.size and np.all(np.isfinite(truth)) else None
+    seed = derive_seed(job.seed, "benefit")
+    raw = per_trial_benefit_metrics(y_eval, t_eval, cate_eval, X=X_eval,
+                                    higher_is_better=not data.outcome_higher_is_worse, cate_true=truth, seed=seed,
+                                    B=job.bootstrap)
     metrics = {name: MetricValue(float(value), float(raw.get(f"{name}_se", np.nan)) ** 2, "benefit_se")
                for name, value in raw.items()
-               if not name.endswith("_se") and name not in ("n", "n_mbi", "n_control")}
+               if not name.endswith("_se") and name not in ("n", "n_mbi", "n_control", "pehe", "cate_truth_corr")}
+    # the same pseudo-outcomes per_trial_benefit_metrics used (same seed): kept in memory for the pooled
+    # calibration-for-benefit table and plot
+    pseudo = dr_pseudo_outcomes(y_eval, t_eval, X_eval, seed=seed)
+    if truth is not None:
+        n_eval = len(truth)
+        metrics["pehe"] = MetricValue(float(raw["pehe"]), _pehe_variance(truth, cate_eval), "delta")
+        corr = float(raw["cate_truth_corr"])
+        # Fisher z: var(atanh r) = 1/(n-3); reported on the r scale with the delta method
+        metrics["cate_truth_corr"] = MetricValue(corr, (1 - corr ** 2) ** 2 / max(n_eval - 3, 1)
+                                                 if np.isfinite(corr) else np.nan, "fisher_z")
+    extras: dict[str, Any] = {"pseudo": pseudo, "cate_scored": cate_eval}
     predictions = pd.DataFrame({"trial_id": data.trial[test], "participant_id": data.participant[test],
-                                "model": spec.name, "predicted_effect": cate})
+                                "model": spec.name, "cate": cate, "cate_low": cate_low, "cate_high": cate_high})
+    if risks is not None:
+        from mbi_predict.validate.benefit import harm_summary
+
+        risk_control, risk_mbi = risks
+        predictions["risk_control"], predictions["risk_mbi"] = risk_control, risk_mbi
+        harm = harm_summary(risk_control, risk_mbi)
+        extras["harm"] = harm
+        metrics.update(_harm_metrics(harm, risk_mbi - risk_control, (risk_mbi - risk_control)[evaluated], pseudo))
+    shap = _fold_shap(job, data, fitted)
     return FoldResult(
         model=spec.name, kind="effect", held_out=job.fold.label, n=int(evaluated.sum()), n_randomised=len(test),
         n_missing_outcome=int((~observed[test]).sum()), metrics=metrics,
-        timing={"fit_seconds": fit_seconds, "predict_seconds": predict_seconds, "tune_seconds": 0.0},
+        timing={"fit_seconds": fit_seconds, "predict_seconds": predict_seconds, "tune_seconds": 0.0,
+                "shap_seconds": shap.seconds if shap is not None else 0.0},
         best_params=dict(spec.params), tuning=None, predictions=predictions, evaluated=evaluated,
-        test_rows=test, fitted_model=model if job.keep_model else None)
+        test_rows=test, fitted_model=model if job.keep_model else None, shap=shap, extras=extras)
+
+
+def _pehe_variance(truth: np.ndarray, cate: np.ndarray) -> float:
+    """Delta-method variance of sqrt(mean squared error) over participants."""
+    squared = (truth - cate) ** 2
+    mse = squared.mean()
+    if len(squared) < 2 or mse <= 0:
+        return np.nan
+    return float(squared.var(ddof=1) / len(squared) / (4 * mse))
+
+
+#: fewest participants predicted harmed (or not) for the observed effect among them to be reported
+MIN_HARM_GROUP = 10
+
+
+def _harm_metrics(harm: dict, difference_all: np.ndarray, difference_scored: np.ndarray,
+                  pseudo: np.ndarray) -> dict[str, MetricValue]:
+    """Predicted harm of one held-out trial as poolable metrics, validated against the trial's own outcomes:
+    the observed (doubly robust) risk difference among those predicted to be harmed and among the others."""
+    n = len(difference_all)
+    share = harm["share_harmed"]
+    out = {"share_predicted_harmed": MetricValue(share, share * (1 - share) / n if 0 < share < 1 else np.nan,
+                                                 "binomial"),
+           "mean_predicted_risk_difference": MetricValue(harm["mean_risk_difference"],
+                                                         float(np.var(difference_all, ddof=1) / n), "mean")}
+    harmed = difference_scored > harm["threshold"]
+    for name, rows in (("observed_effect_predicted_harmed", harmed),
+                       ("observed_effect_predicted_not_harmed", ~harmed)):
+        if rows.sum() >= MIN_HARM_GROUP:
+            out[name] = MetricValue(float(pseudo[rows].mean()), float(pseudo[rows].var(ddof=1) / rows.sum()), "mean")
+        else:
+            out[name] = MetricValue(np.nan, np.nan, "mean")
+    return out
 
 
 #: The extension point: one fold function per model kind (and how that kind fits its final, all-trials model).
@@ -400,7 +493,7 @@ def make_jobs(config: ExperimentConfig, plan: FoldPlan, *, keep_models: bool = F
             seed = derive_seed(config.seed, spec.name, fold.label)
             study = f"{config.experiment}:{spec.name}:{fold.label}:{config.seed}" if config.tuning.storage else None
             jobs.append(FoldJob(spec, fold, seed, config.validation.bootstrap, config.tuning.inner_folds,
-                                config.tuning.storage, study, keep_models))
+                                config.tuning.storage, study, keep_models, config.explain_settings(spec.name)))
     return jobs
 
 
@@ -424,3 +517,23 @@ def run_jobs(jobs: list[FoldJob], data: PreparedData, *, n_jobs: int = 1,
         if on_result:
             on_result(result)
     return results
+
+
+def attach_truth(data: PreparedData, truth: pd.DataFrame | None) -> PreparedData:
+    """Align a simulator truth table (trial_id, participant_id, ``true_effect_{control}_{outcome}``) with the
+    analysed rows. The true CATE goes to ``truth_cate`` (scoring only), never into X. No truth column for this
+    comparison and outcome (e.g. a ``deteriorated_*`` outcome) -> the data are returned unchanged."""
+    if truth is None:
+        return data
+    column = f"true_effect_{data.control_type}_{data.outcome}"
+    if column not in truth.columns or not {"trial_id", "participant_id"} <= set(truth.columns):
+        return data
+    keyed = truth.assign(trial_id=truth["trial_id"].astype(str), participant_id=truth["participant_id"].astype(str))
+    keyed = keyed.drop_duplicates(["trial_id", "participant_id"]).set_index(["trial_id", "participant_id"])[column]
+    index = pd.MultiIndex.from_arrays([data.trial, data.participant])
+    values = keyed.reindex(index).to_numpy(dtype=float)
+    if not np.isfinite(values).any():
+        return data
+    from dataclasses import replace
+
+    return replace(data, truth_cate=values)

@@ -37,7 +37,7 @@ def test_summary_json_shape(tracked):
     assert set(on_disk["models"]) == {"reference", "elastic_net", "xgboost", "path_risk"}
     for name, block in on_disk["models"].items():
         assert block["task"] == "prognostic"
-        assert set(block["timing"]) == {"fit_seconds", "predict_seconds", "tune_seconds"}
+        assert set(block["timing"]) == {"fit_seconds", "predict_seconds", "tune_seconds", "shap_seconds"}
         assert [row["trial_id"] for row in block["per_trial"]] == validation["held_out"]
         for row in block["per_trial"]:
             assert {"trial_id", "n", "n_missing_outcome", *CONTINUOUS_METRICS} <= set(row)

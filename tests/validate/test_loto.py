@@ -135,7 +135,7 @@ def test_effect_fold_fits_a_cate_model_and_scores_benefit(data):
     job = loto.make_jobs(config, plan)[0]
     result = loto.run_fold(job, data)
     assert result.kind == "effect"
-    assert "predicted_effect" in result.predictions and len(result.predictions) == len(job.fold.test)
+    assert "cate" in result.predictions and len(result.predictions) == len(job.fold.test)
     assert "benefit_calibration_slope" in result.metrics
     assert np.isfinite(result.metrics["ate"].value) and result.metrics["ate"].variance > 0
 
