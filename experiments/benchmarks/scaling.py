@@ -1,0 +1,314 @@
+"""How leave-one-trial-out validation scales with participants and trials.
+
+    .venv/bin/python experiments/benchmarks/scaling.py [--quick] [--sizes 240000] [--trials 50] [--models ...]
+
+For each (participants, trials) cell: simulate the consortium (``simulate_latent('galante2023')``, timed), prepare
+the data once (``validate.loto.prepare_data``), plan folds, and run each model's fold jobs through
+``validate.loto.run_jobs`` (``validation.n_jobs`` workers, joblib/loky, tracking off, no tuning), exactly as the
+runner does. Then capped SHAP for the xgboost and T-learner models (500 held-out rows, 100 training rows as
+background, per fold). Reported per model: wall seconds, PEHE against the simulator's truth (effect models), and
+per cell the peak resident memory of the whole process tree (main + joblib workers, sampled every 0.2 s with
+psutil; falls back to ``ru_maxrss`` of self/children without psutil).
+
+Each cell runs in a fresh subprocess so peak memory is that cell's own.
+
+Folds: leave-one-trial-out. With >= 500k participants the folds are 10 groups of whole trials (``GroupKFold`` over
+trial ids, built here as a ``FoldPlan``: the runner's ``validation.scheme: kfold`` splits participants, not
+trials, so it is not the grouped scheme the issue asks for). Inside each fold, cross-fitting still groups by the
+real trials.
+
+Models: ``xgboost`` (prognostic, family defaults, no tuning), ``t_learner_xgb`` and ``causal_forest`` (toolkit
+defaults). The causal forest runs on at most ``--cf-max-folds`` folds at >= 240k participants (default 2) and its
+time is extrapolated linearly to all folds (marked ``extrapolated``).
+
+Cells with fewer than 40 participants per trial on average (2.4k in 200 trials) cannot be simulated and are skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import GIB, machine, peak_rss_bytes, table  # noqa: E402
+
+SIZES = (2_400, 24_000, 240_000, 1_000_000)
+TRIALS = (13, 50, 200)
+QUICK_SIZES = (2_400, 24_000)
+MODELS = ("xgboost", "t_learner_xgb", "causal_forest")
+GROUPED_FROM = 500_000
+N_GROUPS = 10
+OUTCOME = "distress_fu1_6"
+TRUTH = "true_effect_passive_distress_fu1_6"
+TARGETS = {(240_000, 50): (600.0, 8.0), (1_000_000, 50): (1800.0, 16.0), (1_000_000, 200): (1800.0, 16.0),
+           (1_000_000, 13): (1800.0, 16.0)}
+
+
+class TreeMemory:
+    """Peak RSS of this process plus all its descendants, sampled in a thread."""
+
+    def __init__(self, every: float = 0.2) -> None:
+        self.every, self.peak, self._stop = every, 0, threading.Event()
+        try:
+            import psutil
+            self._proc = psutil.Process()
+        except ImportError:
+            self._proc = None
+
+    def sample(self) -> None:
+        if self._proc is None:
+            return
+        total = 0
+        try:
+            procs = [self._proc] + self._proc.children(recursive=True)
+        except Exception:  # noqa: BLE001 - a process may vanish while we list it
+            return
+        for proc in procs:
+            try:
+                total += proc.memory_info().rss
+            except Exception:  # noqa: BLE001
+                pass
+        self.peak = max(self.peak, total)
+
+    def __enter__(self) -> TreeMemory:
+        def loop():
+            while not self._stop.is_set():
+                self.sample()
+                self._stop.wait(self.every)
+        self._thread = threading.Thread(target=loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+
+def cate_column(predictions) -> np.ndarray:
+    """Predicted CATE of a fold (the column was renamed from ``predicted_effect`` to ``cate``)."""
+    column = "cate" if "cate" in predictions else "predicted_effect"
+    return predictions[column].to_numpy(dtype=float)
+
+
+def config_for(models: list[str], n_jobs: int, bootstrap: int, seed: int) -> dict:
+    specs = []
+    for name in models:
+        if name == "xgboost":
+            specs.append({"name": "xgboost", "kind": "prognostic", "estimator": "xgboost"})
+        else:
+            specs.append({"name": name, "kind": "effect", "estimator": name})
+    return {"experiment": "scaling", "data": {"simulate": {"scenario": "galante2023"}}, "outcome": OUTCOME,
+            "covariates": "all", "models": specs,
+            "validation": {"n_jobs": n_jobs, "bootstrap": bootstrap, "min_trial_size": 20},
+            "tracking": {"enabled": False}, "seed": seed}
+
+
+def grouped_plan(plan, data, n_groups: int):
+    """The LOTO plan's trials dealt into ``n_groups`` folds of whole trials (GroupKFold balances their sizes)."""
+    from sklearn.model_selection import GroupKFold
+
+    from mbi_predict.validate.loto import Fold, FoldPlan
+
+    folds = []
+    for k, (train, test) in enumerate(GroupKFold(n_splits=n_groups).split(data.X, data.y, data.trial)):
+        folds.append(Fold(f"group_{k + 1:02d}", np.asarray(train), np.asarray(test)))
+    note = f"{n_groups} folds of whole trials (benchmark grouping of leave-one-trial-out)"
+    return FoldPlan("grouped_trials", tuple(folds), plan.skipped, note, plan.trials)
+
+
+def shap_seconds(result, data, n_rows: int = 500) -> float:
+    """Capped SHAP of one fold's fitted model: <= n_rows held-out rows, 100 training rows as background."""
+    from mbi_predict.models.preprocess import make_preprocessor
+
+    start = time.perf_counter()
+    test = result.test_rows
+    train = np.setdiff1d(np.arange(data.n), test)
+    if result.kind == "prognostic":
+        from mbi_predict.explain.prognostic import explain_pipeline
+
+        explain_pipeline(result.fitted_model, data.X.iloc[test], background=data.X.iloc[train],
+                         max_rows=n_rows, max_background=100, seed=0)
+    else:
+        from mbi_predict.explain.effect_shap import explain_effect
+
+        # the fold's own covariate transformer (deterministic: simple imputation + scaling + one-hot)
+        observed = train[np.isfinite(data.y[train])]
+        features = make_preprocessor(data.features, use_arm=False).fit(data.X.iloc[observed])
+        rng = np.random.default_rng(0)
+        bg = rng.choice(observed, size=min(1000, len(observed)), replace=False)
+        explain_effect(result.fitted_model, features.transform(data.X.iloc[test]),
+                       background=features.transform(data.X.iloc[bg]), max_rows=n_rows, max_background=100, seed=0)
+    return time.perf_counter() - start
+
+
+def run_cell(n: int, n_trials: int, models: list[str], n_jobs: int, bootstrap: int, cf_max_folds: int,
+             shap: bool, seed: int, fast_concordance: bool = False) -> dict:
+    from mbi_predict.config import parse_config
+    from mbi_predict.data.schema import check_ipd
+    from mbi_predict.data.simulate import simulate_latent
+    from mbi_predict.validate.loto import make_jobs, plan_folds, prepare_data, run_jobs
+
+    out: dict = {"participants": n, "trials": n_trials, "n_jobs": n_jobs, "bootstrap": bootstrap, "models": {},
+                 "fast_concordance": fast_concordance}
+    with TreeMemory() as memory:
+        start = time.perf_counter()
+        consortium = simulate_latent("galante2023", seed=seed, n_trials=n_trials, n=n)
+        frame = check_ipd(consortium.ipd)
+        out["simulate_seconds"] = time.perf_counter() - start
+        truth = consortium.truth.set_index("participant_id")[TRUTH]
+        del consortium
+
+        start = time.perf_counter()
+        config = parse_config(config_for(models, n_jobs, bootstrap, seed))
+        data = prepare_data(frame, outcome=OUTCOME, covariates="all", control_type="passive")
+        del frame
+        plan = plan_folds(data, scheme="loto", min_trial_size=20, seed=seed)
+        if n >= GROUPED_FROM:
+            plan = grouped_plan(plan, data, N_GROUPS)
+        out["prepare_seconds"] = time.perf_counter() - start
+        out["folds"] = len(plan.folds)
+        out["scheme"] = plan.scheme
+        out["analysed_participants"] = data.n
+
+        for spec in config.models:
+            jobs = [j for j in make_jobs(config, plan, keep_models=shap) if j.model.name == spec.name]
+            extrapolated = False
+            if spec.estimator == "causal_forest" and n >= 240_000 and len(jobs) > cf_max_folds:
+                jobs, extrapolated = jobs[:cf_max_folds], True
+            start = time.perf_counter()
+            if fast_concordance:  # run_jobs' loop, with the O(n log n) concordance patched into each worker
+                from joblib import Parallel, delayed
+
+                from fast_concordance import patch, patched_run_fold
+                patch()
+                results = (list(Parallel(n_jobs=n_jobs)(delayed(patched_run_fold)(job, data) for job in jobs))
+                           if n_jobs != 1 else [patched_run_fold(job, data) for job in jobs])
+            else:
+                results = run_jobs(jobs, data, n_jobs=n_jobs)
+            seconds = time.perf_counter() - start
+            row = {"seconds": seconds * (len(plan.folds) / len(jobs)), "folds_run": len(jobs),
+                   "extrapolated": extrapolated,
+                   "fit_seconds": float(sum(r.timing["fit_seconds"] for r in results)),
+                   "predict_seconds": float(sum(r.timing["predict_seconds"] for r in results))}
+            if spec.kind == "effect":
+                predicted = np.concatenate([cate_column(r.predictions) for r in results])
+                ids = np.concatenate([r.predictions["participant_id"].to_numpy() for r in results])
+                true = truth.reindex(ids).to_numpy(dtype=float)
+                from mbi_predict.validate.benefit import pehe
+                row["pehe"] = pehe(true, predicted)
+            if shap and spec.estimator in ("xgboost", "t_learner_xgb"):
+                start = time.perf_counter()
+                for result in results:
+                    shap_seconds(result, data)
+                row["shap_seconds"] = time.perf_counter() - start
+            del results
+            out["models"][spec.name] = row
+            print(f"  [{n} x {n_trials}] {spec.name}: {json.dumps(row)}", file=sys.stderr, flush=True)
+    out["peak_tree_rss_gib"] = memory.peak / GIB if memory.peak else None
+    out["peak_self_rss_gib"] = peak_rss_bytes() / GIB
+    out["wall_seconds_total"] = out["simulate_seconds"] + out["prepare_seconds"] + sum(
+        m["seconds"] + m.get("shap_seconds", 0.0) for m in out["models"].values())
+    return out
+
+
+def summarise(cells: list[dict]) -> None:
+    rows = []
+    for cell in cells:
+        if "skipped" in cell:
+            rows.append({"participants": cell["participants"], "trials": cell["trials"], "model": "-",
+                         "note": cell["skipped"]})
+            continue
+        for name, m in cell["models"].items():
+            rows.append({"participants": cell["participants"], "trials": cell["trials"], "folds": cell["folds"],
+                         "model": name, "seconds": m["seconds"], "shap_s": m.get("shap_seconds", ""),
+                         "pehe": m.get("pehe", ""), "peak_GiB": cell["peak_tree_rss_gib"] or "",
+                         "note": f"extrapolated from {m['folds_run']} folds" if m["extrapolated"] else ""})
+    print(table(rows, ["participants", "trials", "folds", "model", "seconds", "shap_s", "pehe", "peak_GiB",
+                       "note"]))
+    print()
+    for cell in cells:
+        key = (cell["participants"], cell["trials"])
+        if key not in TARGETS or "skipped" in cell:
+            continue
+        limit_s, limit_gib = TARGETS[key]
+        core = sum(cell["models"][m]["seconds"] + cell["models"][m].get("shap_seconds", 0.0)
+                   for m in ("xgboost", "t_learner_xgb") if m in cell["models"])
+        total = core + cell["simulate_seconds"] + cell["prepare_seconds"]
+        mem = cell["peak_tree_rss_gib"] or cell["peak_self_rss_gib"]
+        verdict = "MET" if total <= limit_s and mem <= limit_gib else "MISSED"
+        print(f"target {key[0]} participants / {key[1]} trials: xgboost + T-learner + SHAP (+ simulate, prepare) "
+              f"{total:.0f} s (limit {limit_s:.0f}), peak {mem:.2f} GiB (limit {limit_gib:.0f}): {verdict}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=f"only {QUICK_SIZES} participants")
+    parser.add_argument("--sizes", type=int, nargs="+")
+    parser.add_argument("--trials", type=int, nargs="+")
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--n-jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--bootstrap", type=int, default=200, help="validation.bootstrap (the runner's default)")
+    parser.add_argument("--cf-max-folds", type=int, default=2)
+    parser.add_argument("--no-shap", action="store_true")
+    parser.add_argument("--fast-concordance", action="store_true",
+                        help="patch the O(n log n) Harrell's C of fast_concordance.py into c-for-benefit (the "
+                             "package's pairwise version is O(n^2) per bootstrap replicate)")
+    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--json", type=Path, help="append each cell's figures to this JSON-lines file")
+    parser.add_argument("--cell", nargs=2, type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.cell:
+        result = run_cell(args.cell[0], args.cell[1], args.models, args.n_jobs, args.bootstrap, args.cf_max_folds,
+                          not args.no_shap, args.seed, args.fast_concordance)
+        print("CELL " + json.dumps(result))
+        return
+
+    sizes = args.sizes or (QUICK_SIZES if args.quick else SIZES)
+    trials = args.trials or TRIALS
+    print(f"machine: {machine()}")
+    print(f"models {args.models}; n_jobs {args.n_jobs}; bootstrap {args.bootstrap}; shap {not args.no_shap}; "
+          f"c-for-benefit concordance: {'fast O(n log n) (patched)' if args.fast_concordance else 'package (pairwise)'}")
+    cells = []
+    for n in sizes:
+        for k in trials:
+            if n / k < 40:
+                cells.append({"participants": n, "trials": k, "skipped": "fewer than 40 participants per trial"})
+                continue
+            command = [sys.executable, __file__, "--cell", str(n), str(k), "--models", *args.models,
+                       "--n-jobs", str(args.n_jobs), "--bootstrap", str(args.bootstrap),
+                       "--cf-max-folds", str(args.cf_max_folds), "--seed", str(args.seed)]
+            if args.no_shap:
+                command.append("--no-shap")
+            if args.fast_concordance:
+                command.append("--fast-concordance")
+            start = time.perf_counter()
+            done = subprocess.run(command, capture_output=True, text=True)
+            sys.stderr.write(done.stderr[-4000:] if done.returncode else "")
+            line = next((ln for ln in done.stdout.splitlines() if ln.startswith("CELL ")), None)
+            if done.returncode or line is None:
+                cells.append({"participants": n, "trials": k, "skipped": f"failed (exit {done.returncode})"})
+                continue
+            cell = json.loads(line[5:])
+            cell["process_wall_seconds"] = time.perf_counter() - start
+            cells.append(cell)
+            print(f"{n} participants / {k} trials: {cell['folds']} folds, simulate {cell['simulate_seconds']:.1f} s,"
+                  f" prepare {cell['prepare_seconds']:.1f} s, process wall {cell['process_wall_seconds']:.0f} s,"
+                  f" peak {cell['peak_tree_rss_gib'] or 0:.2f} GiB", flush=True)
+            if args.json:
+                with args.json.open("a") as handle:
+                    handle.write(json.dumps(cell) + "\n")
+    summarise(cells)
+
+
+if __name__ == "__main__":
+    main()
