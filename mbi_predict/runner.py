@@ -470,6 +470,119 @@ def explain_models(config: ExperimentConfig, frame: pd.DataFrame, data: Prepared
     return blocks, _shap_plot_files(config, plots_dir, by_model, tables, null_refs, data)
 
 
+# -------------------------------------------------------------------------------------- run-level jobs
+
+def _aux_job(kind: str, config: ExperimentConfig, frame: pd.DataFrame | None, data: PreparedData, payload: Any):
+    if kind == "null":
+        from mbi_predict.explain.run import _run_null_task
+
+        return _run_null_task(payload)
+    if kind == "interactions":
+        return _classical_interactions(config, frame, data)
+    if kind == "ate_clustered":
+        return _ate_clustered(config, data)
+    from mbi_predict.validate.loto import fit_final_model
+
+    return fit_final_model(config, config.model(payload), data)
+
+
+def _run_aux_jobs(config: ExperimentConfig, frame: pd.DataFrame, data: PreparedData, n_jobs: int, *,
+                  final: bool) -> dict[str, Any]:
+    """Permutation-null refits, classical interactions, clustered ATE and final models as one parallel batch
+    (largest first, so the batch ends evenly); results are identical to running them one by one."""
+    from mbi_predict.explain.run import null_reference_from_outputs, null_tasks
+
+    effect = any(m.kind == "effect" for m in config.models)
+    explained = [m for m in config.models if m.kind == "effect" and config.explain_settings(m.name).enabled]
+    tasks: list[tuple[str, Any]] = []
+    if final:
+        tasks += [("final", spec.name) for spec in config.models]
+    if explained:
+        tasks += [("null", task) for task in null_tasks(config, data)]
+    if effect:
+        tasks += [("interactions", None), ("ate_clustered", None)]
+    analysed = frame[frame["trial_id"].astype(str).isin(set(data.trial))] if effect else None
+    if n_jobs == 1 or len(tasks) <= 1:
+        outputs = [_aux_job(kind, config, analysed, data, payload) for kind, payload in tasks]
+    else:
+        from joblib import Parallel, delayed
+
+        outputs = list(Parallel(n_jobs=n_jobs)(delayed(_aux_job)(kind, config, analysed, data, payload)
+                                               for kind, payload in tasks))
+    out: dict[str, Any] = {"interactions": None, "ate_clustered": None, "final": {}, "null": ({}, {})}
+    null_outputs = []
+    for (kind, payload), output in zip(tasks, outputs):
+        if kind == "final":
+            out["final"][payload] = output
+        elif kind == "null":
+            null_outputs.append(output)
+        else:
+            out[kind] = output
+    if null_outputs:
+        out["null"] = null_reference_from_outputs(null_outputs)
+    return out
+
+
+def _plot_tasks(config: ExperimentConfig, folder: Path, by_model: dict, forests: dict, shap_tables: dict,
+                null_refs: dict, data: PreparedData) -> list[tuple]:
+    """One plotting task per model: its forest plots, calibration (prognosis) or calibration for benefit (effect),
+    and SHAP figures."""
+    tasks = []
+    for spec in config.models:
+        results = by_model[spec.name]
+        calibration = {spec.name: _calibration_inputs(results, data)} if spec.kind == "prognostic" else {}
+        benefit = {spec.name: _benefit_inputs(results)} if spec.kind == "effect" else {}
+        shap = None
+        if spec.name in shap_tables and shap_tables[spec.name] is not None:
+            shap = (spec.kind, results, shap_tables[spec.name], config.explain_settings(spec.name),
+                    null_refs.get(spec.name))
+        tasks.append((folder, spec.name, forests[spec.name], calibration, benefit, shap, data if shap else None))
+    return tasks
+
+
+def _plot_model(folder: Path, name: str, forest: dict, calibration: dict, benefit: dict, shap, data) -> list[Path]:
+    from mbi_predict.report.plots import write_plots
+
+    written = write_plots(folder, forests={name: forest}, calibration=calibration, benefit_calibration=benefit)
+    if shap is not None:
+        from mbi_predict.explain.run import shap_plots
+
+        kind, results, table, settings, null_ref = shap
+        written += shap_plots(folder, name, kind, results, table, settings=settings, null_ref=null_ref, data=data)
+    return written
+
+
+class _PlotRenderer:
+    """Render the plotting tasks in a background thread that farms them out to worker processes (matplotlib's
+    Agg rendering is CPU-bound Python), so the caller can log to MLflow meanwhile. ``result()`` waits."""
+
+    def __init__(self, tasks: list[tuple], n_jobs: int) -> None:
+        import threading
+
+        self._paths: list[Path] = []
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(tasks, n_jobs), daemon=True)
+        self._thread.start()
+
+    def _run(self, tasks: list[tuple], n_jobs: int) -> None:
+        try:
+            if n_jobs == 1 or len(tasks) <= 1:
+                chunks = [_plot_model(*task) for task in tasks]
+            else:
+                from joblib import Parallel, delayed
+
+                chunks = Parallel(n_jobs=n_jobs, backend="loky")(delayed(_plot_model)(*task) for task in tasks)
+            self._paths = [path for chunk in chunks for path in chunk]
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread by result()
+            self._error = exc
+
+    def result(self) -> list[Path]:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return list(self._paths)
+
+
 # ------------------------------------------------------------------------------------------------- progress
 
 class _Progress:
@@ -537,13 +650,16 @@ def run_experiment(config_path_or_obj: ExperimentConfig | str | Path | dict, *, 
         with _Progress(progress, len(jobs), n_trials) as bar:
             fold_results = run_jobs(jobs, prepared, n_jobs=n_jobs, on_result=bar.on_result(parallel),
                                     on_trial=None if parallel else bar.on_trial)
-        null_refs, null_seconds = _null_references(config, prepared, n_jobs)
+        # the run-level work that does not need the fold models, as one batch of parallel jobs: permutation-null
+        # refits, classical interactions, the clustered ATE and the final (all-trials) models
+        aux = _run_aux_jobs(config, frame, prepared, n_jobs,
+                            final=bool(uri and config.tracking.log_final_models))
+    null_refs, null_seconds = aux["null"]
+    interactions, ate_clustered, final_models = aux["interactions"], aux["ate_clustered"], aux["final"] or None
     by_model: dict[str, list[FoldResult]] = {m.name: [] for m in config.models}
     for result in fold_results:
         by_model[result.model].append(result)
 
-    interactions = _classical_interactions(config, frame, prepared)
-    ate_clustered = _ate_clustered(config, prepared) if any(m.kind == "effect" for m in config.models) else None
     models, forests, shap_tables = {}, {}, {}
     for spec in config.models:
         models[spec.name], forests[spec.name] = _model_block(spec, by_model[spec.name], config, prepared)
@@ -562,25 +678,17 @@ def run_experiment(config_path_or_obj: ExperimentConfig | str | Path | dict, *, 
     if interactions is not None:
         summary["classical_interactions"] = interactions
 
-    final_models = None
-    if uri and config.tracking.log_final_models:
-        from mbi_predict.validate.loto import fit_final_models
-
-        final_models = fit_final_models(config, prepared)
-
     out_dir = Path(out_dir) if out_dir is not None else _default_out_dir(config)
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir))
     try:
-        from mbi_predict.report.plots import write_plots
-
-        calibration = {m.name: _calibration_inputs(by_model[m.name], prepared)
-                       for m in config.models if m.kind == "prognostic"}
-        benefit = {m.name: _benefit_inputs(by_model[m.name]) for m in config.models if m.kind == "effect"}
-        plot_paths = write_plots(staging / "plots", forests=forests, calibration=calibration,
-                                 benefit_calibration=benefit)
-        plot_paths += _shap_plot_files(config, staging / "plots", by_model, shap_tables, null_refs, prepared)
-        run_id = _track(config, uri, summary, staging, plot_paths, final_models, prepared) if uri else None
+        # figures render in worker processes while this process logs to MLflow (sqlite commits, mostly waiting)
+        plots = _PlotRenderer(_plot_tasks(config, staging / "plots", by_model, forests, shap_tables, null_refs,
+                                          prepared), n_jobs=config.validation.n_jobs)
+        try:
+            run_id = _track(config, uri, summary, staging, plots, final_models, prepared) if uri else None
+        finally:
+            plot_paths = plots.result()
         summary["mlflow_run_id"] = run_id
         if not uri:
             write_json_atomic(staging / "summary.json", summary)
@@ -682,7 +790,7 @@ def _log_final_models(uri: str, run_id: str, final_models: dict, data: PreparedD
         mlflow.set_tracking_uri(previous)
 
 
-def _track(config: ExperimentConfig, uri: str, summary: dict, staging: Path, plot_paths: list[Path],
+def _track(config: ExperimentConfig, uri: str, summary: dict, staging: Path, plots: _PlotRenderer | list[Path],
            final_models: dict | None = None, data: PreparedData | None = None) -> str:
     from mbi_predict import __version__
     from mbi_predict.config import flatten_config
@@ -705,6 +813,7 @@ def _track(config: ExperimentConfig, uri: str, summary: dict, staging: Path, plo
             tracker._log(tracker.run_id, tags=verdicts, metrics=shap_share)
         tracker.log_children(summary)
         tracker.log_artifacts([staging / "summary.json"])
+        plot_paths = plots.result() if isinstance(plots, _PlotRenderer) else plots
         if plot_paths:
             tracker.log_artifacts([staging / "plots"])
         return tracker.run_id

@@ -37,7 +37,12 @@ import pandas as pd
 from mbi_predict.errors import ConfigError
 
 #: row / background caps per estimator where SHAP is costly (min with the configured caps)
-ROW_CAPS = {("prognostic", "random_forest"): (150, 50), ("effect", "causal_forest"): (100, 50)}
+#: (interventional TreeSHAP, which effect models need for a common background, costs rows x background x trees)
+ROW_CAPS = {("prognostic", "random_forest"): (150, 50), ("effect", "causal_forest"): (100, 50),
+            ("effect", "t_learner_xgb"): (120, 30), ("effect", "s_learner"): (120, 30),
+            ("effect", "x_learner"): (120, 30)}
+#: participants shown in the beeswarm and dependence plots (a seeded sample of the stacked held-out rows)
+PLOT_ROWS = 600
 #: effect estimators whose SHAP is skipped, with the reason recorded in the summary
 SKIPPED = {"path_risk": "skipped: the PATH risk model's CATE is a step function of a baseline-risk score; only the "
                         "model-agnostic permutation explainer applies, whose one-off compile (~18 s) and cost do not "
@@ -165,8 +170,6 @@ def null_tasks(config, data) -> list[NullTask]:
 
 def null_references(config, data, *, n_jobs: int = 1) -> tuple[dict[str, Any], dict[str, float]]:
     """({model: NullReference}, {model: seconds}) for the effect models with a permutation null."""
-    from mbi_predict.explain import null_reference
-
     tasks = null_tasks(config, data)
     if not tasks:
         return {}, {}
@@ -176,6 +179,13 @@ def null_references(config, data, *, n_jobs: int = 1) -> tuple[dict[str, Any], d
         from joblib import Parallel, delayed
 
         outputs = list(Parallel(n_jobs=n_jobs)(delayed(_run_null_task)(task) for task in tasks))
+    return null_reference_from_outputs(outputs)
+
+
+def null_reference_from_outputs(outputs) -> tuple[dict[str, Any], dict[str, float]]:
+    """Collect ``_run_null_task`` outputs into ({model: NullReference}, {model: seconds})."""
+    from mbi_predict.explain import null_reference
+
     by_model: dict[str, dict[int, dict[str, float]]] = {}
     seconds: dict[str, float] = {}
     for name, index, importance, spent in outputs:
@@ -211,7 +221,16 @@ def combined_explanation(shaps: list[FoldShap]):
                            additivity_error=max(e.additivity_error for e in parts), output=parts[0].output,
                            seconds=sum(e.seconds for e in parts), row_index=np.arange(len(values)),
                            n_background=parts[0].n_background, method=parts[0].method)
-    return combined, np.concatenate([s.arm for s in usable])
+    arm = np.concatenate([s.arm for s in usable])
+    if len(values) > PLOT_ROWS:  # plots need no more; the beeswarm's cost grows with the dots
+        keep = np.sort(np.random.default_rng(0).choice(len(values), PLOT_ROWS, replace=False))
+        combined = Explanation(values=values[keep], base_value=combined.base_value, feature_names=names,
+                               data=combined.data.iloc[keep].reset_index(drop=True), kind=combined.kind,
+                               additivity_error=combined.additivity_error, output=combined.output,
+                               seconds=combined.seconds, row_index=np.arange(len(keep)),
+                               n_background=combined.n_background, method=combined.method)
+        arm = arm[keep]
+    return combined, arm
 
 
 def shap_block(kind: str, results: list, *, settings, null_ref=None, interactions: list[dict] | None = None,
@@ -353,7 +372,7 @@ def _recompute(summary: dict, target: Path) -> tuple[dict, list[Path]]:
     from mbi_predict.runner import explain_config, explain_models, load_prepared
 
     config = explain_config(parse_config(summary["config"]))
-    frame, prepared, plan = load_prepared(config)
+    frame, prepared, plan, _ = load_prepared(config)
     target.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-explain-", dir=target))
     try:

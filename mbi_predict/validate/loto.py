@@ -468,13 +468,15 @@ FINAL_FITTERS: dict[str, Callable[..., FittedModel]] = {"prognostic": fit_progno
 def fit_final_models(config: ExperimentConfig, data: PreparedData) -> dict[str, FittedModel]:
     """Every model refitted (and re-tuned, with trial-grouped inner folds) on all analysed trials: the model a user
     would deploy, whose expected performance in a new trial is what the leave-one-trial-out metrics estimate."""
+    return {spec.name: fit_final_model(config, spec, data) for spec in config.models}
+
+
+def fit_final_model(config: ExperimentConfig, spec: ModelConfig, data: PreparedData) -> FittedModel:
+    """One model refitted on all analysed trials (a plain function of its inputs, so it can run as a parallel job)."""
     everything = Fold("all_trials", np.arange(data.n), np.array([], dtype=int))
-    fitted = {}
-    for spec in config.models:
-        job = FoldJob(spec, everything, derive_seed(config.seed, spec.name, "final"), config.validation.bootstrap,
-                      config.tuning.inner_folds)
-        fitted[spec.name] = FINAL_FITTERS[spec.kind](job, data)
-    return fitted
+    job = FoldJob(spec, everything, derive_seed(config.seed, spec.name, "final"), config.validation.bootstrap,
+                  config.tuning.inner_folds)
+    return FINAL_FITTERS[spec.kind](job, data)
 
 
 def run_fold(job: FoldJob, data: PreparedData, on_trial: Callable[[], None] | None = None) -> FoldResult:
