@@ -66,13 +66,11 @@ def _boundary(command: F) -> F:
 def main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")] = False,
          ) -> None:
     import os
-    import warnings
 
     _state["debug"] = debug
     if not debug:
         # MLflow's INFO lines (database creation, migrations) and its nudges about type hints are noise on a CLI
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-        warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")
 
 
 @app.command()
@@ -260,21 +258,26 @@ def explain(
     recompute: Annotated[bool, typer.Option(help="Recompute SHAP from the run's config (refits fold models).")] = False,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI for a run id.")] = None,
     out: Annotated[Path | None, typer.Option(help="Folder for recomputed plots and summary.")] = None,
+    model: Annotated[str | None, typer.Option(help="Only this model of the run.")] = None,
+    feature: Annotated[list[str] | None, typer.Option(help="Only these features (repeat the option).")] = None,
 ) -> None:
     """SHAP rankings of a finished run: importance with CI, fold stability, null p-value, classical interactions."""
     import pandas as pd
 
     from mbi_predict.explain.run import explain_run
 
-    shown = explain_run(run_ref, tracking_uri=tracking_uri, recompute=recompute, out_dir=out)
+    shown = explain_run(run_ref, tracking_uri=tracking_uri, recompute=recompute, out_dir=out, model=model,
+                        features=feature or None)
     for name, block in (shown.get("models") or {}).items():
         ranking = (block or {}).get("ranking") or []
         if ranking:
             _print_frame(pd.DataFrame(ranking), title=f"{name}: SHAP importance (mean |SHAP|) across held-out trials")
         for note in (block or {}).get("notes") or []:
             console.print(f"  note: {note}", markup=False)
-    for path in shown.get("plots") or []:
-        console.print(f"plot: {path}")
+        for path in (block or {}).get("plots") or []:
+            console.print(f"  plot: {path}", markup=False)
+    if shown.get("summary_path"):
+        console.print(f"summary: {shown['summary_path']}")
 
 
 @app.command()

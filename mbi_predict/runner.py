@@ -123,8 +123,12 @@ def load_prepared(config: ExperimentConfig) -> tuple[pd.DataFrame, PreparedData,
     if truth is not None and prepared.truth_cate is None:
         provenance["truth_note"] = (f"no true effect for {config.outcome} vs {prepared.control_type} control in the "
                                     "truth table: pehe and cate_truth_corr not computed")
+    from mbi_predict.validate.benefit import MIN_PER_ARM
+
+    has_effect_models = any(model.kind == "effect" for model in config.models)
     plan = plan_folds(prepared, scheme=config.validation.scheme, n_folds=config.validation.folds,
-                      min_trial_size=config.validation.min_trial_size, seed=config.seed)
+                      min_trial_size=config.validation.min_trial_size, seed=config.seed,
+                      min_per_arm=MIN_PER_ARM if has_effect_models else 0)
     return frame, prepared, plan, provenance
 
 

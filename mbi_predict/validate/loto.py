@@ -153,8 +153,12 @@ def derive_seed(seed: int, *parts: Any) -> int:
 
 
 def plan_folds(data: PreparedData, *, scheme: str = "loto", n_folds: int = 5, min_trial_size: int = 20,
-               seed: int = 0) -> FoldPlan:
-    """Which trials are held out, which are reported and skipped, and why."""
+               seed: int = 0, min_per_arm: int = 0) -> FoldPlan:
+    """Which trials are held out, which are reported and skipped, and why.
+
+    ``min_per_arm``: effect models validate predicted benefit inside the held-out trial (cross-fitted pseudo-outcomes),
+    which needs enough observed participants in each arm; smaller trials are still used for training.
+    """
     observed = np.isfinite(data.y)
     trials, skipped = [], [dict(e) for e in data.excluded_trials]
     eligible = []
@@ -167,6 +171,11 @@ def plan_folds(data: PreparedData, *, scheme: str = "loto", n_folds: int = 5, mi
         elif n_obs < min_trial_size:
             skipped.append({"trial_id": trial_id, "n": n_all, "reason": f"only {n_obs} participants with an observed "
                             f"outcome (min_trial_size {min_trial_size}); used for training, not held out"})
+        elif min_per_arm and (smallest := int(min((rows & observed & (data.arm == a)).sum() for a in (0, 1)))) \
+                < min_per_arm:
+            skipped.append({"trial_id": trial_id, "n": n_all, "reason": f"only {smallest} participants with an "
+                            f"observed outcome in one arm (effect validation needs {min_per_arm} per arm); used "
+                            "for training, not held out"})
         else:
             eligible.append(trial_id)
     if scheme == "loto":

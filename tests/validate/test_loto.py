@@ -158,3 +158,21 @@ def test_seeds_depend_on_labels_not_order():
     assert loto.derive_seed(1, "m", "T01") == loto.derive_seed(1, "m", "T01")
     assert len({loto.derive_seed(1, "m", t) for t in ("T01", "T02", "T03")}) == 3
     assert loto.derive_seed(1, "m", "T01") != loto.derive_seed(2, "m", "T01")
+
+
+def test_a_trial_too_small_per_arm_for_effect_validation_is_reported_not_held_out():
+    from mbi_predict.data.simulate import simulate_latent
+    from mbi_predict.validate.loto import plan_folds, prepare_data
+
+    frame = simulate_latent("galante2023", seed=4, n_trials=5, n=900).ipd
+    first = frame["trial_id"] == "T01"
+    # leave 6 observed MBI participants in T01: enough for prognosis, too few to validate predicted benefit
+    mbi_rows = frame.index[first & (frame["arm"] == 1) & frame["distress_fu1_6"].notna()]
+    frame.loc[mbi_rows[6:], "distress_fu1_6"] = float("nan")
+    data = prepare_data(frame, outcome="distress_fu1_6", covariates="all", control_type="passive")
+    plain = plan_folds(data, min_trial_size=5)
+    strict = plan_folds(data, min_trial_size=5, min_per_arm=10)
+    assert "T01" in [f.label for f in plain.folds]
+    assert "T01" not in [f.label for f in strict.folds]
+    reason = next(s["reason"] for s in strict.skipped if s["trial_id"] == "T01")
+    assert "per arm" in reason and "used for training" in reason
