@@ -97,9 +97,10 @@ def load_data_with_truth(config: ExperimentConfig) -> tuple[pd.DataFrame, dict[s
     if source.spec is not None:
         from mbi_predict.data.harmonise import harmonise
 
-        frame = harmonise(source.spec).ipd
+        harmonised = harmonise(source.spec)
+        frame = harmonised.ipd
         provenance = {"source": "spec", "spec": str(source.spec), "spec_sha256": sha256_file(source.spec),
-                      "sha256": canonical_sha256(frame)}
+                      "sha256": canonical_sha256(frame), **harmonisation_facts(harmonised.metadata)}
         truth_path = Path(source.spec).parent / "truth.parquet"
         truth = None
         if truth_path.is_file():
@@ -109,7 +110,35 @@ def load_data_with_truth(config: ExperimentConfig) -> tuple[pd.DataFrame, dict[s
     from mbi_predict.data.readers import load_ipd
 
     frame = load_ipd(source.path)
-    return frame, {"source": "file", "path": str(source.path), "sha256": sha256_file(source.path)}, None
+    facts = {}
+    if str(source.path).endswith(".parquet"):
+        from mbi_predict.data.harmonise import read_parquet_metadata
+
+        facts = harmonisation_facts(read_parquet_metadata(source.path))
+    return frame, {"source": "file", "path": str(source.path), "sha256": sha256_file(source.path), **facts}, None
+
+
+def harmonisation_facts(metadata: dict[str, Any]) -> dict[str, Any]:
+    """What the model card reports of harmonisation: the standardisation declared and the instruments used per
+    construct (aggregates of the harmonisation metadata; no participant-level values)."""
+    if not metadata:
+        return {}
+    instruments: dict[str, set[str]] = {}
+    for trial in (metadata.get("trials") or {}).values():
+        for construct, block in (trial.get("constructs") or {}).items():
+            for point in (block.get("timepoints") or {}).values():
+                if point.get("instrument"):
+                    instruments.setdefault(construct, set()).add(str(point["instrument"]))
+    facts: dict[str, Any] = {"instruments": {k: sorted(v) for k, v in sorted(instruments.items())}}
+    if metadata.get("standardisation"):
+        facts["standardisation"] = {"method": metadata["standardisation"],
+                                    "rule": metadata.get("standardisation_rule")}
+    return facts
+
+
+def missingness_facts(frame: pd.DataFrame, columns: list[str]) -> dict[str, float]:
+    """Share missing per analysed column (an aggregate for the card)."""
+    return {c: round(float(frame[c].isna().mean()), 4) for c in columns if c in frame.columns}
 
 
 def load_prepared(config: ExperimentConfig) -> tuple[pd.DataFrame, PreparedData, FoldPlan, dict[str, Any]]:
@@ -120,6 +149,7 @@ def load_prepared(config: ExperimentConfig) -> tuple[pd.DataFrame, PreparedData,
     prepared = prepare_data(frame, outcome=config.outcome, covariates=config.covariates,
                             study_traits=config.study_traits, control_type=config.comparison.control_type)
     prepared = attach_truth(prepared, truth)
+    provenance["missingness"] = missingness_facts(frame, [*prepared.covariates, config.outcome])
     if truth is not None and prepared.truth_cate is None:
         provenance["truth_note"] = (f"no true effect for {config.outcome} vs {prepared.control_type} control in the "
                                     "truth table: pehe and cate_truth_corr not computed")
