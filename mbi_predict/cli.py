@@ -184,13 +184,13 @@ def run(
     console.print(f"MLflow run {result.mlflow_run_id}; open the UI with: mbi-predict ui")
 
 
-def _print_run(summary: dict[str, Any]) -> None:
+def _print_run(summary: dict[str, Any], *, metrics: set[str] | None = None) -> None:
     import pandas as pd
 
     rows = []
     for name, block in summary.get("models", {}).items():
         for metric, value in (block.get("pooled") or {}).items():
-            if not isinstance(value, dict):
+            if not isinstance(value, dict) or (metrics is not None and metric not in metrics):
                 continue
             rows.append({"model": name, "task": block.get("task"), "metric": metric,
                          "pooled": value.get("estimate"),

@@ -20,6 +20,7 @@ convert"), so ``predict_file`` casts them, and a client of a served model should
 
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
 from typing import Any, Literal
@@ -226,9 +227,29 @@ def log_final_model(fitted: Any, *, kind: Kind, features: list[str], task: str, 
     signature = infer_signature(example, python_model.predict(None, example))
     metadata = {"mbi_predict_version": mbi_predict.__version__, "kind": kind, "task": task,
                 "features": list(features), "outputs": list(python_model.outputs)}
-    info = mlflow.pyfunc.log_model(name=name, python_model=python_model, signature=signature, input_example=example,
-                                   pip_requirements=_requirements(), metadata=metadata)
+    with _quiet_mlflow():
+        info = mlflow.pyfunc.log_model(name=name, python_model=python_model, signature=signature,
+                                       input_example=example, pip_requirements=_requirements(), metadata=metadata)
     return info.model_uri
+
+
+@contextlib.contextmanager
+def _quiet_mlflow():
+    """MLflow warns on every log_model that a Python object is pickled with CloudPickle (deliberate here: the model
+    object is ours and loads with the same package version) and nudges about type hints on `predict` (deliberately
+    absent, see MBIPyfuncModel.predict); per model, that is noise in a run's log."""
+    import logging
+    import warnings
+
+    logger = logging.getLogger("mlflow.pyfunc")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow\..*")
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 # --------------------------------------------------------------------------------------------- prediction

@@ -266,14 +266,24 @@ def per_trial_benefit_metrics(y, t, cate, *, X, propensity=None, higher_is_bette
     Keys: ``benefit_calibration_slope``, ``benefit_calibration_intercept``, ``c_for_benefit``, ``rate_autoc``,
     ``rate_qini``, ``ate``, each with ``<name>_se`` (pool with variance = se**2); ``n``, ``n_mbi``, ``n_control``;
     and ``pehe``, ``cate_truth_corr`` when ``cate_true`` is given (simulations).
+
+    A model that predicts the same effect for everyone in the trial (a penalised model that shrank every
+    interaction to zero, say) ranks nobody: its calibration slope, c-for-benefit and RATE are undefined, not 0 with
+    a zero standard error (which would dominate any pooled estimate). They are NaN, ``constant_prediction`` is 1,
+    and pooling leaves the trial out of those metrics.
     """
     y, t, cate = _arrays(y, t, cate)
     pseudo = dr_pseudo_outcomes(y, t, X, propensity=propensity, n_folds=n_folds, seed=seed)
-    calibration = benefit_calibration(pseudo, cate)
-    cfb = c_for_benefit(y, t, cate, B=B, seed=seed)
-    autoc = rate(pseudo, cate, higher_is_better=higher_is_better, target="AUTOC", B=B, seed=seed)
-    qini = rate(pseudo, cate, higher_is_better=higher_is_better, target="QINI", B=B, seed=seed)
     average = ate(pseudo)
+    if np.ptp(cate) <= 1e-9 * max(1.0, float(np.abs(cate).max())):
+        undefined = dict(estimate=np.nan, se=np.nan)
+        calibration = dict(slope=np.nan, slope_se=np.nan, intercept=np.nan, intercept_se=np.nan)
+        cfb, autoc, qini = dict(c=np.nan, se=np.nan), undefined, undefined
+    else:
+        calibration = benefit_calibration(pseudo, cate)
+        cfb = c_for_benefit(y, t, cate, B=B, seed=seed)
+        autoc = rate(pseudo, cate, higher_is_better=higher_is_better, target="AUTOC", B=B, seed=seed)
+        qini = rate(pseudo, cate, higher_is_better=higher_is_better, target="QINI", B=B, seed=seed)
     out = dict(
         benefit_calibration_slope=calibration["slope"], benefit_calibration_slope_se=calibration["slope_se"],
         benefit_calibration_intercept=calibration["intercept"],
@@ -283,6 +293,7 @@ def per_trial_benefit_metrics(y, t, cate, *, X, propensity=None, higher_is_bette
         rate_qini=qini["estimate"], rate_qini_se=qini["se"],
         ate=average["estimate"], ate_se=average["se"],
         n=float(len(y)), n_mbi=float(t.sum()), n_control=float(len(t) - t.sum()),
+        constant_prediction=float(np.isnan(autoc["estimate"])),
     )
     if cate_true is not None:
         out.update(pehe=pehe(cate_true, cate), cate_truth_corr=cate_truth_corr(cate_true, cate))

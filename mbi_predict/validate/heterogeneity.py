@@ -51,6 +51,8 @@ def _one_sided_p(entry: Mapping, rule: VerdictRule, metric: str) -> tuple[float,
     """(se, p-value of H0: parameter <= 0) from a pooled entry."""
     if "estimate" not in entry:
         raise ConfigError(f"pooled metric {metric!r} has no 'estimate'")
+    if entry["estimate"] is None:  # nothing could be pooled (e.g. constant predictions in every trial)
+        return float("nan"), float("nan")
     est = float(entry["estimate"])
     se = entry.get("se")
     if se is None:
@@ -100,7 +102,8 @@ def heterogeneity_verdict(pooled: Mapping[str, Mapping], *, rule: VerdictRule | 
         entry = pooled[metric]
         se, p = _one_sided_p(entry, rule, metric)
         enough_trials = entry.get("k") is None or int(entry["k"]) >= rule.min_trials
-        tests.append(dict(name=name, metric=metric, estimate=float(entry["estimate"]), se=se,
+        estimate = float("nan") if entry["estimate"] is None else float(entry["estimate"])
+        tests.append(dict(name=name, metric=metric, estimate=estimate, se=se,
                           ci_low=entry.get("ci_low"), ci_high=entry.get("ci_high"), p_value=p, alpha=alpha_model,
                           passed=bool(enough_trials and np.isfinite(p) and p < alpha_model), decisive=True,
                           note=None if enough_trials else f"pooled from {entry['k']} < {rule.min_trials} trials"))

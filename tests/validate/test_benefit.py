@@ -193,3 +193,20 @@ def test_per_trial_bundle():
     without_truth = bm.per_trial_benefit_metrics(pd.Series(y), t, tau, X=pd.DataFrame(X), higher_is_better=True,
                                                  B=5)
     assert "pehe" not in without_truth
+
+
+def test_a_constant_prediction_ranks_nobody_so_its_ranking_metrics_are_undefined():
+    from mbi_predict.validate.benefit import per_trial_benefit_metrics
+
+    rng = np.random.default_rng(3)
+    n = 200
+    X = rng.normal(size=(n, 3))
+    t = np.repeat([0, 1], n // 2)
+    y = X[:, 0] - 0.3 * t + rng.normal(size=n)
+    out = per_trial_benefit_metrics(y, t, np.full(n, -0.3), X=X, higher_is_better=False, B=20)
+    assert out["constant_prediction"] == 1.0
+    for key in ("benefit_calibration_slope", "c_for_benefit", "rate_autoc", "rate_qini"):
+        assert np.isnan(out[key]) and np.isnan(out[f"{key}_se"])
+    assert np.isfinite(out["ate"]) and out["ate_se"] > 0
+    varied = per_trial_benefit_metrics(y, t, -0.3 + 0.1 * X[:, 0], X=X, higher_is_better=False, B=20)
+    assert varied["constant_prediction"] == 0.0 and np.isfinite(varied["rate_autoc"])

@@ -103,3 +103,11 @@ def test_rule_is_a_declarable_config_object():
         VerdictRule(alpha=0.7)
     with pytest.raises(ValidationError):
         rule.alpha = 0.2  # frozen: a declared rule cannot be changed after the fact
+
+
+def test_nothing_pooled_is_no_evidence():
+    from mbi_predict.validate.heterogeneity import heterogeneity_verdict
+
+    empty = {"estimate": None, "ci_low": None, "ci_high": None, "k": 0}
+    out = heterogeneity_verdict({"rate_autoc": empty, "benefit_calibration_slope": empty})
+    assert out["verdict"] == "no_evidence"
