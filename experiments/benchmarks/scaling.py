@@ -21,7 +21,8 @@ Models: ``xgboost`` (prognostic, family defaults, no tuning), ``t_learner_xgb`` 
 defaults). The causal forest runs on at most ``--cf-max-folds`` folds at >= 240k participants (default 2) and its
 time is extrapolated linearly to all folds (marked ``extrapolated``).
 
-Cells with fewer than 40 participants per trial on average (2.4k in 200 trials) cannot be simulated and are skipped.
+Cells with fewer than 100 participants per trial on average (2.4k in 50 or 200 trials) cannot be simulated (every
+trial needs >= 40 and sizes are log-normal) and are skipped.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ TRIALS = (13, 50, 200)
 QUICK_SIZES = (2_400, 24_000)
 MODELS = ("xgboost", "t_learner_xgb", "causal_forest")
 GROUPED_FROM = 500_000
+MIN_MEAN_TRIAL_SIZE = 100  # simulate_latent draws log-normal trial sizes with a floor of 40
 N_GROUPS = 10
 OUTCOME = "distress_fu1_6"
 TRUTH = "true_effect_passive_distress_fu1_6"
@@ -99,6 +101,23 @@ def cate_column(predictions) -> np.ndarray:
     return predictions[column].to_numpy(dtype=float)
 
 
+def tree_cpu_seconds() -> float:
+    """CPU seconds (user + system) of this process, its threads and its live and reaped children."""
+    try:
+        import psutil
+    except ImportError:
+        return time.process_time()
+    me = psutil.Process()
+    total = sum(me.cpu_times()[:4])  # user, system, children_user, children_system (reaped)
+    for child in me.children(recursive=True):
+        try:
+            times = child.cpu_times()
+            total += times.user + times.system
+        except Exception:  # noqa: BLE001 - it may have exited
+            pass
+    return total
+
+
 def config_for(models: list[str], n_jobs: int, bootstrap: int, seed: int) -> dict:
     specs = []
     for name in models:
@@ -151,7 +170,7 @@ def shap_seconds(result, data, n_rows: int = 500) -> float:
 
 
 def run_cell(n: int, n_trials: int, models: list[str], n_jobs: int, bootstrap: int, cf_max_folds: int,
-             shap: bool, seed: int, fast_concordance: bool = False) -> dict:
+             shap: bool, seed: int, fast_concordance: bool = False, max_folds: int | None = None) -> dict:
     from mbi_predict.config import parse_config
     from mbi_predict.data.schema import check_ipd
     from mbi_predict.data.simulate import simulate_latent
@@ -184,7 +203,9 @@ def run_cell(n: int, n_trials: int, models: list[str], n_jobs: int, bootstrap: i
             extrapolated = False
             if spec.estimator == "causal_forest" and n >= 240_000 and len(jobs) > cf_max_folds:
                 jobs, extrapolated = jobs[:cf_max_folds], True
-            start = time.perf_counter()
+            if max_folds and len(jobs) > max_folds:
+                jobs, extrapolated = jobs[:max_folds], True
+            start, cpu_start = time.perf_counter(), tree_cpu_seconds()
             if fast_concordance:  # run_jobs' loop, with the O(n log n) concordance patched into each worker
                 from joblib import Parallel, delayed
 
@@ -195,7 +216,9 @@ def run_cell(n: int, n_trials: int, models: list[str], n_jobs: int, bootstrap: i
             else:
                 results = run_jobs(jobs, data, n_jobs=n_jobs)
             seconds = time.perf_counter() - start
+            cpu = tree_cpu_seconds() - cpu_start
             row = {"seconds": seconds * (len(plan.folds) / len(jobs)), "folds_run": len(jobs),
+                   "cpu_seconds": cpu * (len(plan.folds) / len(jobs)),
                    "extrapolated": extrapolated,
                    "fit_seconds": float(sum(r.timing["fit_seconds"] for r in results)),
                    "predict_seconds": float(sum(r.timing["predict_seconds"] for r in results))}
@@ -209,7 +232,7 @@ def run_cell(n: int, n_trials: int, models: list[str], n_jobs: int, bootstrap: i
                 start = time.perf_counter()
                 for result in results:
                     shap_seconds(result, data)
-                row["shap_seconds"] = time.perf_counter() - start
+                row["shap_seconds"] = (time.perf_counter() - start) * (len(plan.folds) / len(jobs))
             del results
             out["models"][spec.name] = row
             print(f"  [{n} x {n_trials}] {spec.name}: {json.dumps(row)}", file=sys.stderr, flush=True)
@@ -229,11 +252,11 @@ def summarise(cells: list[dict]) -> None:
             continue
         for name, m in cell["models"].items():
             rows.append({"participants": cell["participants"], "trials": cell["trials"], "folds": cell["folds"],
-                         "model": name, "seconds": m["seconds"], "shap_s": m.get("shap_seconds", ""),
+                         "model": name, "seconds": m["seconds"], "cpu_s": m.get("cpu_seconds", ""), "shap_s": m.get("shap_seconds", ""),
                          "pehe": m.get("pehe", ""), "peak_GiB": cell["peak_tree_rss_gib"] or "",
                          "note": f"extrapolated from {m['folds_run']} folds" if m["extrapolated"] else ""})
-    print(table(rows, ["participants", "trials", "folds", "model", "seconds", "shap_s", "pehe", "peak_GiB",
-                       "note"]))
+    print(table(rows, ["participants", "trials", "folds", "model", "seconds", "cpu_s", "shap_s", "pehe",
+                       "peak_GiB", "note"]))
     print()
     for cell in cells:
         key = (cell["participants"], cell["trials"])
@@ -259,6 +282,8 @@ def main() -> None:
     parser.add_argument("--bootstrap", type=int, default=200, help="validation.bootstrap (the runner's default)")
     parser.add_argument("--cf-max-folds", type=int, default=2)
     parser.add_argument("--no-shap", action="store_true")
+    parser.add_argument("--max-folds", type=int, help="run only the first K folds of every model and extrapolate "
+                        "times linearly to all folds (marked 'extrapolated'); for sizes that do not fit a session")
     parser.add_argument("--fast-concordance", action="store_true",
                         help="patch the O(n log n) Harrell's C of fast_concordance.py into c-for-benefit (the "
                              "package's pairwise version is O(n^2) per bootstrap replicate)")
@@ -269,7 +294,7 @@ def main() -> None:
 
     if args.cell:
         result = run_cell(args.cell[0], args.cell[1], args.models, args.n_jobs, args.bootstrap, args.cf_max_folds,
-                          not args.no_shap, args.seed, args.fast_concordance)
+                          not args.no_shap, args.seed, args.fast_concordance, args.max_folds)
         print("CELL " + json.dumps(result))
         return
 
@@ -281,8 +306,9 @@ def main() -> None:
     cells = []
     for n in sizes:
         for k in trials:
-            if n / k < 40:
-                cells.append({"participants": n, "trials": k, "skipped": "fewer than 40 participants per trial"})
+            if n / k < MIN_MEAN_TRIAL_SIZE:
+                cells.append({"participants": n, "trials": k, "skipped": f"fewer than {MIN_MEAN_TRIAL_SIZE} "
+                              "participants per trial on average: the simulator needs >= 40 in every trial"})
                 continue
             command = [sys.executable, __file__, "--cell", str(n), str(k), "--models", *args.models,
                        "--n-jobs", str(args.n_jobs), "--bootstrap", str(args.bootstrap),
@@ -291,6 +317,8 @@ def main() -> None:
                 command.append("--no-shap")
             if args.fast_concordance:
                 command.append("--fast-concordance")
+            if args.max_folds:
+                command += ["--max-folds", str(args.max_folds)]
             start = time.perf_counter()
             done = subprocess.run(command, capture_output=True, text=True)
             sys.stderr.write(done.stderr[-4000:] if done.returncode else "")
