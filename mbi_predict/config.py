@@ -135,7 +135,7 @@ class ValidationConfig(_Strict):
     hksj: bool = False  # Hartung-Knapp-Sidik-Jonkman CI for the pooled metrics
     level: float = Field(0.95, gt=0, lt=1)
     #: where fold jobs run: ``local`` (joblib processes) or ``dask`` (joblib's dask backend on ``scheduler``,
-    #: e.g. ``tcp://host:8786``; none = a local dask cluster); see ``mbi_predict.parallel.execution_backend``
+    #: e.g. ``tcp://host:8786``, required for dask); see ``mbi_predict.parallel.execution_backend``
     backend: Literal["local", "dask"] = "local"
     scheduler: str | None = None
 

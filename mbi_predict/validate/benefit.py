@@ -81,8 +81,43 @@ def benefit_calibration(pseudo, cate) -> dict:
                 intercept=float(coef[0]), intercept_se=float(np.sqrt(cov[0, 0])))
 
 
-def _concordance(pred: np.ndarray, obs: np.ndarray, chunk: int = 512) -> float:
-    """Harrell's C over pairs: pairs tied on ``obs`` are skipped, ties on ``pred`` count one half."""
+def _tied_pairs(*columns: np.ndarray) -> int:
+    if len(columns) > 1:
+        _, counts = np.unique(np.column_stack(columns), axis=0, return_counts=True)
+    else:
+        _, counts = np.unique(columns[0], return_counts=True)
+    counts = counts.astype(np.int64)
+    return int((counts * (counts - 1) // 2).sum())
+
+
+def _concordance(pred: np.ndarray, obs: np.ndarray) -> float:
+    """Harrell's C over pairs: pairs tied on ``obs`` are skipped, ties on ``pred`` count one half.
+
+    O(n log n): Kendall's S (concordant minus discordant pairs untied in both) from scipy's merge-sort
+    ``kendalltau``, tie counts from ``np.unique``. With U pairs untied on obs and Tp pairs tied on pred only,
+    con + dis = U - Tp and con - dis = S, so C = ((U - Tp + S) / 2 + Tp / 2) / U. The bootstrap of c-for-benefit
+    calls this B times per held-out trial, where the all-pairs count was the bottleneck at scale (equal results:
+    tested against `_concordance_pairwise`).
+    """
+    pred, obs = np.asarray(pred, dtype=float), np.asarray(obs, dtype=float)
+    n = len(pred)
+    total = n * (n - 1) // 2
+    tie_obs, tie_pred, tie_both = _tied_pairs(obs), _tied_pairs(pred), _tied_pairs(pred, obs)
+    untied_obs = total - tie_obs
+    if untied_obs == 0:
+        return np.nan
+    tied_pred_only = tie_pred - tie_both
+    if tie_pred == total:  # constant prediction: every usable pair is a prediction tie
+        s = 0.0
+    else:
+        tau_b = stats.kendalltau(pred, obs, variant="b").statistic
+        s = 0.0 if not np.isfinite(tau_b) else tau_b * np.sqrt(float(total - tie_pred) * float(total - tie_obs))
+    concordant = (untied_obs - tied_pred_only + s) / 2
+    return float((concordant + 0.5 * tied_pred_only) / untied_obs)
+
+
+def _concordance_pairwise(pred: np.ndarray, obs: np.ndarray, chunk: int = 512) -> float:
+    """The same C by comparing all n^2 pairs: the reference the fast version is tested against."""
     concordant = discordant = tied = 0
     for start in range(0, len(pred), chunk):
         d_obs = np.sign(obs[start:start + chunk, None] - obs[None, :])

@@ -498,6 +498,11 @@ def run_fold(job: FoldJob, data: PreparedData, on_trial: Callable[[], None] | No
 
 def make_jobs(config: ExperimentConfig, plan: FoldPlan, *, keep_models: bool = False) -> list[FoldJob]:
     """Jobs in a fixed order (model, then fold) with seeds that do not depend on the order they run in."""
+    if config.tuning.storage:
+        # create the shared Optuna schema once, here: parallel workers opening a new database race on creating it
+        import optuna
+
+        optuna.storages.RDBStorage(config.tuning.storage)
     jobs = []
     for spec in config.models:
         for fold in plan.folds:

@@ -210,3 +210,15 @@ def test_a_constant_prediction_ranks_nobody_so_its_ranking_metrics_are_undefined
     assert np.isfinite(out["ate"]) and out["ate_se"] > 0
     varied = per_trial_benefit_metrics(y, t, -0.3 + 0.1 * X[:, 0], X=X, higher_is_better=False, B=20)
     assert varied["constant_prediction"] == 0.0 and np.isfinite(varied["rate_autoc"])
+
+
+def test_fast_concordance_equals_the_all_pairs_count():
+    from mbi_predict.validate.benefit import _concordance, _concordance_pairwise
+
+    rng = np.random.default_rng(0)
+    for case in range(150):
+        n = int(rng.integers(2, 300))
+        pred = rng.normal(size=n) if case % 3 else rng.integers(0, 4, n).astype(float)
+        obs = rng.normal(size=n) if case % 2 else rng.integers(-1, 2, n).astype(float)
+        a, b = _concordance_pairwise(pred, obs), _concordance(pred, obs)
+        assert (np.isnan(a) and np.isnan(b)) or abs(a - b) < 1e-12, (case, a, b)
