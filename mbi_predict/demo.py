@@ -32,13 +32,23 @@ def run_demo(out: str | Path, *, seed: int = 2023, console: Console | None = Non
     out = Path(out)
     started = time.perf_counter()
     written: dict[str, Path] = {}
+    timings: dict[str, float] = {}
+    last = [None, time.perf_counter()]
 
-    console.rule("1. simulate a consortium of raw trial files")
+    def stage(title: str) -> None:
+        """Start a stage: print its rule, and record how long the previous one took."""
+        now = time.perf_counter()
+        if last[0] is not None:
+            timings[last[0]] = now - last[1]
+        last[0], last[1] = title, now
+        console.rule(title)
+
+    stage("1. simulate a consortium of raw trial files")
     spec = simulate_consortium_files(out / "consortium", scenario="galante2023", seed=seed)
     console.print(f"raw files and spec: {spec.parent}")
     written["spec"] = spec
 
-    console.rule("2. harmonise into one IPD table")
+    stage("2. harmonise into one IPD table")
     tick = time.perf_counter()
     harmonised = harmonise(spec)
     ipd_path = out / "ipd.parquet"
@@ -48,20 +58,23 @@ def run_demo(out: str | Path, *, seed: int = 2023, console: Console | None = Non
                   f"({time.perf_counter() - tick:.1f} s); report in {out / 'harmonisation_report'}")
     written["ipd"] = ipd_path
 
-    console.rule("3. describe")
+    stage("3. describe")
     from mbi_predict.cli import _print_frame
 
     _print_frame(describe_ipd(ipd).drop(columns=["outcomes_measured"], errors="ignore"), title="trials")
 
-    console.rule("4. classical two-stage IPD meta-analysis")
+    stage("4. classical two-stage IPD meta-analysis")
     written.update(_meta_stage(ipd, out / "meta", console))
 
-    console.rule("5. leave-one-trial-out experiment: prognostic and effect models, SHAP, MLflow")
+    stage("5. leave-one-trial-out experiment: prognostic and effect models, SHAP, MLflow")
     written.update(_experiment_stage(spec, out / "run", console, tracking_uri=tracking_uri))
 
-    console.rule("6. model card of the best prognostic model")
+    stage("6. model card of the best prognostic model")
     written.update(_card_stage(out / "run", console))
 
+    stage("done")
+    console.print("seconds per stage: " + ", ".join(f"{title.split('. ')[0]}. {seconds:.1f}"
+                                                   for title, seconds in timings.items()), markup=False)
     console.print(f"\n[bold]demo finished in {time.perf_counter() - started:.1f} s[/] - everything is in {out}")
     return written
 

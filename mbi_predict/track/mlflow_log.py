@@ -161,21 +161,29 @@ class Tracker:
         self._log(self.run_id, metrics=pooled_metric_names(summary), params=params, tags=tags)
 
     def log_children(self, summary: dict[str, Any]) -> list[str]:
-        """One nested run per (model, held-out trial) with that trial's metrics and the fold's tuned parameters."""
-        child_ids = []
+        """One nested run per held-out trial, holding every model's metrics on that trial (``<model>.<metric>``,
+        matching the parent's ``<model>.pooled.<metric>``) and each fold's tuned parameters (``<model>.best.<p>``).
+
+        One run per trial rather than per (model, trial): the UI then shows the models side by side per trial,
+        and logging to an sqlite store costs a tenth of the time (it dominated the demo's tracking step).
+        """
+        by_trial: dict[str, dict[str, dict[str, Any]]] = {}
         for model, block in summary["models"].items():
             for row in block["per_trial"]:
-                trial = row["trial_id"]
-                tags = {"mlflow.parentRunId": self.run_id, RUN_TYPE_TAG: "fold", "mbi_predict.model": model,
-                        "mbi_predict.task": block["task"], "mbi_predict.family": block.get("estimator", ""),
-                        "mbi_predict.held_out_trial": trial, "mbi_predict.outcome": summary["outcome"]}
-                run = self.client.create_run(self.experiment_id, run_name=f"{model}:{trial}", tags=tags)
-                metrics = {k: v for k, v in row.items() if k not in ("trial_id", "variances")}
-                best = (block.get("best_params") or {}).get(trial) or {}
-                params = {"held_out_trial": trial, "model": model, **{f"best.{k}": v for k, v in best.items()}}
-                self._log(run.info.run_id, metrics=metrics, params=params)
-                self.client.set_terminated(run.info.run_id, status="FINISHED")
-                child_ids.append(run.info.run_id)
+                trial = by_trial.setdefault(row["trial_id"], {"metrics": {}, "params": {}})
+                trial["metrics"].update({f"{model}.{k}": v for k, v in row.items()
+                                         if k not in ("trial_id", "variances")})
+                best = (block.get("best_params") or {}).get(row["trial_id"]) or {}
+                trial["params"].update({f"{model}.best.{k}": v for k, v in best.items()})
+        child_ids = []
+        for trial, logged in by_trial.items():
+            tags = {"mlflow.parentRunId": self.run_id, RUN_TYPE_TAG: "fold", "mbi_predict.held_out_trial": trial,
+                    "mbi_predict.outcome": summary["outcome"],
+                    "mbi_predict.models": ",".join(summary["models"])}
+            run = self.client.create_run(self.experiment_id, run_name=f"held-out:{trial}", tags=tags)
+            self._log(run.info.run_id, metrics=logged["metrics"], params={"held_out_trial": trial, **logged["params"]})
+            self.client.set_terminated(run.info.run_id, status="FINISHED")
+            child_ids.append(run.info.run_id)
         return child_ids
 
     def log_artifacts(self, paths: list[Path], artifact_path: str | None = None) -> None:

@@ -123,12 +123,14 @@ def test_mlflow_parent_child_runs_and_metric_names(tracked, tracking_uri):
     children = client.search_runs([parent.info.experiment_id],
                                   filter_string=f"tags.mlflow.parentRunId = '{tracked.mlflow_run_id}'")
     held_out = tracked.summary["validation"]["held_out"]
-    assert sorted(c.info.run_name for c in children) == sorted(f"{m}:{t}" for m in tracked.summary["models"]
-                                                               for t in held_out)
-    child = next(c for c in children if c.info.run_name == f"xgboost:{held_out[0]}")
-    row = tracked.summary["models"]["xgboost"]["per_trial"][0]
-    assert child.data.metrics["rmse"] == pytest.approx(row["rmse"])
-    assert "best.max_depth" in child.data.params
+    assert sorted(c.info.run_name for c in children) == sorted(f"held-out:{t}" for t in held_out)
+    child = next(c for c in children if c.info.run_name == f"held-out:{held_out[0]}")
+    assert child.data.tags["mbi_predict.held_out_trial"] == held_out[0]
+    for model, block in tracked.summary["models"].items():
+        row = block["per_trial"][0]
+        assert row["trial_id"] == held_out[0]
+        assert child.data.metrics[f"{model}.rmse"] == pytest.approx(row["rmse"])
+    assert "xgboost.best.max_depth" in child.data.params
     artifacts = {a.path for a in client.list_artifacts(tracked.mlflow_run_id)}
     assert {"summary.json", "plots"} <= artifacts
     plots = [a.path for a in client.list_artifacts(tracked.mlflow_run_id, "plots")]
