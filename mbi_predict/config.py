@@ -41,6 +41,10 @@ class DataConfig(_Strict):
     path: str | None = None
     spec: str | None = None
     simulate: SimulateConfig | None = None
+    #: optional table of true individual effects (simulations, semi-synthetic benchmarks): trial_id,
+    #: participant_id and ``true_effect_{control}_{outcome}`` columns; scored as pehe / cate_truth_corr, never a
+    #: model input. A spec written by ``mbi-predict simulate`` finds its truth.parquet without this.
+    truth: str | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:

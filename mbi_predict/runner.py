@@ -101,10 +101,10 @@ def load_data_with_truth(config: ExperimentConfig) -> tuple[pd.DataFrame, dict[s
         frame = harmonised.ipd
         provenance = {"source": "spec", "spec": str(source.spec), "spec_sha256": sha256_file(source.spec),
                       "sha256": canonical_sha256(frame), **harmonisation_facts(harmonised.metadata)}
-        truth_path = Path(source.spec).parent / "truth.parquet"
+        truth_path = Path(source.truth) if source.truth else Path(source.spec).parent / "truth.parquet"
         truth = None
-        if truth_path.is_file():
-            truth = pd.read_parquet(truth_path)
+        if source.truth or truth_path.is_file():
+            truth = read_truth(truth_path)
             provenance["truth"] = str(truth_path)
         return frame, provenance, truth
     from mbi_predict.data.readers import load_ipd
@@ -115,7 +115,28 @@ def load_data_with_truth(config: ExperimentConfig) -> tuple[pd.DataFrame, dict[s
         from mbi_predict.data.harmonise import read_parquet_metadata
 
         facts = harmonisation_facts(read_parquet_metadata(source.path))
-    return frame, {"source": "file", "path": str(source.path), "sha256": sha256_file(source.path), **facts}, None
+    provenance = {"source": "file", "path": str(source.path), "sha256": sha256_file(source.path), **facts}
+    truth = None
+    if source.truth:
+        truth = read_truth(source.truth)
+        provenance["truth"] = str(source.truth)
+    return frame, provenance, truth
+
+
+def read_truth(path: str | Path) -> pd.DataFrame:
+    """A truth table (parquet or CSV) keyed by trial_id + participant_id; one-line error if unreadable."""
+    from mbi_predict.errors import DataError
+
+    path = Path(path)
+    try:
+        truth = pd.read_csv(path) if path.suffix.lower() in (".csv", ".tsv") else pd.read_parquet(path)
+    except Exception as exc:  # noqa: BLE001 - any reader failure is the user's file
+        raise DataError(f"cannot read the truth table ({' '.join(str(exc).split())[:200]})", file=str(path)) \
+            from None
+    for column in ("trial_id", "participant_id"):
+        if column not in truth.columns:
+            raise DataError("the truth table needs trial_id and participant_id", file=str(path), column=column)
+    return truth.astype({"trial_id": str, "participant_id": str})
 
 
 def harmonisation_facts(metadata: dict[str, Any]) -> dict[str, Any]:
