@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
+from mbi_predict.io import parse_yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mbi_predict.errors import ConfigError
@@ -238,12 +238,8 @@ def load_config(path: str | Path) -> ExperimentConfig:
     path = Path(path)
     if not path.is_file():
         raise ConfigError("config file not found", file=str(path))
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"not valid YAML{where}", file=str(path)) from None
+    raw = parse_yaml(path.read_text(encoding="utf-8"), source=str(path), error=ConfigError,
+                     message="not valid YAML")
     config = parse_config(raw, source=str(path))
     return _resolve_paths(config, path.parent)
 

@@ -79,6 +79,23 @@ def save_figure_atomic(target: str | os.PathLike[str], figure: Any, **kwargs: An
     return target
 
 
+def parse_yaml(text: str, *, source: str, error: type[Exception], message: str = "malformed YAML") -> Any:
+    """YAML text -> Python data; a syntax error becomes one line naming the file, line and column.
+
+    One place for the specs, the instrument registry and the experiment configs, so every YAML error reads alike.
+    ``error`` is the package error type of the caller (SpecError, ConfigError), called with ``file=source``.
+    """
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or exc
+        raise error(f"{message}{where}: {problem}", file=source) from None
+
+
 def sha256_file(path: str | os.PathLike[str]) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

@@ -13,7 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated
 
-import yaml
+from mbi_predict.io import parse_yaml
 from pydantic import ConfigDict, Field, ValidationError, model_validator
 from pydantic.dataclasses import dataclass
 
@@ -76,12 +76,7 @@ class Instrument:
 
 
 def _parse_registry(text: str, source: str) -> dict[str, Instrument]:
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise SpecError(f"malformed YAML{where}: {getattr(exc, 'problem', exc)}", file=source) from None
+    raw = parse_yaml(text, source=source, error=SpecError)
     if not isinstance(raw, dict):
         raise SpecError("an instrument registry must map instrument names to their properties", file=source)
     registry: dict[str, Instrument] = {}

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import yaml
+from mbi_predict.io import parse_yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from mbi_predict.data.instruments import Instrument, load_registry
@@ -229,12 +229,7 @@ def load_spec(path: str | Path) -> ConsortiumSpec:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(f"cannot read the spec: {getattr(exc, 'strerror', None) or exc}", file=source) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise SpecError(f"malformed YAML{where}: {getattr(exc, 'problem', None) or exc}", file=source) from None
+    data = parse_yaml(text, source=source, error=SpecError)
     return spec_from_dict(data, source=source, path=path)
 
 
