@@ -67,7 +67,8 @@ def run_demo(out: str | Path, *, seed: int = 2023, console: Console | None = Non
     written.update(_meta_stage(ipd, out / "meta", console))
 
     stage("5. leave-one-trial-out experiment: prognostic and effect models, SHAP, MLflow")
-    written.update(_experiment_stage(spec, out / "run", console, tracking_uri=tracking_uri))
+    written.update(_experiment_stage(ipd_path, spec.parent / "truth.parquet", out / "run", console,
+                                     tracking_uri=tracking_uri))
 
     stage("6. model card of the best prognostic model")
     written.update(_card_stage(out / "run", console))
@@ -127,16 +128,17 @@ def demo_config_path() -> Path:
     return path
 
 
-def _experiment_stage(spec: Path, out: Path, console: Console, *, tracking_uri: str | None) -> dict[str, Path]:
-    """The demo experiment on the harmonised raw files (the spec is harmonised again inside the runner, which also
-    finds the simulator's truth beside it for PEHE)."""
+def _experiment_stage(ipd_path: Path, truth_path: Path, out: Path, console: Console, *,
+                      tracking_uri: str | None) -> dict[str, Path]:
+    """The demo experiment on the table harmonised from the raw files in stage 2 (not harmonised again), scored
+    against the simulator's truth file for PEHE."""
     from mbi_predict.cli import _print_run
     from mbi_predict.runner import run_experiment
 
     import yaml
 
     config = yaml.safe_load(demo_config_path().read_text(encoding="utf-8"))
-    config["data"] = {"spec": str(spec)}
+    config["data"] = {"path": str(ipd_path), "truth": str(truth_path)}
     result = run_experiment(config, out_dir=out, tracking_uri=tracking_uri)
     _print_run(result.summary, metrics=HEADLINE_METRICS)
     console.print(f"(all metrics, per trial and pooled: {result.summary_path})")
