@@ -63,6 +63,12 @@ SCENARIOS: dict[str, Scenario] = {
         "clear modifiers: more benefit with higher baseline distress and lower dispositional mindfulness",
         modifier_coefs={"baseline_distress": 0.30, "baseline_mindfulness": -0.20},
     ),
+    "modest": Scenario(
+        "modest",
+        "modest modifiers: half the strong scenario's (more benefit with higher baseline distress and lower "
+        "dispositional mindfulness)",
+        modifier_coefs={"baseline_distress": 0.15, "baseline_mindfulness": -0.10},
+    ),
     "harm": Scenario(
         "harm",
         "a harmed subgroup: participants with very high baseline distress (z > 1) get worse under the MBI",
