@@ -77,7 +77,7 @@ def main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks in
 @_boundary
 def simulate(
     out: Annotated[Path, typer.Option("--out", help="Folder for consortium.yaml, raw trial files and truth.")],
-    scenario: Annotated[str, typer.Option(help="galante2023 | null | strong | harm")] = "galante2023",
+    scenario: Annotated[str, typer.Option(help="galante2023 | null | modest | strong | harm")] = "galante2023",
     seed: Annotated[int, typer.Option(help="Random seed; the output is deterministic for a seed.")] = 2023,
     trials: Annotated[int, typer.Option(help="Number of trials.")] = 13,
     n: Annotated[int, typer.Option(help="Total number of participants.")] = 2371,
@@ -177,11 +177,28 @@ def run(
 
     result = run_experiment(config, data=data, outcome=outcome, out_dir=out, tracking_uri=tracking_uri,
                             save_predictions=save_predictions, progress=progress)
+    print_verdict(result.summary)
     _print_run(result.summary)
     console.print(f"summary: {result.summary_path}")
     if result.predictions_path:
         console.print(f"held-out predictions (participant-level): {result.predictions_path}")
     console.print(f"MLflow run {result.mlflow_run_id}; open the UI with: mbi-predict ui")
+
+
+def print_verdict(summary: dict[str, Any]) -> None:
+    """The run's one heterogeneity verdict first, then each effect model's in a line."""
+    run = summary.get("heterogeneity")
+    if not run:
+        return
+    console.print(f"heterogeneity of the effect: {run['verdict'].replace('_', ' ').upper()} - {run['reason']}",
+                  markup=False)
+    for name, model in (run.get("models") or {}).items():
+        p = model.get("p_holm", model.get("p_value"))
+        beats = model.get("beats_constant")
+        console.print(f"  {name}: {str(model.get('verdict')).replace('_', ' ')}"
+                      + (f", p = {p:.3g}" if isinstance(p, float) and model.get("calibrated") else "")
+                      + ("" if beats is None else ("; beats" if beats else "; does not beat")
+                         + " one average effect for everyone"), markup=False)
 
 
 def _print_run(summary: dict[str, Any], *, metrics: set[str] | None = None) -> None:

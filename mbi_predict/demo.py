@@ -13,8 +13,8 @@ from rich.console import Console
 
 DEMO_OUTCOME = "distress_fu1_6"
 # what the demo prints of the experiment; summary.json and MLflow hold every metric
-HEADLINE_METRICS = {"rmse", "r2", "calibration_slope", "benefit_calibration_slope", "rate_autoc", "c_for_benefit",
-                    "pehe", "cate_truth_corr"}
+HEADLINE_METRICS = {"rmse", "r2", "calibration_slope", "benefit_calibration_slope", "rate_autoc",
+                    "dr_loss_vs_constant", "c_for_benefit", "pehe", "cate_truth_corr"}
 
 
 def run_demo(out: str | Path, *, seed: int = 2023, console: Console | None = None,
@@ -132,7 +132,7 @@ def _experiment_stage(ipd_path: Path, truth_path: Path, out: Path, console: Cons
                       tracking_uri: str | None) -> dict[str, Path]:
     """The demo experiment on the table harmonised from the raw files in stage 2 (not harmonised again), scored
     against the simulator's truth file for PEHE."""
-    from mbi_predict.cli import _print_run
+    from mbi_predict.cli import _print_run, print_verdict
     from mbi_predict.runner import run_experiment
 
     import yaml
@@ -140,12 +140,9 @@ def _experiment_stage(ipd_path: Path, truth_path: Path, out: Path, console: Cons
     config = yaml.safe_load(demo_config_path().read_text(encoding="utf-8"))
     config["data"] = {"path": str(ipd_path), "truth": str(truth_path)}
     result = run_experiment(config, out_dir=out, tracking_uri=tracking_uri)
+    print_verdict(result.summary)
     _print_run(result.summary, metrics=HEADLINE_METRICS)
     console.print(f"(all metrics, per trial and pooled: {result.summary_path})")
-    for name, block in result.summary.get("models", {}).items():
-        verdict = (block.get("heterogeneity") or {}).get("verdict")
-        if verdict:
-            console.print(f"  {name}: heterogeneity of the effect - {verdict.replace('_', ' ')}")
     comparison = result.summary.get("comparison_to_reference") or {}
     for name, row in (comparison.get("models") or {}).items():
         console.print(f"  {name} {'beats' if row.get('beats_reference') else 'does not beat'} the reference model "

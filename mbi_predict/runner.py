@@ -30,6 +30,8 @@ from mbi_predict.validate.loto import (ITT_NOTE, FoldPlan, FoldResult, PreparedD
                                        prepare_data, run_jobs)
 from mbi_predict.validate.metrics import LOWER_IS_BETTER, PRIMARY_METRIC, paired_difference
 from mbi_predict.validate.pooling import pool_metric
+from mbi_predict.validate.verdict_null import METHOD as VERDICT_NULL_METHOD
+from mbi_predict.validate.verdict_null import VerdictCalibration, calibrate_run
 
 
 @dataclass(frozen=True)
@@ -425,21 +427,56 @@ def _verdict_inputs(pooled: dict, forest: dict) -> dict[str, dict]:
     return entries
 
 
-def _effect_blocks(config: ExperimentConfig, spec, block: dict, forest: dict, results: list[FoldResult],
-                   interactions: dict | None, ate_clustered: dict | None) -> dict[str, Any]:
-    """heterogeneity verdict, ate_clustered, harm and the pooled calibration-for-benefit table of one effect model."""
-    from mbi_predict.validate.heterogeneity import heterogeneity_verdict
+def _observed_statistic(config: ExperimentConfig, forest: dict, metric: str) -> float:
+    """``pooled estimate / pooled SE`` of the real run, exactly as `verdict_null` computes it for the null draws."""
+    from mbi_predict.validate.verdict_null import pooled_statistic
 
-    out: dict[str, Any] = {"ate_clustered": ate_clustered}
+    entry = forest.get(metric)
+    if entry is None:
+        return float("nan")
+    return pooled_statistic(metric, entry["values"], entry["variances"], entry["labels"],
+                            method=config.validation.pooling_method, level=config.validation.level)
+
+
+def _model_verdict(config: ExperimentConfig, spec, block: dict, forest: dict, interactions: dict | None,
+                   calibration: VerdictCalibration | None) -> dict[str, Any]:
+    """One effect model's verdict: permutation-calibrated when the run calibrated this model, else ``not_tested``
+    with the naive (independent held-out trials) tests kept for information."""
+    from mbi_predict.validate.heterogeneity import heterogeneity_verdict
+    from mbi_predict.validate.verdict_null import calibrate
+
     entries = _verdict_inputs(block["pooled"], forest)
     rule = config.heterogeneity
     needed = [rule.rate_metric] + ([rule.slope_metric] if rule.require_calibration_slope else [])
-    if all(m in entries for m in needed):
-        verdict = heterogeneity_verdict(entries, rule=rule, interaction_pvalues=_interaction_pvalues(interactions)
-                                        or None)
-    else:
-        verdict = {"verdict": "no_evidence", "tests": [], "rule": rule.model_dump(),
-                   "reason": f"not shown: pooled {', '.join(m for m in needed if m not in entries)} not estimable"}
+    if not all(m in entries for m in needed):
+        return {"verdict": "no_evidence", "tests": [], "rule": rule.model_dump(), "p_value": 1.0,
+                "beats_constant": None, "method": "none", "calibration": None,
+                "reason": f"not shown: pooled {', '.join(m for m in needed if m not in entries)} not estimable"}
+    interaction_p = _interaction_pvalues(interactions) or None
+    null = calibration.null.get(spec.name) if calibration is not None else None
+    calibrated = None
+    if null is not None:
+        naive = heterogeneity_verdict(entries, rule=rule, interaction_pvalues=interaction_p)
+        naive_p = {t["metric"]: t["p_value"] for t in naive["tests"] if t.get("p_value") is not None}
+        calibrated = {metric: calibrate(metric, _observed_statistic(config, forest, metric), null[metric],
+                                        naive_p.get(metric, float("nan"))).to_dict() for metric in needed}
+    verdict = heterogeneity_verdict(entries, rule=rule, interaction_pvalues=interaction_p, calibrated=calibrated)
+    verdict["calibration"] = None if calibrated is None else {"B": rule.null_B, "tests": calibrated,
+                                                              "method": VERDICT_NULL_METHOD}
+    if calibrated is None:
+        verdict["naive_verdict"] = verdict["verdict"]
+        verdict["verdict"] = "not_tested"
+        verdict["reason"] = (calibration.not_calibrated_reason(spec.name) if calibration is not None else
+                             "no effect models calibrated") + "; naive p-values shown for information only"
+    return verdict
+
+
+def _effect_blocks(config: ExperimentConfig, spec, block: dict, forest: dict, results: list[FoldResult],
+                   interactions: dict | None, ate_clustered: dict | None,
+                   calibration: VerdictCalibration | None = None) -> dict[str, Any]:
+    """heterogeneity verdict, ate_clustered, harm and the pooled calibration-for-benefit table of one effect model."""
+    out: dict[str, Any] = {"ate_clustered": ate_clustered}
+    verdict = _model_verdict(config, spec, block, forest, interactions, calibration)
     verdict["interactions"] = None if interactions is None else interactions["records"]
     out["heterogeneity"] = verdict
     harms = {r.held_out: r.extras["harm"] for r in results if "harm" in r.extras}
@@ -709,6 +746,8 @@ def run_experiment(config_path_or_obj: ExperimentConfig | str | Path | dict, *, 
         # refits, classical interactions, the clustered ATE and the final (all-trials) models
         aux = _run_aux_jobs(config, frame, prepared, n_jobs,
                             final=bool(uri and config.tracking.log_final_models))
+        # the verdict's dependence-aware calibration: the validation repeated on constant-effect draws
+        calibration = calibrate_run(config, prepared, plan, n_jobs=n_jobs)
     null_refs, null_seconds = aux["null"]
     interactions, ate_clustered, final_models = aux["interactions"], aux["ate_clustered"], aux["final"] or None
     by_model: dict[str, list[FoldResult]] = {m.name: [] for m in config.models}
@@ -723,7 +762,7 @@ def run_experiment(config_path_or_obj: ExperimentConfig | str | Path | dict, *, 
         else:
             models[spec.name]["higher_is_better"] = not prepared.outcome_higher_is_worse
             models[spec.name].update(_effect_blocks(config, spec, models[spec.name], forests[spec.name],
-                                                    by_model[spec.name], interactions, ate_clustered))
+                                                    by_model[spec.name], interactions, ate_clustered, calibration))
         if config.explain_settings(spec.name).enabled:
             models[spec.name]["shap"], shap_tables[spec.name] = _shap_block(
                 config, spec, by_model[spec.name], null_refs.get(spec.name), interactions)
@@ -732,6 +771,8 @@ def run_experiment(config_path_or_obj: ExperimentConfig | str | Path | dict, *, 
     summary["comparison_to_reference"] = comparison_to_reference(config, by_model, prepared, models)
     if interactions is not None:
         summary["classical_interactions"] = interactions
+    if calibration is not None:
+        summary["heterogeneity"] = _run_level_verdict(config, models, calibration)
 
     out_dir = Path(out_dir) if out_dir is not None else _default_out_dir(config)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -759,9 +800,24 @@ def run_experiment(config_path_or_obj: ExperimentConfig | str | Path | dict, *, 
                      tuple(fold_results) if keep_models else ())
 
 
+def _run_level_verdict(config: ExperimentConfig, models: dict, calibration: VerdictCalibration) -> dict[str, Any]:
+    """The run's one heterogeneity verdict (``validate.heterogeneity.run_verdict``) from the per-model blocks."""
+    from mbi_predict.validate.heterogeneity import run_verdict
+
+    per_model = {name: block["heterogeneity"] for name, block in models.items() if block.get("heterogeneity")}
+    return run_verdict(per_model, rule=config.heterogeneity, run_rule=calibration.run_rule,
+                       primary=calibration.primary, method=calibration.method,
+                       not_tested_reason=calibration.not_tested)
+
+
 def _preflight(config: ExperimentConfig, data: PreparedData) -> None:
-    """Build every model once so unknown parameters fail before hours of fitting."""
+    """Build every model once so unknown parameters fail before hours of fitting; check the heterogeneity rule."""
     from mbi_predict.models.prognostic import make_prognostic_model
+    from mbi_predict.validate.heterogeneity import resolve_run_rule
+
+    effect_models = [m.name for m in config.models if m.kind == "effect"]
+    if effect_models:
+        resolve_run_rule(config.heterogeneity, effect_models)
 
     for spec in config.models:
         if spec.kind == "prognostic":
@@ -863,6 +919,8 @@ def _track(config: ExperimentConfig, uri: str, summary: dict, staging: Path, plo
         tracker.log_parent(summary, flatten_config(config))
         verdicts = {f"mbi_predict.heterogeneity.{name}": block["heterogeneity"]["verdict"]
                     for name, block in summary["models"].items() if block.get("heterogeneity")}
+        if summary.get("heterogeneity"):  # the run's one verdict, first among the tags
+            verdicts = {"mbi_predict.heterogeneity": summary["heterogeneity"]["verdict"], **verdicts}
         shap_share = _shap_metrics(summary)
         if verdicts or shap_share:
             tracker._log(tracker.run_id, tags=verdicts, metrics=shap_share)
@@ -878,6 +936,9 @@ def _shap_metrics(summary: dict) -> dict[str, float]:
     """Parent-run metrics the pooled-metric scheme does not cover: the effect models' clustered ATE and the
     heterogeneity tests' p-values (per-model timings, incl. shap_seconds, are logged with the pooled metrics)."""
     metrics = {}
+    run = summary.get("heterogeneity") or {}
+    if run.get("verdict") in ("evidence", "no_evidence"):
+        metrics["heterogeneity.evidence"] = float(run["verdict"] == "evidence")
     for name, block in summary["models"].items():
         ate = block.get("ate_clustered") or {}
         for key in ("estimate", "se", "ci_low", "ci_high"):
@@ -887,7 +948,7 @@ def _shap_metrics(summary: dict) -> dict[str, float]:
             p = test.get("p_value")
             if test.get("decisive") and isinstance(p, (int, float)) and np.isfinite(p):
                 metrics[f"{name}.heterogeneity.{test['name']}.p_value"] = float(p)
-        if block.get("heterogeneity"):
+        if (block.get("heterogeneity") or {}).get("verdict") in ("evidence", "no_evidence"):
             metrics[f"{name}.heterogeneity.evidence"] = float(block["heterogeneity"]["verdict"] == "evidence")
     return metrics
 

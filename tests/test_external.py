@@ -136,7 +136,8 @@ def test_ihdp_study_end_to_end(tmp_path):
               "covariates": list(data.covariates),
               "models": [{"name": "t_learner", "kind": "effect", "estimator": "t_learner_xgb",
                           "params": {"propensity": "estimated"}}],
-              "validation": {"scheme": "kfold", "folds": 5, "bootstrap": 5, "n_jobs": 1}, "seed": 1}
+              "validation": {"scheme": "kfold", "folds": 5, "bootstrap": 5, "n_jobs": 1},
+              "heterogeneity": {"null_B": 5}, "seed": 1}
     result = run_experiment(config, out_dir=tmp_path / "run", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
                             save_predictions=True, progress=False)
     elapsed = time.perf_counter() - started

@@ -85,6 +85,7 @@ def _small_config(**validation) -> dict:
                    {"name": "t_learner_enet", "kind": "effect", "estimator": "t_learner_enet"}],
         "validation": {"bootstrap": 20, "min_trial_size": 20, **validation},
         "tracking": {"enabled": False},
+        "heterogeneity": {"null_B": 5},
         "seed": 3,
     }
 

@@ -294,8 +294,28 @@ def harm_summary(risk_control, risk_mbi, *, threshold: float = 0.0) -> dict:
                 threshold=float(threshold))
 
 
+def dr_loss_vs_constant(pseudo, cate, constant: float) -> dict:
+    """How much better the predicted effects are than one effect for everyone, on a loss that needs no truth.
+
+    The doubly robust loss (Kennedy 2020; the "DR-loss" model-selection criterion of Saito & Yasui 2020 and Mahajan
+    et al. 2024) of a CATE prediction tau(x) is mean((phi - tau(x))^2), with phi the held-out doubly robust
+    pseudo-outcomes: E[phi | x] = CATE(x), so its expectation is PEHE^2 plus a term that does not depend on the
+    prediction. Hence the difference of two predictions' DR losses on the same participants estimates the difference
+    of their PEHE^2 without knowing the truth. Here the competitor is ``constant`` (the average effect the model
+    predicts in its training trials, i.e. "predict the training average effect for everyone"): ``estimate < 0``
+    means the individual predictions beat the constant. Per-participant differences are independent within the
+    held-out trial, so ``se = sd / sqrt(n)``. Returns ``dict(estimate, se)``.
+    """
+    pseudo, cate = np.asarray(pseudo, dtype=float).reshape(-1), np.asarray(cate, dtype=float).reshape(-1)
+    if len(pseudo) != len(cate) or len(pseudo) < 2 or not np.isfinite(constant):
+        return dict(estimate=np.nan, se=np.nan)
+    difference = (pseudo - cate) ** 2 - (pseudo - float(constant)) ** 2
+    return dict(estimate=float(difference.mean()), se=float(difference.std(ddof=1) / np.sqrt(len(difference))))
+
+
 def per_trial_benefit_metrics(y, t, cate, *, X, propensity=None, higher_is_better: bool, cate_true=None,
-                              seed: int = 0, B: int = 200, n_folds: int = 5) -> dict:
+                              seed: int = 0, B: int = 200, n_folds: int = 5, constant: float | None = None,
+                              full: bool = True) -> dict:
     """All benefit metrics of one held-out trial as plain floats, ready for random-effects pooling.
 
     Keys: ``benefit_calibration_slope``, ``benefit_calibration_intercept``, ``c_for_benefit``, ``rate_autoc``,
@@ -306,6 +326,10 @@ def per_trial_benefit_metrics(y, t, cate, *, X, propensity=None, higher_is_bette
     interaction to zero, say) ranks nobody: its calibration slope, c-for-benefit and RATE are undefined, not 0 with
     a zero standard error (which would dominate any pooled estimate). They are NaN, ``constant_prediction`` is 1,
     and pooling leaves the trial out of those metrics.
+
+    ``constant``: the model's average predicted effect in its training trials; gives ``dr_loss_vs_constant``
+    (`dr_loss_vs_constant`, the constant-effect yardstick). ``full=False`` skips c-for-benefit and QINI (NaN), for
+    the verdict's permutation refits, which need only the RATE (AUTOC), the calibration slope and the yardstick.
     """
     y, t, cate = _arrays(y, t, cate)
     pseudo = dr_pseudo_outcomes(y, t, X, propensity=propensity, n_folds=n_folds, seed=seed)
@@ -316,9 +340,12 @@ def per_trial_benefit_metrics(y, t, cate, *, X, propensity=None, higher_is_bette
         cfb, autoc, qini = dict(c=np.nan, se=np.nan), undefined, undefined
     else:
         calibration = benefit_calibration(pseudo, cate)
-        cfb = c_for_benefit(y, t, cate, B=B, seed=seed)
         autoc = rate(pseudo, cate, higher_is_better=higher_is_better, target="AUTOC", B=B, seed=seed)
-        qini = rate(pseudo, cate, higher_is_better=higher_is_better, target="QINI", B=B, seed=seed)
+        if full:
+            cfb = c_for_benefit(y, t, cate, B=B, seed=seed)
+            qini = rate(pseudo, cate, higher_is_better=higher_is_better, target="QINI", B=B, seed=seed)
+        else:
+            cfb, qini = dict(c=np.nan, se=np.nan), dict(estimate=np.nan, se=np.nan)
     out = dict(
         benefit_calibration_slope=calibration["slope"], benefit_calibration_slope_se=calibration["slope_se"],
         benefit_calibration_intercept=calibration["intercept"],
@@ -330,6 +357,9 @@ def per_trial_benefit_metrics(y, t, cate, *, X, propensity=None, higher_is_bette
         n=float(len(y)), n_mbi=float(t.sum()), n_control=float(len(t) - t.sum()),
         constant_prediction=float(np.isnan(autoc["estimate"])),
     )
+    if constant is not None:
+        loss = dr_loss_vs_constant(pseudo, cate, constant)
+        out.update(dr_loss_vs_constant=loss["estimate"], dr_loss_vs_constant_se=loss["se"])
     if cate_true is not None:
         out.update(pehe=pehe(cate_true, cate), cate_truth_corr=cate_truth_corr(cate_true, cate))
     return out

@@ -212,6 +212,9 @@ class FoldJob:
     study_name: str | None = None
     keep_model: bool = False
     explain: Any = None          # ExplainConfig when SHAP is computed in the fold (mbi_predict.explain.run)
+    #: a permutation refit of the heterogeneity verdict's calibration (`validate.verdict_null`): only the metrics the
+    #: verdict uses (RATE, calibration slope, the constant-effect yardstick); no intervals, SHAP or predictions kept
+    light: bool = False
 
 
 @dataclass
@@ -378,10 +381,13 @@ def effect_fold(job: FoldJob, data: PreparedData, on_trial: Callable[[], None] |
     start = time.perf_counter()
     X_test = features.transform(data.X.iloc[test])
     cate = np.asarray(model.effect(X_test), dtype=float).reshape(-1)
+    # the constant-effect yardstick: the model's own average predicted effect in its training trials, for everyone
+    constant = float(np.mean(model.effect(features.transform(data.X.iloc[fitted.train_rows]))))
     cate_low = cate_high = np.full(len(test), np.nan)
     try:  # only some estimators give pointwise intervals; the others refuse with a ConfigError
-        low, high = model.effect_interval(X_test)
-        cate_low, cate_high = (np.asarray(v, dtype=float).reshape(-1) for v in (low, high))
+        if not job.light:
+            low, high = model.effect_interval(X_test)
+            cate_low, cate_high = (np.asarray(v, dtype=float).reshape(-1) for v in (low, high))
     except (ConfigError, NotImplementedError):
         pass
     risks = None
@@ -401,10 +407,16 @@ def effect_fold(job: FoldJob, data: PreparedData, on_trial: Callable[[], None] |
     seed = derive_seed(job.seed, "benefit")
     raw = per_trial_benefit_metrics(y_eval, t_eval, cate_eval, X=X_eval,
                                     higher_is_better=not data.outcome_higher_is_worse, cate_true=truth, seed=seed,
-                                    B=job.bootstrap)
+                                    B=job.bootstrap, constant=constant, full=not job.light)
     metrics = {name: MetricValue(float(value), float(raw.get(f"{name}_se", np.nan)) ** 2, "benefit_se")
                for name, value in raw.items()
                if not name.endswith("_se") and name not in ("n", "n_mbi", "n_control", "pehe", "cate_truth_corr")}
+    if job.light:
+        return FoldResult(model=spec.name, kind="effect", held_out=job.fold.label, n=int(evaluated.sum()),
+                          n_randomised=len(test), n_missing_outcome=int((~observed[test]).sum()), metrics=metrics,
+                          timing={"fit_seconds": fit_seconds, "predict_seconds": 0.0, "tune_seconds": 0.0,
+                                  "shap_seconds": 0.0}, best_params={}, tuning=None,
+                          predictions=pd.DataFrame(), evaluated=evaluated, test_rows=test)
     # the same pseudo-outcomes per_trial_benefit_metrics used (same seed): kept in memory for the pooled
     # calibration-for-benefit table and plot
     pseudo = dr_pseudo_outcomes(y_eval, t_eval, X_eval, seed=seed)

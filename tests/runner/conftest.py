@@ -20,6 +20,8 @@ def small_config(**overrides):
         ],
         "validation": {"bootstrap": 20, "n_jobs": 1, "hksj": True},
         "tracking": {"enabled": False},
+        # the smallest calibrated verdict (the runner tests are not about its power; tests/validate/test_verdict_null)
+        "heterogeneity": {"null_B": 5},
         "seed": 3,
     }
     merged = copy.deepcopy(config)

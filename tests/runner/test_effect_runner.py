@@ -24,6 +24,7 @@ def effect_config(scenario, estimator="interaction_linear", *, n_trials=8, n=300
         "validation": {"bootstrap": 20, "n_jobs": 2, "hksj": True},
         "explain": {"enabled": explain, "max_rows": 120, "max_background": 40, "null_B": 0},
         "tracking": {"enabled": False},
+        "heterogeneity": {"null_B": 5},  # the smallest calibrated test: these tests are not about its power
         "seed": 4,
     }
     config.update(extra)
@@ -43,7 +44,9 @@ def test_strong_scenario_benefit_is_found_and_calibrated(strong_run):
     assert pooled["cate_truth_corr"]["estimate"] > 0.8 and pooled["pehe"]["estimate"] < 0.3
     assert block["heterogeneity"]["verdict"] == "evidence"
     assert {t["name"] for t in block["heterogeneity"]["tests"] if t["decisive"]} == {
-        "rate_positive", "calibration_slope_positive"}
+        "rate_positive", "calibration_slope_positive", "beats_constant_effect"}
+    assert block["heterogeneity"]["calibration"]["B"] == 5
+    assert strong_run.summary["heterogeneity"]["verdict"] == "evidence"
     assert block["heterogeneity"]["rule"]["alpha"] == 0.05
     # distress: higher is worse, so a benefit is a negative CATE
     assert block["higher_is_better"] is False

@@ -21,7 +21,7 @@ def _config(make_config, enabled=True):
                 {"name": "t_enet", "kind": "effect", "estimator": "t_learner_enet"},
                 {"name": "path_effect", "kind": "effect", "estimator": "path_risk"}],
         explain={"enabled": enabled, "max_rows": 80, "max_background": 30, "null_B": 2, "dependence_top": 2},
-        validation={"bootstrap": 10, "n_jobs": 2})
+        validation={"bootstrap": 10, "n_jobs": 2}, heterogeneity={"null_B": 5})
 
 
 @pytest.fixture(scope="module")
