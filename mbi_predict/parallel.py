@@ -1,6 +1,6 @@
 """Where fold jobs run: joblib's local (loky) workers, or a Dask cluster through joblib's dask backend.
 
-Why a context manager around joblib rather than a scheduler of our own (DESIGN.md, "Scale"): the fold jobs are
+Why a context manager around joblib rather than a scheduler of our own (docs/DESIGN.md, "Scale"): the fold jobs are
 already plain ``joblib.Parallel`` calls (`validate.loto.run_jobs`), and joblib's ``parallel_config(backend="dask")``
 sends exactly those calls to a ``distributed`` cluster. So the runner only chooses a backend and an ``n_jobs``;
 results are the same whichever backend, because every job's randomness comes from its own derived seed.

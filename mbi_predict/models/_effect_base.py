@@ -12,7 +12,7 @@ from mbi_predict.errors import ConfigError, DataError
 from mbi_predict.models import _effect_common as common
 
 
-class EffectEstimator(BaseEstimator):
+class EffectEstimator(common.EconMLCompatMixin, BaseEstimator):
     """Base for CATE estimators: ``fit(Y, T, *, X, groups=None, propensity=None)``, ``effect(X)``,
     ``effect_interval(X, alpha)``.
 
