@@ -48,16 +48,23 @@ class RunResult:
 
 # ------------------------------------------------------------------------------------------------- inputs
 
-def _resolve_config(config: ExperimentConfig | str | Path | dict, *, data: str | Path | None, outcome: str | None,
-                    tracking_uri: str | None) -> ExperimentConfig:
+#: the config's data path when the table is given to `run_experiment` as a DataFrame
+IN_MEMORY = "(in-memory DataFrame)"
+
+
+def _resolve_config(config: ExperimentConfig | str | Path | dict, *, data: str | Path | pd.DataFrame | None,
+                    outcome: str | None, tracking_uri: str | None) -> ExperimentConfig:
+    in_memory = isinstance(data, pd.DataFrame)
     if isinstance(config, ExperimentConfig):
         resolved = config
     elif isinstance(config, dict):
-        resolved = parse_config(config)
+        resolved = parse_config({"data": {"path": IN_MEMORY}, **config} if in_memory else config)
     else:
         resolved = load_config(config)
     updates: dict[str, Any] = {}
-    if data is not None:
+    if in_memory:
+        updates["data"] = {"path": IN_MEMORY}
+    elif data is not None:
         updates["data"] = {"path": str(data)}
     if outcome is not None:
         updates["outcome"] = outcome
@@ -164,11 +171,18 @@ def missingness_facts(frame: pd.DataFrame, columns: list[str]) -> dict[str, floa
     return {c: round(float(frame[c].isna().mean()), 4) for c in columns if c in frame.columns}
 
 
-def load_prepared(config: ExperimentConfig) -> tuple[pd.DataFrame, PreparedData, FoldPlan, dict[str, Any]]:
+def load_prepared(config: ExperimentConfig, frame: pd.DataFrame | None = None
+                  ) -> tuple[pd.DataFrame, PreparedData, FoldPlan, dict[str, Any]]:
     """Data loaded, prepared for the comparison (with the truth attached for scoring) and the folds planned."""
     from mbi_predict.validate.loto import attach_truth
 
-    frame, provenance, truth = load_data_with_truth(config)
+    if frame is not None:  # a table given in memory: checked like a file, hashed for provenance
+        from mbi_predict.data.schema import check_ipd
+
+        frame = check_ipd(frame, source="the DataFrame given to run_experiment")
+        provenance, truth = {"source": "dataframe", "sha256": canonical_sha256(frame)}, None
+    else:
+        frame, provenance, truth = load_data_with_truth(config)
     prepared = prepare_data(frame, outcome=config.outcome, covariates=config.covariates,
                             study_traits=config.study_traits, control_type=config.comparison.control_type)
     prepared = attach_truth(prepared, truth)
@@ -718,12 +732,13 @@ class _Progress:
 
 # ---------------------------------------------------------------------------------------------------- main
 
-def run_experiment(config_path_or_obj: ExperimentConfig | str | Path | dict, *, data: str | Path | None = None,
+def run_experiment(config_path_or_obj: ExperimentConfig | str | Path | dict, *,
+                   data: str | Path | pd.DataFrame | None = None,
                    outcome: str | None = None, out_dir: str | Path | None = None, tracking_uri: str | None = None,
                    save_predictions: bool = False, progress: bool = True, keep_models: bool = False) -> RunResult:
     """Validate every model of the config; write ``out_dir/summary.json`` (+ plots, + predictions on request) and
-    log the run to MLflow. Flags override the config (``data`` a harmonised table path, ``outcome`` a column,
-    ``tracking_uri`` the MLflow store)."""
+    log the run to MLflow. Flags override the config (``data`` a harmonised table path or an IPD DataFrame, in
+    which case the config needs no data block; ``outcome`` a column; ``tracking_uri`` the MLflow store)."""
     from mbi_predict import __version__
 
     config = _resolve_config(config_path_or_obj, data=data, outcome=outcome, tracking_uri=tracking_uri)
@@ -732,7 +747,7 @@ def run_experiment(config_path_or_obj: ExperimentConfig | str | Path | dict, *, 
         from mbi_predict.track.mlflow_log import check_tracking_uri
 
         uri = check_tracking_uri(config.tracking.uri)
-    frame, prepared, plan, provenance = load_prepared(config)
+    frame, prepared, plan, provenance = load_prepared(config, data if isinstance(data, pd.DataFrame) else None)
     _preflight(config, prepared)
     jobs = make_jobs(config, plan, keep_models=keep_models)
 
