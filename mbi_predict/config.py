@@ -103,6 +103,17 @@ class ExplainConfig(_Strict):
     dependence_top: int = Field(3, ge=0)     # features in the dependence / benefit-profile plots
 
 
+class WhoBenefitsConfig(_Strict):
+    """Group effects by predicted benefit, harm and a readable treatment rule for every effect model, measured in
+    each held-out trial (``mbi_predict.validate.groups``) and pooled across trials."""
+
+    enabled: bool = True
+    n_groups: int = Field(5, ge=2, le=10)        # groups by the training trials' quantiles of predicted benefit
+    harm_threshold: float = Field(0.0, ge=0)     # predicted benefit below -threshold (outcome SD units) = harmed
+    rule_depth: int = Field(2, ge=1, le=2)       # depth of the treatment rule (one or two traits)
+    min_leaf: int = Field(20, ge=5)              # fewest training participants on each side of a rule's split
+
+
 class ModelConfig(_Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_\-]+$")
     kind: Literal["prognostic", "effect"] = "prognostic"
@@ -175,6 +186,7 @@ class ExperimentConfig(_Strict):
     #: effect model's pooled leave-one-trial-out metrics
     heterogeneity: VerdictRule = Field(default_factory=VerdictRule)
     explain: ExplainConfig = Field(default_factory=ExplainConfig)
+    who_benefits: WhoBenefitsConfig = Field(default_factory=WhoBenefitsConfig)
     seed: int = Field(0, ge=0)
 
     @field_validator("models")
@@ -193,6 +205,16 @@ class ExperimentConfig(_Strict):
         """The SHAP settings of one model: its own ``explain`` block, else the config's."""
         own = self.model(name).explain
         return own if own is not None else self.explain
+
+    def group_settings(self):
+        """``validate.groups.GroupSettings`` for the fold jobs, or None when switched off."""
+        if not self.who_benefits.enabled:
+            return None
+        from mbi_predict.validate.groups import GroupSettings
+
+        block = self.who_benefits
+        return GroupSettings(n_groups=block.n_groups, harm_threshold=block.harm_threshold,
+                             rule_depth=block.rule_depth, min_leaf=block.min_leaf)
 
     @property
     def tracking_experiment(self) -> str:

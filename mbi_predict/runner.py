@@ -485,12 +485,27 @@ def _model_verdict(config: ExperimentConfig, spec, block: dict, forest: dict, in
     return verdict
 
 
+def _groups_block(config: ExperimentConfig, spec, block: dict, forest: dict, results: list[FoldResult],
+                  calibration: VerdictCalibration | None, data: PreparedData) -> dict[str, Any]:
+    """gates, harm and policy of one effect model (`validate.groups_summary.groups_block`)."""
+    from mbi_predict.validate.groups import rule_frame
+    from mbi_predict.validate.groups_summary import groups_block
+
+    rows = np.concatenate([r.test_rows for r in results if "harmed" in r.extras])
+    traits, _ = rule_frame(data.X.iloc[rows], list(data.covariates))
+    null = calibration.null.get(spec.name) if calibration is not None else None
+    return groups_block(config, spec.name, block["pooled"], forest, null, results, traits)
+
+
 def _effect_blocks(config: ExperimentConfig, spec, block: dict, forest: dict, results: list[FoldResult],
                    interactions: dict | None, ate_clustered: dict | None,
-                   calibration: VerdictCalibration | None = None) -> dict[str, Any]:
+                   calibration: VerdictCalibration | None = None,
+                   data: PreparedData | None = None) -> dict[str, Any]:
     """heterogeneity verdict, ate_clustered, harm and the pooled calibration-for-benefit table of one effect model."""
     out: dict[str, Any] = {"ate_clustered": ate_clustered}
     verdict = _model_verdict(config, spec, block, forest, interactions, calibration)
+    if any("harmed" in r.extras for r in results):
+        out.update(_groups_block(config, spec, block, forest, results, calibration, data))
     verdict["interactions"] = None if interactions is None else interactions["records"]
     out["heterogeneity"] = verdict
     harms = {r.held_out: r.extras["harm"] for r in results if "harm" in r.extras}
@@ -777,7 +792,8 @@ def run_experiment(config_path_or_obj: ExperimentConfig | str | Path | dict, *,
         else:
             models[spec.name]["higher_is_better"] = not prepared.outcome_higher_is_worse
             models[spec.name].update(_effect_blocks(config, spec, models[spec.name], forests[spec.name],
-                                                    by_model[spec.name], interactions, ate_clustered, calibration))
+                                                    by_model[spec.name], interactions, ate_clustered, calibration,
+                                                    prepared))
         if config.explain_settings(spec.name).enabled:
             models[spec.name]["shap"], shap_tables[spec.name] = _shap_block(
                 config, spec, by_model[spec.name], null_refs.get(spec.name), interactions)
@@ -788,6 +804,11 @@ def run_experiment(config_path_or_obj: ExperimentConfig | str | Path | dict, *,
         summary["classical_interactions"] = interactions
     if calibration is not None:
         summary["heterogeneity"] = _run_level_verdict(config, models, calibration)
+    if any(block.get("harm", {}).get("group_effect") is not None for block in models.values()):
+        from mbi_predict.validate.groups_summary import harm_flagged
+
+        summary["harm_flagged"] = harm_flagged({n: b for n, b in models.items() if "gates" in b},
+                                               config.heterogeneity.alpha)
 
     out_dir = Path(out_dir) if out_dir is not None else _default_out_dir(config)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -75,4 +75,4 @@ def test_bad_arguments():
         simulate_latent("nope")
     with pytest.raises(MBIError):
         simulate_latent("null", n_trials=10, n=100)
-    assert set(SCENARIOS) == {"galante2023", "null", "modest", "strong", "harm"}
+    assert set(SCENARIOS) == {"galante2023", "null", "modest", "strong", "harm", "harm_subgroup"}

@@ -46,6 +46,10 @@ class Scenario:
     # a harmed subgroup: participants with baseline_distress above this z-score get `harm_effect` (negative benefit)
     harm_threshold: float | None = None
     harm_effect: float = 0.0
+    # or a harmed subgroup defined by several traits: (column, "gt" | "lt", value), all must hold
+    harm_conditions: tuple[tuple[str, str, float], ...] = ()
+    # extra dropout (logit scale) of harmed participants in the MBI arm: those made worse leave more often
+    harm_dropout: float = 0.0
     between_trial_sd: float = 0.05
     rho: float = 0.6
     missing_primary: float = 0.20
@@ -68,6 +72,14 @@ SCENARIOS: dict[str, Scenario] = {
         "modest modifiers: half the strong scenario's (more benefit with higher baseline distress and lower "
         "dispositional mindfulness)",
         modifier_coefs={"baseline_distress": 0.15, "baseline_mindfulness": -0.10},
+    ),
+    "harm_subgroup": Scenario(
+        "harm_subgroup",
+        "a small harmed subgroup (about 4%): young participants (age < 25) with high baseline distress (z > 1), "
+        "so concentrated in the university trials; everyone else benefits as in galante2023; the harmed drop out "
+        "of the MBI arm more often",
+        harm_conditions=(("age", "lt", 25.0), ("baseline_distress", "gt", 1.0)), harm_effect=-0.5,
+        harm_dropout=1.0,
     ),
     "harm": Scenario(
         "harm",
@@ -171,15 +183,27 @@ def _participants(rng: np.random.Generator, trial: pd.Series) -> pd.DataFrame:
     return frame
 
 
+def harmed_subgroup(frame: pd.DataFrame, scenario: Scenario) -> np.ndarray:
+    """Who the scenario harms (all False when it harms no one)."""
+    harmed = np.zeros(len(frame), dtype=bool)
+    if scenario.harm_threshold is not None:
+        harmed = frame["baseline_distress"].to_numpy(dtype=float) > scenario.harm_threshold
+    if scenario.harm_conditions:
+        harmed = np.ones(len(frame), dtype=bool)
+        for column, op, value in scenario.harm_conditions:
+            x = frame[column].to_numpy(dtype=float)
+            harmed &= (x > value) if op == "gt" else (x < value)
+    return harmed
+
+
 def individual_benefit(frame: pd.DataFrame, scenario: Scenario, centres: dict[str, float]) -> np.ndarray:
     """The scenario's person-level deviation of benefit (SD units, positive = benefit) from the trial's mean."""
     benefit = np.zeros(len(frame))
     for column, coef in scenario.modifier_coefs.items():
         x = frame[column].to_numpy(dtype=float)
         benefit += coef * (x - centres[column])
-    if scenario.harm_threshold is not None:
-        harmed = frame["baseline_distress"].to_numpy(dtype=float) > scenario.harm_threshold
-        benefit = np.where(harmed, scenario.harm_effect - 0.0, benefit)
+    if scenario.harm_threshold is not None or scenario.harm_conditions:
+        benefit = np.where(harmed_subgroup(frame, scenario), scenario.harm_effect, benefit)
     return benefit
 
 
@@ -207,10 +231,8 @@ def simulate_latent(scenario: str = "galante2023", *, seed: int = 2023, n_trials
         for trait in ("mbi_type", "n_sessions", "delivery", "setting", "country"):
             people[trait] = trial[trait]
         deviation = individual_benefit(people, spec, centres)
-        if spec.harm_threshold is not None:
-            harmed = people["baseline_distress"].to_numpy() > spec.harm_threshold
-        else:
-            harmed = np.zeros(len(people), dtype=bool)
+        harmed = harmed_subgroup(people, spec)
+        has_harm = spec.harm_threshold is not None or bool(spec.harm_conditions)
         truth = people[["trial_id", "participant_id"]].copy()
         windows = ("post", "fu1_6", "fu6plus") if trial["has_fu6plus"] else ("post", "fu1_6")
         arm = people["arm"].to_numpy()
@@ -223,7 +245,7 @@ def simulate_latent(scenario: str = "galante2023", *, seed: int = 2023, n_trials
                 for control in ("passive", "active"):
                     mean_benefit = (BENEFIT_VS_PASSIVE if control == "passive" else BENEFIT_VS_ACTIVE)[window]
                     person = scale * (mean_benefit + trial["trial_effect_deviation"]) + deviation
-                    if spec.harm_threshold is not None:
+                    if has_harm:
                         person = np.where(harmed, spec.harm_effect, scale * (mean_benefit + trial["trial_effect_deviation"]))
                     benefit[control] = person
                     # the truth is an effect on the outcome as oriented: benefit on distress is a reduction
@@ -238,7 +260,7 @@ def simulate_latent(scenario: str = "galante2023", *, seed: int = 2023, n_trials
                 y = y - sign * np.where(arm == 1, benefit["passive"], 0.0)
                 y = y - sign * np.where((arm == 0) & (ctype == "active"), active_gain, 0.0)
                 people[f"{construct}_{window}"] = y
-        _add_missingness(rng, people, trial, spec)
+        _add_missingness(rng, people, trial, spec, harmed)
         ipd_parts.append(people)
         truth["harmed_subgroup"] = harmed.astype(int)
         truth_parts.append(truth)
@@ -252,12 +274,17 @@ def simulate_latent(scenario: str = "galante2023", *, seed: int = 2023, n_trials
     return LatentConsortium(ipd[ordered + rest], truth, design, spec, seed)
 
 
-def _add_missingness(rng: np.random.Generator, people: pd.DataFrame, trial: pd.Series, spec: Scenario) -> None:
-    """Missing at random: dropout rises with baseline distress and in the MBI arm (as in real trials)."""
+def _add_missingness(rng: np.random.Generator, people: pd.DataFrame, trial: pd.Series, spec: Scenario,
+                     harmed: np.ndarray | None = None) -> None:
+    """Missing at random: dropout rises with baseline distress and in the MBI arm (as in real trials), and for
+    harmed participants in the MBI arm when the scenario says so (a function of traits and arm: still MAR)."""
     n = len(people)
     distress = people["baseline_distress"].to_numpy(dtype=float)
+    arm = people["arm"].to_numpy()
     logit = np.log(spec.missing_primary / (1 - spec.missing_primary)) + 0.35 * (distress - distress.mean()) \
-        + 0.3 * (people["arm"].to_numpy() - 0.5)
+        + 0.3 * (arm - 0.5)
+    if harmed is not None and spec.harm_dropout:
+        logit = logit + spec.harm_dropout * (harmed & (arm == 1))
     dropout_fu = rng.random(n) < 1 / (1 + np.exp(-logit))
     dropout_post = dropout_fu & (rng.random(n) < 0.6)
     for column in people.columns:

@@ -315,7 +315,7 @@ def dr_loss_vs_constant(pseudo, cate, constant: float) -> dict:
 
 def per_trial_benefit_metrics(y, t, cate, *, X, propensity=None, higher_is_better: bool, cate_true=None,
                               seed: int = 0, B: int = 200, n_folds: int = 5, constant: float | None = None,
-                              full: bool = True) -> dict:
+                              full: bool = True, pseudo=None) -> dict:
     """All benefit metrics of one held-out trial as plain floats, ready for random-effects pooling.
 
     Keys: ``benefit_calibration_slope``, ``benefit_calibration_intercept``, ``c_for_benefit``, ``rate_autoc``,
@@ -328,11 +328,14 @@ def per_trial_benefit_metrics(y, t, cate, *, X, propensity=None, higher_is_bette
     and pooling leaves the trial out of those metrics.
 
     ``constant``: the model's average predicted effect in its training trials; gives ``dr_loss_vs_constant``
-    (`dr_loss_vs_constant`, the constant-effect yardstick). ``full=False`` skips c-for-benefit and QINI (NaN), for
+    (`dr_loss_vs_constant`, the constant-effect yardstick). ``pseudo``: the trial's pseudo-outcomes when the caller
+    has them already (`dr_pseudo_outcomes` with the same arguments), so they are not computed twice. ``full=False`` skips c-for-benefit and QINI (NaN), for
     the verdict's permutation refits, which need only the RATE (AUTOC), the calibration slope and the yardstick.
     """
     y, t, cate = _arrays(y, t, cate)
-    pseudo = dr_pseudo_outcomes(y, t, X, propensity=propensity, n_folds=n_folds, seed=seed)
+    if pseudo is None:
+        pseudo = dr_pseudo_outcomes(y, t, X, propensity=propensity, n_folds=n_folds, seed=seed)
+    pseudo = np.asarray(pseudo, dtype=float).reshape(-1)
     average = ate(pseudo)
     if np.ptp(cate) <= 1e-9 * max(1.0, float(np.abs(cate).max())):
         undefined = dict(estimate=np.nan, se=np.nan)

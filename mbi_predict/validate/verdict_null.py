@@ -58,6 +58,10 @@ from mbi_predict.errors import MBIError
 from mbi_predict.validate.loto import FoldJob, FoldPlan, PreparedData, derive_seed, run_fold
 from mbi_predict.validate.pooling import pool_metric
 
+#: group statistics calibrated with the same null draws (``validate.groups``): the top-minus-bottom group
+#: contrast (tested like the verdict) and the predicted-harm group's effect (its spread only: harm is tested
+#: against 0, not against the constant-effect draws, whose centre is the average benefit)
+GROUP_STATISTICS = ("gates_top_minus_bottom", "harm_group_effect")
 #: fewest finite null statistics for a calibrated test (the t reference needs an SD estimate of some stability)
 MIN_NULL_DRAWS = 5
 
@@ -142,14 +146,14 @@ def calibrate(metric: str, observed: float, null: np.ndarray, naive_p: float = m
 
 
 def null_fold_jobs(models: list, plan: FoldPlan, *, seed: int, B: int, bootstrap: int,
-                   inner_folds: int) -> list[tuple[int, FoldJob]]:
+                   inner_folds: int, groups=None) -> list[tuple[int, FoldJob]]:
     """(draw, job) for every null draw x model x held-out fold, seeds independent of the order they run in."""
     jobs = []
     for b in range(1, B + 1):
         for spec in models:
             for fold in plan.folds:
                 job_seed = derive_seed(seed, spec.name, fold.label, "verdict_null", b)
-                jobs.append((b, FoldJob(spec, fold, job_seed, bootstrap, inner_folds, light=True)))
+                jobs.append((b, FoldJob(spec, fold, job_seed, bootstrap, inner_folds, light=True, groups=groups)))
     return jobs
 
 
@@ -167,7 +171,7 @@ def run_null(config, data: PreparedData, plan: FoldPlan, models: list, *, B: int
     rng = np.random.default_rng(np.random.SeedSequence([int(config.seed), 0x5EED, 14]))
     draws = {b: constant_effect_draw(data, rng) for b in range(1, B + 1)}
     jobs = null_fold_jobs(models, plan, seed=config.seed, B=B, bootstrap=config.validation.bootstrap,
-                          inner_folds=config.tuning.inner_folds)
+                          inner_folds=config.tuning.inner_folds, groups=config.group_settings())
     if n_jobs == 1 or len(jobs) <= 1:
         outputs = [_run_null_job(job, draws[b]) for b, job in jobs]
     else:
@@ -246,6 +250,7 @@ def calibrate_run(config, data: PreparedData, plan: FoldPlan, *, n_jobs: int = 1
         return VerdictCalibration(run_rule, primary, {}, f"heterogeneity.null_B = {rule.null_B} is below "
                                   f"{MIN_NULL_DRAWS} constant-effect draws: no calibrated test")
     models = [m for m in effect if primary is None or m.name == primary]
-    metrics = (rule.rate_metric,) + ((rule.slope_metric,) if rule.require_calibration_slope else ())
+    metrics = (rule.rate_metric,) + ((rule.slope_metric,) if rule.require_calibration_slope else ()) + \
+        (GROUP_STATISTICS if config.group_settings() is not None and data.task == "continuous" else ())
     null = run_null(config, data, plan, models, B=rule.null_B, n_jobs=n_jobs, metrics=metrics)
     return VerdictCalibration(run_rule, primary, null)

@@ -1,0 +1,285 @@
+"""Who benefits, who may be harmed, who should be offered an MBI: group effects, harm and a readable treatment rule,
+measured in ONE held-out trial from a model trained on the other trials. Pure functions on arrays; the runner pools
+each metric across held-out trials like every other metric.
+
+Everything is on the **benefit scale** (positive = the MBI helps): predicted benefit is ``-CATE`` for an outcome where
+higher is worse (distress), ``CATE`` otherwise, and the held-out doubly robust pseudo-outcomes are oriented the same
+way.
+
+* **Group effects by predicted benefit** (GATES; Chernozhukov, Demirer, Duflo & Fernandez-Val, "Generic machine
+  learning inference on heterogeneous treatment effects in randomized experiments"): the held-out participants are
+  grouped by where their predicted benefit falls among the *training* trials' predicted benefits (cut-points at the
+  training quantiles, so nothing of the held-out trial defines the groups) and each group's observed effect is the
+  (weighted) mean of its doubly robust pseudo-outcomes. ``gates_top_minus_bottom`` contrasts the groups predicted to
+  benefit most and least; the runner tests it with the verdict's dependence-aware calibration.
+* **Harm**: participants whose predicted benefit is below ``-threshold`` (default 0: the MBI predicted to make them
+  worse); their share and their observed effect in the held-out trial. A harm that only a few trials hold is found
+  where it is, not diluted by a ranking statistic over everyone.
+* **Treatment rule**: a depth-1 or depth-2 tree on one or two baseline traits that maximises the model's predicted
+  benefit of the people it offers the MBI to (exhaustive search over quantile thresholds, as ``policytree``'s exact
+  tree search, Athey & Wager 2021, Econometrica 89:133, but with the model's predicted benefit as the reward),
+  learned on the training trials and valued on the held-out trial's doubly robust scores against "offer to all"
+  (``policy_value_vs_all``: mean of ``(rule - 1) * score``) and "offer to none" (``policy_value_vs_none``).
+* **Missing outcomes**: held-out effects are complete-case means reweighted by the inverse probability that the
+  outcome was observed (logistic model of observation on the covariates and the arm, fitted within the held-out
+  trial, probabilities clipped at 0.05), so a group that drops out more is not under-represented; the complete-case
+  versions are reported beside (``*_cc``).
+
+Written here rather than taken from a library: econml's ``SingleTreePolicyInterpreter`` is a greedy CART on the
+effect, not an exact search, and neither it nor ``grf`` (R) computes held-out group effects per trial for pooling.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+#: fewest held-out participants with an observed outcome for a group effect to be estimated in a trial
+MIN_GROUP = 10
+#: candidate thresholds per trait for the treatment rule (training quantiles)
+RULE_QUANTILES = np.linspace(0.1, 0.9, 9)
+
+
+def observation_weights(observed: np.ndarray, X: np.ndarray, arm: np.ndarray) -> np.ndarray:
+    """Inverse probability of an observed outcome for the observed rows (1 for all when nothing, or almost nothing,
+    is missing). ``X``: the held-out trial's encoded covariates (every randomised row)."""
+    observed = np.asarray(observed, dtype=bool)
+    n_missing, n_observed = int((~observed).sum()), int(observed.sum())
+    if n_missing < 5 or n_observed < 5:
+        return np.ones(n_observed)
+    from sklearn.linear_model import LogisticRegression
+
+    design = np.column_stack([np.nan_to_num(np.asarray(X, dtype=float)), np.asarray(arm, dtype=float)])
+    model = LogisticRegression(C=1.0, max_iter=1000).fit(design, observed.astype(int))
+    p = np.clip(model.predict_proba(design[observed])[:, 1], 0.05, 1.0)
+    return 1.0 / p
+
+
+def weighted_mean(values: np.ndarray, weights: np.ndarray) -> tuple[float, float]:
+    """(mean, sandwich variance) of a weighted mean; (nan, nan) below `MIN_GROUP` values."""
+    values, weights = np.asarray(values, dtype=float), np.asarray(weights, dtype=float)
+    if len(values) < MIN_GROUP:
+        return float("nan"), float("nan")
+    total = weights.sum()
+    mean = float(np.sum(weights * values) / total)
+    variance = float(np.sum(weights ** 2 * (values - mean) ** 2) / total ** 2 * len(values) / (len(values) - 1))
+    return mean, variance
+
+
+def group_of(predicted: np.ndarray, training_predicted: np.ndarray, n_groups: int) -> np.ndarray:
+    """Group 1..K of each predicted benefit by the training predictions' quantiles (K = most predicted benefit)."""
+    cuts = np.quantile(np.asarray(training_predicted, dtype=float), np.arange(1, n_groups) / n_groups)
+    return np.searchsorted(cuts, np.asarray(predicted, dtype=float), side="right") + 1
+
+
+def group_effects(score: np.ndarray, groups: np.ndarray, weights: np.ndarray, n_groups: int,
+                  suffix: str = "") -> dict[str, tuple[float, float]]:
+    """``gates_<k><suffix>`` per group and ``gates_top_minus_bottom<suffix>`` as (value, variance)."""
+    out = {}
+    for k in range(1, n_groups + 1):
+        rows = groups == k
+        out[f"gates_{k}{suffix}"] = weighted_mean(score[rows], weights[rows])
+    top, bottom = out[f"gates_{n_groups}{suffix}"], out[f"gates_1{suffix}"]
+    out[f"gates_top_minus_bottom{suffix}"] = (top[0] - bottom[0], top[1] + bottom[1])
+    return out
+
+
+def harm_effects(score: np.ndarray, predicted: np.ndarray, weights: np.ndarray, threshold: float,
+                 share_all: float, n_all: int, suffix: str = "") -> dict[str, tuple[float, float]]:
+    """Share predicted harmed (of every randomised held-out participant) and their observed effect."""
+    harmed = predicted < -threshold
+    out = {f"harm_group_effect{suffix}": weighted_mean(score[harmed], weights[harmed])}
+    if not suffix:
+        out["harm_group_share"] = (share_all, share_all * (1 - share_all) / n_all if 0 < share_all < 1 else
+                                   float("nan"))
+    return out
+
+
+# ------------------------------------------------------------------------------------------- treatment rule
+
+@dataclass(frozen=True)
+class Rule:
+    """A depth <= 2 treatment rule: ``feature``/``threshold`` at the root (None: one action for everyone), the
+    children's splits and the action (offer = True) of each leaf, left (<= threshold) first."""
+
+    feature: str | None
+    threshold: float | None
+    children: tuple = ()            # two (feature, threshold, (offer_left, offer_right)) or (None, None, (offer,))
+    offer: tuple[bool, ...] = ()     # root leaf actions when children are leaves
+
+    def apply(self, frame: pd.DataFrame) -> np.ndarray:
+        if self.feature is None:
+            return np.full(len(frame), self.offer[0])
+        left = frame[self.feature].to_numpy(dtype=float) <= self.threshold
+        out = np.empty(len(frame), dtype=bool)
+        for side, rows in ((0, left), (1, ~left)):
+            feature, threshold, offer = self.children[side]
+            if feature is None:
+                out[rows] = offer[0]
+            else:
+                inner = frame[feature].to_numpy(dtype=float)[rows] <= threshold
+                out[rows] = np.where(inner, offer[0], offer[1])
+        return out
+
+    def leaves(self) -> list[tuple[list[str], bool]]:
+        """(conditions, offer) per leaf."""
+        if self.feature is None:
+            return [([], bool(self.offer[0]))]
+        out = []
+        for side, op in ((0, "<="), (1, ">")):
+            root = f"{self.feature} {op} {_fmt(self.threshold)}"
+            feature, threshold, offer = self.children[side]
+            if feature is None:
+                out.append(([root], bool(offer[0])))
+            else:
+                for inner, inner_op in ((0, "<="), (1, ">")):
+                    out.append(([root, f"{feature} {inner_op} {_fmt(threshold)}"], bool(offer[inner])))
+        return out
+
+    def sentence(self) -> str:
+        """The rule in words, e.g. "offer the MBI unless baseline_distress > 1.2 and age <= 25"."""
+        leaves = self.leaves()
+        offered = [" and ".join(c) for c, offer in leaves if offer]
+        denied = [" and ".join(c) for c, offer in leaves if not offer]
+        if not denied:
+            return "offer the MBI to everyone"
+        if not offered:
+            return "offer the MBI to no one"
+        join = (lambda parts: " or ".join(f"({p})" if " and " in p and len(parts) > 1 else p for p in parts))
+        if len(offered) < len(denied):
+            return "offer the MBI only if " + join(offered)
+        return "offer the MBI unless " + join(denied)
+
+
+def _fmt(value: float) -> str:
+    """Two significant digits: a threshold must not reveal a participant's exact value."""
+    return f"{float(value):.2g}"
+
+
+def _best_split(Z: np.ndarray, reward: np.ndarray, thresholds: list[np.ndarray]) -> tuple[float, int, float, tuple]:
+    """The best single split (or leaf) of the rows: (value, feature index or -1, threshold, (offer_left, offer_right)).
+
+    Leaf value: the reward of offering if positive, else 0 (offering to no one)."""
+    best = (max(reward.sum(), 0.0), -1, float("nan"), (bool(reward.sum() > 0),))
+    for j, cuts in enumerate(thresholds):
+        column = Z[:, j]
+        for cut in cuts:
+            left = column <= cut
+            r_left, r_right = reward[left].sum(), reward[~left].sum()
+            value = max(r_left, 0.0) + max(r_right, 0.0)
+            if value > best[0] + 1e-12:
+                best = (value, j, float(cut), (bool(r_left > 0), bool(r_right > 0)))
+    return best
+
+
+def learn_rule(frame: pd.DataFrame, reward: np.ndarray, *, depth: int = 2, min_leaf: int = 20) -> Rule:
+    """Exact depth-1/2 search for the rule maximising the summed reward of those offered the MBI.
+
+    Thresholds are the traits' rounded training quantiles (so a rule names no participant's exact value); a split
+    leaving fewer than ``min_leaf`` rows on a side is not considered.
+    """
+    names = list(frame.columns)
+    Z = frame.to_numpy(dtype=float)
+    reward = np.asarray(reward, dtype=float)
+
+    def candidates(rows: np.ndarray) -> list[np.ndarray]:
+        out = []
+        for j in range(Z.shape[1]):
+            column = Z[rows, j]
+            cuts = np.unique([float(_fmt(c)) for c in np.quantile(column, RULE_QUANTILES)])
+            keep = [c for c in cuts if min_leaf <= (column <= c).sum() <= len(column) - min_leaf]
+            out.append(np.asarray(keep))
+        return out
+
+    everyone = np.ones(len(Z), dtype=bool)
+    root = _best_split(Z[everyone], reward[everyone], candidates(everyone))
+    best_value = root[0]
+    best_rule = Rule(None, None, offer=root[3]) if root[1] < 0 else \
+        Rule(names[root[1]], root[2], children=((None, None, (root[3][0],)), (None, None, (root[3][1],))))
+    if depth == 1:
+        return best_rule
+    for j, cuts in enumerate(candidates(everyone)):
+        for cut in cuts:
+            left = Z[:, j] <= cut
+            children, value = [], 0.0
+            for rows in (left, ~left):
+                child = _best_split(Z[rows], reward[rows], candidates(rows))
+                value += child[0]
+                children.append((None, None, child[3]) if child[1] < 0 else (names[child[1]], child[2], child[3]))
+            if value > best_value + 1e-12:
+                best_value, best_rule = value, Rule(names[j], float(cut), children=tuple(children))
+    return best_rule
+
+
+def rule_frame(X: pd.DataFrame, covariates: list[str], fill: pd.Series | None = None) -> tuple[pd.DataFrame,
+                                                                                               pd.Series]:
+    """The traits a rule may use, on their recorded scale: numeric covariates (missing values set to the training
+    median ``fill``) and one 0/1 column per level of a categorical one (``gender=female``)."""
+    parts = {}
+    for column in covariates:
+        values = X[column]
+        if pd.api.types.is_numeric_dtype(values):
+            parts[column] = values.astype(float)
+        else:
+            for level in sorted({str(v) for v in values.dropna()}):
+                parts[f"{column}={level}"] = (values.astype(str) == level).astype(float)
+    frame = pd.DataFrame(parts, index=X.index)
+    if fill is None:
+        fill = frame.median()
+    frame = frame.reindex(columns=fill.index, fill_value=0.0).fillna(fill)
+    return frame, fill
+
+
+def policy_values(score: np.ndarray, offer: np.ndarray, weights: np.ndarray, suffix: str = ""
+                  ) -> dict[str, tuple[float, float]]:
+    """The rule's held-out value against offering to all and to none (benefit scale, per participant)."""
+    offer = np.asarray(offer, dtype=float)
+    return {f"policy_value_vs_all{suffix}": weighted_mean((offer - 1) * score, weights),
+            f"policy_value_vs_none{suffix}": weighted_mean(offer * score, weights),
+            f"policy_share_offered{suffix}": (float(offer.mean()), float(offer.mean() * (1 - offer.mean()) /
+                                                                         len(offer)) or float("nan"))}
+
+
+@dataclass(frozen=True)
+class GroupSettings:
+    """What `held_out_groups` computes (from the config's ``who_benefits`` block)."""
+
+    n_groups: int = 5
+    harm_threshold: float = 0.0
+    rule_depth: int = 2
+    min_leaf: int = 20
+    rules: bool = True
+
+
+def held_out_groups(*, sign: float, cate_train: np.ndarray, cate_test: np.ndarray, evaluated: np.ndarray,
+                    pseudo: np.ndarray, X_test: np.ndarray, arm_test: np.ndarray, settings: GroupSettings,
+                    rule_train: pd.DataFrame | None = None, rule_test: pd.DataFrame | None = None
+                    ) -> tuple[dict[str, tuple[float, float]], dict]:
+    """Every group metric of one held-out trial as (value, variance), and in-memory extras (who was predicted
+    harmed, the rule): see the module docstring. ``sign`` turns CATE into benefit (-1 when higher is worse);
+    ``cate_test``, ``X_test``, ``arm_test`` cover every randomised held-out row, ``pseudo`` the evaluated ones."""
+    benefit_train, benefit_test = sign * np.asarray(cate_train, float), sign * np.asarray(cate_test, float)
+    score = sign * np.asarray(pseudo, dtype=float)
+    evaluated = np.asarray(evaluated, dtype=bool)
+    weights = observation_weights(evaluated, X_test, arm_test)
+    ones = np.ones(int(evaluated.sum()))
+    groups = group_of(benefit_test[evaluated], benefit_train, settings.n_groups)
+    metrics = {}
+    metrics.update(group_effects(score, groups, weights, settings.n_groups))
+    metrics.update(group_effects(score, groups, ones, settings.n_groups, "_cc"))
+    harmed_all = benefit_test < -settings.harm_threshold
+    share = float(harmed_all.mean())
+    metrics.update(harm_effects(score, benefit_test[evaluated], weights, settings.harm_threshold, share,
+                                len(benefit_test)))
+    metrics.update(harm_effects(score, benefit_test[evaluated], ones, settings.harm_threshold, share,
+                                len(benefit_test), "_cc"))
+    extras = {"harmed": harmed_all, "n_harmed_observed": int(harmed_all[evaluated].sum())}
+    if settings.rules and rule_train is not None and rule_test is not None:
+        rule = learn_rule(rule_train, benefit_train, depth=settings.rule_depth, min_leaf=settings.min_leaf)
+        offer = rule.apply(rule_test)[evaluated]
+        metrics.update(policy_values(score, offer, weights))
+        metrics.update(policy_values(score, offer, ones, "_cc"))
+        extras["rule"] = rule.sentence()
+    return metrics, extras

@@ -1,0 +1,142 @@
+"""The run-level blocks of `validate.groups` for one effect model: pooled group effects with their tests, the harm
+report and the treatment rule, built from the pooled per-trial metrics (aggregates only).
+
+Inference: the top-minus-bottom contrast is tested like the heterogeneity verdict, against its own constant-effect
+null draws (`validate.verdict_null`: studentised, t on B - 1 df). Harm is tested one-sided against zero effect in
+the predicted-harm group (benefit < 0), with the pooled statistic's spread taken from the same null draws (the
+dependence between held-out trials inflates it; the draws' centre is the average benefit, not the boundary of
+harm, so only their SD is used). Without null draws nothing is tested (``p_value`` None, ``tested`` False).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from mbi_predict.validate.verdict_null import MIN_NULL_DRAWS, calibrate, pooled_statistic
+
+SCALE = "benefit in outcome SD units (positive = the MBI helps; MBI minus control, oriented)"
+
+
+def _interval(entry: dict | None) -> dict[str, Any]:
+    entry = entry or {}
+    return {key: entry.get(key) for key in ("estimate", "ci_low", "ci_high", "pi_low", "pi_high", "k")}
+
+
+def _statistic(config, forest: dict, metric: str) -> float:
+    entry = forest.get(metric)
+    if entry is None:
+        return math.nan
+    return pooled_statistic(metric, entry["values"], entry["variances"], entry["labels"],
+                            method=config.validation.pooling_method, level=config.validation.level)
+
+
+def harm_pvalue(observed: float, null: np.ndarray | None) -> tuple[float | None, int]:
+    """One-sided p of harm (statistic below 0) with the spread of the null draws; (None, B used) when untestable."""
+    if null is None or not math.isfinite(observed):
+        return None, 0
+    finite = np.asarray(null, dtype=float)
+    finite = finite[np.isfinite(finite)]
+    if len(finite) < MIN_NULL_DRAWS or finite.std(ddof=1) <= 0:
+        return None, len(finite)
+    scale = max(1.0, float(finite.std(ddof=1)))  # never narrower than the pooled SE itself
+    return float(stats.t(len(finite) - 1).cdf(observed / (scale * math.sqrt(1 + 1 / len(finite))))), len(finite)
+
+
+def describe_group(members: np.ndarray, traits: pd.DataFrame, *, min_leaf: int = 20) -> list[str]:
+    """Which traits describe a group: the leaves of a depth-2 classification tree on membership where most are
+    members, as rounded rules ("baseline_distress > 1.1 and age <= 26: 78% of 130")."""
+    from sklearn.tree import DecisionTreeClassifier
+
+    members = np.asarray(members, dtype=bool)
+    if members.sum() < min_leaf or (~members).sum() < min_leaf:
+        return []
+    tree = DecisionTreeClassifier(max_depth=2, min_samples_leaf=min_leaf, random_state=0)
+    tree.fit(traits.to_numpy(dtype=float), members)
+    inner, names = tree.tree_, list(traits.columns)
+    out = []
+
+    def walk(node: int, conditions: list[str]) -> None:
+        if inner.children_left[node] == -1:
+            counts = inner.value[node][0] * inner.n_node_samples[node]
+            share = counts[1] / counts.sum() if counts.sum() else 0
+            if share > 0.5:
+                n = int(inner.n_node_samples[node])
+                out.append(f"{' and '.join(conditions) or 'everyone'}: {share:.0%} of about {round(n, -1):.0f}")
+            return
+        name, cut = names[inner.feature[node]], float(f"{inner.threshold[node]:.2g}")
+        walk(inner.children_left[node], conditions + [f"{name} <= {cut:g}"])
+        walk(inner.children_right[node], conditions + [f"{name} > {cut:g}"])
+
+    walk(0, [])
+    return out
+
+
+def groups_block(config, name: str, pooled: dict, forest: dict, null: dict | None, results: list,
+                 traits: pd.DataFrame | None) -> dict[str, Any]:
+    """``gates``, ``harm`` and ``policy`` of one effect model (see the module docstring)."""
+    settings = config.who_benefits
+    n_groups = settings.n_groups
+    gates = {"scale": SCALE, "groups": [{"group": k, **_interval(pooled.get(f"gates_{k}"))}
+                                        for k in range(1, n_groups + 1)],
+             "complete_case": [{"group": k, **_interval(pooled.get(f"gates_{k}_cc"))}
+                               for k in range(1, n_groups + 1)],
+             "note": f"group {n_groups} = most predicted benefit; groups cut at the training trials' quantiles; "
+                     "held-out effects weighted by the inverse probability of an observed outcome"}
+    contrast = _interval(pooled.get("gates_top_minus_bottom"))
+    null = null or {}
+    if "gates_top_minus_bottom" in null:
+        test = calibrate("gates_top_minus_bottom", _statistic(config, forest, "gates_top_minus_bottom"),
+                         null["gates_top_minus_bottom"])
+        contrast.update(p_value=None if math.isnan(test.p_value) else test.p_value, B=test.B_used,
+                        method="permutation-calibrated, one-sided (top > bottom)")
+    else:
+        contrast.update(p_value=None, method="not tested (no null draws for this model)")
+    gates["top_minus_bottom"] = contrast
+
+    effect = _interval(pooled.get("harm_group_effect"))
+    p_harm, used = harm_pvalue(_statistic(config, forest, "harm_group_effect"), null.get("harm_group_effect"))
+    alpha = config.heterogeneity.alpha
+    members = np.concatenate([r.extras["harmed"] for r in results if "harmed" in r.extras]) if results else []
+    described: list[str] = []
+    if traits is not None and len(members) == len(traits):
+        described = describe_group(np.asarray(members, dtype=bool), traits, min_leaf=settings.min_leaf)
+    harm = {"flagged": bool(p_harm is not None and p_harm < alpha), "tested": p_harm is not None,
+            "threshold": settings.harm_threshold, "group_share": _interval(pooled.get("harm_group_share")),
+            "group_effect": effect, "group_effect_complete_case": _interval(pooled.get("harm_group_effect_cc")),
+            "p_value": p_harm, "alpha": alpha, "B": used, "described_by": described,
+            "note": "predicted harmed: predicted benefit below -threshold; effect on the benefit scale (negative = "
+                    "the MBI made them worse); trials with fewer than 10 observed in the group are left out"}
+
+    rules = [r.extras["rule"] for r in results if "rule" in r.extras]
+    common = max(set(rules), key=rules.count) if rules else None
+    policy = {"rule": common, "rule_in_folds": f"{rules.count(common)} of {len(rules)} held-out trials" if common
+              else None, "value_vs_all": _interval(pooled.get("policy_value_vs_all")),
+              "value_vs_none": _interval(pooled.get("policy_value_vs_none")),
+              "share_offered": _interval(pooled.get("policy_share_offered")),
+              "value_vs_all_complete_case": _interval(pooled.get("policy_value_vs_all_cc"))}
+    low = policy["value_vs_all"].get("ci_low")
+    policy["beats_offer_to_all"] = None if low is None else bool(low > 0)
+    policy["note"] = ("rule learned on the training trials (depth <= 2, the model's predicted benefit as reward) and "
+                      "valued on each held-out trial's doubly robust scores; the most frequent rule is shown")
+    return {"gates": gates, "harm": harm, "policy": policy}
+
+
+def harm_flagged(models: dict[str, dict], alpha: float) -> dict[str, Any]:
+    """Run-level harm flag: Holm over the effect models' harm p-values (family-wise over models)."""
+    from mbi_predict.validate.heterogeneity import _holm
+
+    pvalues = {name: block["harm"]["p_value"] for name, block in models.items()
+               if (block.get("harm") or {}).get("p_value") is not None}
+    if not pvalues:
+        return {"flagged": False, "tested": False, "models": {}, "alpha": alpha,
+                "reason": "no effect model had a calibrated harm test"}
+    adjusted = _holm(pvalues)
+    flagged = sorted(name for name, p in adjusted.items() if p < alpha)
+    return {"flagged": bool(flagged), "tested": True, "models": adjusted, "alpha": alpha,
+            "reason": (f"harm in the predicted-harm group of {', '.join(flagged)} (Holm over {len(adjusted)} models)"
+                       if flagged else f"no model's predicted-harm group shows harm (Holm over {len(adjusted)})")}

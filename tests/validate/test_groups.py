@@ -1,0 +1,113 @@
+"""Group effects, harm and treatment rules of held-out trials (validate.groups, validate.groups_summary)."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mbi_predict.validate import groups as g
+from mbi_predict.validate.groups_summary import describe_group, harm_pvalue
+
+
+def test_groups_are_cut_at_the_training_quantiles():
+    training = np.arange(100, dtype=float)
+    groups = g.group_of(np.array([-5.0, 10.0, 30.0, 55.0, 99.0, 500.0]), training, 5)
+    assert groups.tolist() == [1, 1, 2, 3, 5, 5]
+
+
+def test_weighted_mean_with_unit_weights_is_the_mean_with_its_standard_error():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=50)
+    mean, variance = g.weighted_mean(x, np.ones(50))
+    assert mean == pytest.approx(x.mean())
+    assert variance == pytest.approx(x.var(ddof=1) / 50)
+    assert all(math.isnan(v) for v in g.weighted_mean(x[:9], np.ones(9)))  # below MIN_GROUP: not estimated
+
+
+def test_inverse_probability_of_observation_removes_the_dropout_bias():
+    rng = np.random.default_rng(1)
+    n = 20000
+    x = rng.normal(size=n)
+    arm = rng.integers(0, 2, n)
+    outcome = 1.0 + x  # those with high x drop out more: the complete-case mean is biased low
+    observed = rng.random(n) < 1 / (1 + np.exp(-(0.5 - 1.2 * x)))
+    weights = g.observation_weights(observed, x[:, None], arm)
+    complete_case = outcome[observed].mean()
+    reweighted = np.sum(weights * outcome[observed]) / weights.sum()
+    assert abs(complete_case - 1.0) > 0.3
+    assert abs(reweighted - 1.0) < 0.05
+
+
+def test_rule_search_finds_one_and_two_trait_rules_and_says_them():
+    rng = np.random.default_rng(2)
+    n = 4000
+    frame = pd.DataFrame({"distress": rng.normal(size=n), "age": rng.uniform(18, 70, n),
+                          "noise": rng.normal(size=n)})
+    # benefit for everyone except the young and very distressed
+    harmed = (frame["distress"] > 1.0) & (frame["age"] < 30)
+    reward = np.where(harmed, -1.0, 0.3) + rng.normal(0, 0.05, n)
+    rule = g.learn_rule(frame, reward, depth=2, min_leaf=20)
+    offer = rule.apply(frame)
+    assert (offer == ~harmed).mean() > 0.95
+    sentence = rule.sentence()
+    assert sentence.startswith("offer the MBI unless") and "distress >" in sentence and "age <=" in sentence
+    target = frame["noise"] > 0.54  # the 0.7 quantile rounded to two digits: a candidate threshold
+    one = g.learn_rule(frame, np.where(target, 1.0, -1.0), depth=1)
+    assert one.sentence() in ("offer the MBI unless noise <= 0.54", "offer the MBI only if noise > 0.54")
+    assert (one.apply(frame) == target).mean() > 0.99
+    assert g.learn_rule(frame, np.full(n, 0.2)).sentence() == "offer the MBI to everyone"
+    assert g.learn_rule(frame, np.full(n, -0.2)).sentence() == "offer the MBI to no one"
+
+
+def test_policy_values_against_all_and_none():
+    score = np.array([1.0] * 20 + [-2.0] * 20)
+    offer = np.array([True] * 20 + [False] * 20)
+    values = g.policy_values(score, offer, np.ones(40))
+    assert values["policy_value_vs_all"][0] == pytest.approx(1.0)   # not offering to the -2 group gains 2 x 0.5
+    assert values["policy_value_vs_none"][0] == pytest.approx(0.5)
+    assert values["policy_share_offered"][0] == pytest.approx(0.5)
+
+
+def test_the_harmed_group_is_described_by_its_traits():
+    rng = np.random.default_rng(3)
+    traits = pd.DataFrame({"distress": rng.normal(size=3000), "age": rng.uniform(18, 70, 3000)})
+    members = ((traits["distress"] > 1.0) & (traits["age"] < 30)).to_numpy()
+    described = describe_group(members, traits)
+    assert described and "distress > 1" in described[0] and "age <= 30" in described[0]
+    assert describe_group(np.zeros(3000, dtype=bool), traits) == []
+
+
+def test_harm_p_value_uses_the_null_spread_and_tests_nothing_without_it():
+    p, used = harm_pvalue(-3.0, np.random.default_rng(0).normal(0.0, 1.0, 19))
+    assert used == 19 and p < 0.05
+    wide, _ = harm_pvalue(-3.0, np.random.default_rng(0).normal(0.0, 3.0, 19))
+    assert wide > p
+    assert harm_pvalue(-3.0, None) == (None, 0)
+    assert harm_pvalue(-3.0, np.array([0.1, np.nan, 0.2]))[0] is None
+
+
+def test_runner_reports_group_effects_harm_and_a_rule(tmp_path):
+    from mbi_predict.runner import run_experiment
+
+    config = {"experiment": "groups", "outcome": "distress_fu1_6",
+              "data": {"simulate": {"scenario": "harm_subgroup", "seed": 4, "n_trials": 5, "n": 1200}},
+              "covariates": ["age", "baseline_distress", "baseline_mindfulness"],
+              "models": [{"name": "lin", "kind": "effect", "estimator": "interaction_linear", "params": {"alpha": 0}}],
+              "validation": {"n_jobs": 1, "bootstrap": 10}, "heterogeneity": {"null_B": 5},
+              "who_benefits": {"n_groups": 3}, "tracking": {"enabled": False}, "seed": 4}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        summary = run_experiment(config, out_dir=tmp_path, progress=False).summary
+    block = summary["models"]["lin"]
+    assert [group["group"] for group in block["gates"]["groups"]] == [1, 2, 3]
+    assert block["gates"]["top_minus_bottom"]["B"] == 5
+    assert set(block["harm"]) >= {"flagged", "threshold", "group_share", "group_effect", "p_value", "described_by"}
+    assert block["policy"]["rule"].startswith("offer the MBI")
+    assert {"value_vs_all", "value_vs_none"} <= set(block["policy"])
+    assert "harm_flagged" in summary and isinstance(summary["harm_flagged"]["flagged"], bool)
+    for row in block["per_trial"]:
+        assert "gates_1" in row and "policy_value_vs_all" in row
