@@ -158,54 +158,60 @@ def _fmt(value: float) -> str:
     return f"{float(value):.2g}"
 
 
-def _best_split(Z: np.ndarray, reward: np.ndarray, thresholds: list[np.ndarray]) -> tuple[float, int, float, tuple]:
-    """The best single split (or leaf) of the rows: (value, feature index or -1, threshold, (offer_left, offer_right)).
+def _best_split(Z: np.ndarray, reward: np.ndarray, min_leaf: int) -> tuple[float, int, float, tuple]:
+    """The best single split (or leaf) of the rows: (value, feature index or -1, threshold, offers).
 
-    Leaf value: the reward of offering if positive, else 0 (offering to no one)."""
-    best = (max(reward.sum(), 0.0), -1, float("nan"), (bool(reward.sum() > 0),))
-    for j, cuts in enumerate(thresholds):
-        column = Z[:, j]
-        for cut in cuts:
-            left = column <= cut
-            r_left, r_right = reward[left].sum(), reward[~left].sum()
-            value = max(r_left, 0.0) + max(r_right, 0.0)
-            if value > best[0] + 1e-12:
-                best = (value, j, float(cut), (bool(r_left > 0), bool(r_right > 0)))
+    Leaf value: the summed reward of offering if positive, else 0 (offering to no one). Candidate thresholds are
+    the rows' `RULE_QUANTILES`, rounded (`_fmt`), leaving at least ``min_leaf`` rows on each side; sums left of
+    each threshold come from one sort and a cumulative sum per trait.
+    """
+    total = float(reward.sum())
+    best = (max(total, 0.0), -1, float("nan"), (bool(total > 0),))
+    n = len(reward)
+    if n < 2 * min_leaf:
+        return best
+    for j in range(Z.shape[1]):
+        order = np.argsort(Z[:, j], kind="stable")
+        column, cumulative = Z[order, j], np.cumsum(reward[order])
+        cuts = np.unique([float(_fmt(c)) for c in np.quantile(column, RULE_QUANTILES)])
+        count = np.searchsorted(column, cuts, side="right")
+        usable = (count >= min_leaf) & (count <= n - min_leaf)
+        if not usable.any():
+            continue
+        cuts, count = cuts[usable], count[usable]
+        left = cumulative[count - 1]
+        values = np.maximum(left, 0.0) + np.maximum(total - left, 0.0)
+        k = int(np.argmax(values))
+        if values[k] > best[0] + 1e-12:
+            best = (float(values[k]), j, float(cuts[k]), (bool(left[k] > 0), bool(total - left[k] > 0)))
     return best
 
 
 def learn_rule(frame: pd.DataFrame, reward: np.ndarray, *, depth: int = 2, min_leaf: int = 20) -> Rule:
     """Exact depth-1/2 search for the rule maximising the summed reward of those offered the MBI.
 
-    Thresholds are the traits' rounded training quantiles (so a rule names no participant's exact value); a split
-    leaving fewer than ``min_leaf`` rows on a side is not considered.
+    Thresholds are the traits' rounded quantiles (so a rule names no participant's exact value); a split leaving
+    fewer than ``min_leaf`` rows on a side is not considered.
     """
     names = list(frame.columns)
     Z = frame.to_numpy(dtype=float)
     reward = np.asarray(reward, dtype=float)
-
-    def candidates(rows: np.ndarray) -> list[np.ndarray]:
-        out = []
-        for j in range(Z.shape[1]):
-            column = Z[rows, j]
-            cuts = np.unique([float(_fmt(c)) for c in np.quantile(column, RULE_QUANTILES)])
-            keep = [c for c in cuts if min_leaf <= (column <= c).sum() <= len(column) - min_leaf]
-            out.append(np.asarray(keep))
-        return out
-
-    everyone = np.ones(len(Z), dtype=bool)
-    root = _best_split(Z[everyone], reward[everyone], candidates(everyone))
+    root = _best_split(Z, reward, min_leaf)
     best_value = root[0]
     best_rule = Rule(None, None, offer=root[3]) if root[1] < 0 else \
         Rule(names[root[1]], root[2], children=((None, None, (root[3][0],)), (None, None, (root[3][1],))))
     if depth == 1:
         return best_rule
-    for j, cuts in enumerate(candidates(everyone)):
+    n = len(reward)
+    for j in range(Z.shape[1]):
+        cuts = np.unique([float(_fmt(c)) for c in np.quantile(Z[:, j], RULE_QUANTILES)])
         for cut in cuts:
             left = Z[:, j] <= cut
+            if not min_leaf <= left.sum() <= n - min_leaf:
+                continue
             children, value = [], 0.0
             for rows in (left, ~left):
-                child = _best_split(Z[rows], reward[rows], candidates(rows))
+                child = _best_split(Z[rows], reward[rows], min_leaf)
                 value += child[0]
                 children.append((None, None, child[3]) if child[1] < 0 else (names[child[1]], child[2], child[3]))
             if value > best_value + 1e-12:
