@@ -226,7 +226,7 @@ def _model_block(spec, results: list[FoldResult], config: ExperimentConfig, data
     for metric in metric_names:
         values = [r.metrics[metric].value for r in results]
         variances = [r.metrics[metric].variance for r in results]
-        pooled[metric], pool_result = pool_metric(metric, values, variances, labels,
+        pooled[metric], pool_result = pool_metric(metric, values, variances, labels, model=spec.name,
                                                   method=config.validation.pooling_method,
                                                   hksj=config.validation.hksj, level=config.validation.level)
         forest[metric] = {"labels": labels, "values": values, "variances": variances, "pooled": pool_result}
@@ -279,7 +279,7 @@ def comparison_to_reference(config: ExperimentConfig, results: dict[str, list[Fo
             diffs.append(difference)
             variances.append(variance)
             labels.append(result.held_out)
-        pooled_difference, _ = pool_metric(f"{metric}_difference", diffs, variances, labels,
+        pooled_difference, _ = pool_metric(f"{metric}_difference", diffs, variances, labels, model=spec.name,
                                            method=config.validation.pooling_method, hksj=config.validation.hksj,
                                            level=config.validation.level)
         model_pooled = models[spec.name]["pooled"][metric]["estimate"]
@@ -368,7 +368,11 @@ def _classical_interactions(config: ExperimentConfig, frame: pd.DataFrame, data:
 
     modifiers = _continuous_modifiers(config, data)
     out: dict[str, Any] = {"modifiers": modifiers, "control": data.control_type, "records": [], "note": None,
-                           "method": "within-trial interaction, pooled by REML (Riley et al. 2020)"}
+                           "method": ("within-trial interactions, all modifiers in one model per trial, each pooled "
+                                      "by REML (Riley et al. 2020, Stat Med)"
+                                      if config.heterogeneity.interaction_model == "joint" else
+                                      "within-trial interaction, one modifier at a time, pooled by REML "
+                                      "(Riley et al. 2020, Stat Med)")}
     if not modifiers:
         out["note"] = "no continuous participant-level covariate"
         return out
@@ -376,7 +380,8 @@ def _classical_interactions(config: ExperimentConfig, frame: pd.DataFrame, data:
         from mbi_predict.meta import interactions
 
         analysed = frame[frame["trial_id"].astype(str).isin(set(data.trial))]
-        records = interactions(analysed, config.outcome, modifiers, control=data.control_type, seed=config.seed)
+        records = interactions(analysed, config.outcome, modifiers, control=data.control_type, seed=config.seed,
+                               joint=config.heterogeneity.interaction_model == "joint")
     except (MBIError, ValueError) as exc:
         out["note"] = f"not estimated: {exc}"
         return out

@@ -1,15 +1,19 @@
 """Treatment-by-covariate interactions estimated within trials and pooled (Riley et al., Stat Med 2020).
 
+Two modes: `joint=True` (the default) fits every declared modifier in one model per trial, so each interaction is
+adjusted for the others (see `mbi_predict.meta.interactions_joint` for the model, the per-trial dropping rule and why
+the pooling stays univariate); `joint=False` fits one modifier at a time, as described below. Records say which.
+
 Why within trials: pooling the interaction estimated inside each trial uses only comparisons between participants
 randomised in the same trial, so it is free of the ecological (across-trial) bias that comes from trials with, say,
 more distressed participants also differing in dose, setting or control condition. The across-trial estimate (a
 meta-regression of the trial treatment effects on the trial mean of the modifier) is reported beside it so that a
 reader can see how far the two disagree; it must not be read as an individual-level effect modifier.
 
-Per modifier and trial: `y ~ arm + x_c + arm:x_c (+ baseline of the outcome's construct)`, x centred at its trial
-mean, fitted on each of m within-trial imputations (the imputation model holds the outcome, the baseline and all
-modifiers, each arm imputed separately when large enough so interactions survive) and combined by Rubin's rules;
-the interaction coefficients are pooled across trials by REML. Coding:
+One at a time, per modifier and trial: `y ~ arm + x_c + arm:x_c (+ baseline of the outcome's construct)`, x centred
+at its trial mean, fitted on each of m within-trial imputations (the imputation model holds the outcome, the baseline
+and all modifiers, each arm imputed separately when large enough so interactions survive) and combined by Rubin's
+rules; the interaction coefficients are pooled across trials by REML. Coding (both modes):
 * numeric with more than two distinct values: kept continuous, effect per 1 unit as stored (baseline_* columns are in
   SD units already, so there it is per SD);
 * numeric with two values: 0/1 for (lower, higher) value;
@@ -62,8 +66,16 @@ def _indicator(values: pd.Series, kind: str, level: Any) -> np.ndarray:
 
 def interactions(ipd: pd.DataFrame, outcome: str, modifiers: list[str] | tuple[str, ...], *,
                  control: str = "passive", m: int = 5, seed: int = 0, method: str = "REML", test: str = "z",
-                 level: float = 0.95, covariate_adjust: bool = True) -> list[dict[str, Any]]:
-    """One dict per modifier term: the pooled within-trial interaction and the across-trial (ecological) slope."""
+                 level: float = 0.95, covariate_adjust: bool = True, joint: bool = True,
+                 min_per_parameter: int = 10) -> list[dict[str, Any]]:
+    """One dict per modifier term: the pooled within-trial interaction and the across-trial (ecological) slope.
+
+    `joint=True` (default): all modifiers in one within-trial model per trial, each interaction adjusted for the
+    others (`mbi_predict.meta.interactions_joint`; a modifier that makes a trial's model singular or leaves fewer
+    than `min_per_parameter` participants with an observed outcome per coefficient is dropped for that trial only).
+    `joint=False`: one modifier at a time, as described in the module docstring; a modifier correlated with a true
+    modifier then inherits part of its interaction. Each record says which (``"model": "joint" | "separate"``).
+    """
     modifiers = list(dict.fromkeys(modifiers))
     data, _ = analysis_rows(ipd, outcome, control)
     if is_binary_outcome(ipd[outcome]):
@@ -80,54 +92,56 @@ def interactions(ipd: pd.DataFrame, outcome: str, modifiers: list[str] | tuple[s
     imputations = multiply_impute(data, columns, m=m, seed=seed) if len(data) else []
     trials = sorted(data["trial_id"].unique()) if len(data) else []
     by_trial = {t: ([imp[imp["trial_id"] == t] for imp in imputations], data[data["trial_id"] == t]) for t in trials}
+    specs = {modifier: _terms(ipd, modifier) for modifier in modifiers}
+    model = "joint" if joint else "separate"
+    if joint:
+        from mbi_predict.meta.interactions_joint import collect_joint
 
+        collected = collect_joint(trials, by_trial, outcome, [mod for mod in modifiers if specs[mod][1]], specs,
+                                  adjust_for, _indicator, min_per_parameter)
     results: list[dict[str, Any]] = []
     for modifier in modifiers:
-        kind, terms, reference = _terms(ipd, modifier)
+        kind, terms, reference = specs[modifier]
         if not terms:
-            results.append(_empty(modifier, modifier, kind, "the modifier takes a single value in the whole table"))
+            results.append(_empty(modifier, modifier, kind, "the modifier takes a single value in the whole table")
+                           | {"model": model})
             continue
-        per_term: dict[str, dict[str, Any]] = {name: {"trials": [], "skipped": []} for name, _ in terms}
-        for trial in trials:
-            imputed, original = by_trial[trial]
-            observed = original[original[modifier].notna()]
-            if observed.empty:
-                for name, _ in terms:
-                    per_term[name]["skipped"].append({"trial_id": trial, "reason": "modifier never observed"})
-                continue
-            if kind == "categorical" and not (observed[modifier].astype(str) == reference).any():
-                for name, _ in terms:
-                    per_term[name]["skipped"].append(
-                        {"trial_id": trial, "reason": f"reference level {reference!r} absent"})
-                continue
-            present = []
-            for name, lev in terms:
-                x_obs = _indicator(observed[modifier], kind, lev)
-                arm_obs = observed["arm"].to_numpy()
-                if all(np.ptp(x_obs[arm_obs == a]) > 0 if np.any(arm_obs == a) else False for a in (0, 1)):
-                    present.append((name, lev))
-                else:
-                    per_term[name]["skipped"].append({"trial_id": trial,
-                                                      "reason": "modifier does not vary within both arms"})
-            if not present:
-                continue
-            try:
-                fits = _trial_fits(imputed, outcome, modifier, kind, present,
-                                   adjust_for if adjust_for != modifier else None)
-            except MBIError as exc:
-                for name, _ in present:
-                    per_term[name]["skipped"].append({"trial_id": trial, "reason": str(exc)})
-                continue
-            for name, _ in present:
-                est = rubin(fits["interaction"][name][0], fits["interaction"][name][1])
-                effect = rubin(fits["effect"][0], fits["effect"][1])
-                per_term[name]["trials"].append({
-                    "trial_id": trial, "estimate": est.estimate, "se": est.se, "fmi": est.fmi,
-                    "treatment_effect": effect.estimate, "treatment_effect_se": effect.se,
-                    "modifier_mean": float(np.mean(fits["means"][name]))})
-        for name, lev in terms:
-            results.append(_summarise(modifier, name, kind, per_term[name], method=method, test=test, level=level))
+        per_term = collected if joint else _collect_separate(trials, by_trial, outcome, modifier, specs[modifier],
+                                                             adjust_for)
+        for name, _ in terms:
+            record = _summarise(modifier, name, kind, per_term[name], method=method, test=test, level=level)
+            results.append(record | {"model": model})
     return results
+
+
+def _collect_separate(trials: list[Any], by_trial: dict[Any, Any], outcome: str, modifier: str,
+                      spec: tuple[str, list[tuple[str, Any]], Any], adjust_for: str | None) -> dict[str, Any]:
+    """One modifier at a time: {term: {"trials": [...], "skipped": [...]}}."""
+    from mbi_predict.meta.interactions_joint import screen_terms
+
+    kind, terms, reference = spec
+    per_term: dict[str, dict[str, Any]] = {name: {"trials": [], "skipped": []} for name, _ in terms}
+    skipped = {name: per_term[name]["skipped"] for name, _ in terms}
+    for trial in trials:
+        imputed, original = by_trial[trial]
+        present = screen_terms(original, modifier, kind, terms, reference, skipped, trial, _indicator)
+        if not present:
+            continue
+        try:
+            fits = _trial_fits(imputed, outcome, modifier, kind, present,
+                               adjust_for if adjust_for != modifier else None)
+        except MBIError as exc:
+            for name, _ in present:
+                skipped[name].append({"trial_id": trial, "reason": str(exc)})
+            continue
+        for name, _ in present:
+            est = rubin(fits["interaction"][name][0], fits["interaction"][name][1])
+            effect = rubin(fits["effect"][0], fits["effect"][1])
+            per_term[name]["trials"].append({
+                "trial_id": trial, "estimate": est.estimate, "se": est.se, "fmi": est.fmi,
+                "treatment_effect": effect.estimate, "treatment_effect_se": effect.se,
+                "modifier_mean": float(np.mean(fits["means"][name]))})
+    return per_term
 
 
 def _trial_fits(imputed: list[pd.DataFrame], outcome: str, modifier: str, kind: str,

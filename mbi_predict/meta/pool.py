@@ -2,12 +2,8 @@
 
 The estimators follow metafor's `rma.uni` (Viechtbauer 2010) so our numbers can be checked against it:
 
-* REML and ML: Fisher scoring on tau² with step halving to keep tau² >= 0, started from the DerSimonian–Laird
-  value. metafor stops when the change in tau² is below 1e-5; we iterate to 1e-10, so we land on the exact root of
-  the score equation (metafor's answer agrees to the 4–5 decimals it prints). A maximum on the boundary gives 0.
-* DL: the method-of-moments estimator, truncated at 0.
-* PM (Paule–Mandel): the tau² at which the generalised Q equals its degrees of freedom (root found with Brent's
-  method), 0 when Q(0) is already below them.
+* REML and ML (Fisher scoring, with a Brent fallback), DL and PM: see `mbi_predict.meta.tau2`, where the estimators
+  and their score equations live; the solver used is recorded on the result (`PoolResult.tau2_solver`).
 * FE: tau² fixed at 0 (inverse-variance fixed effect).
 
 Tests: `z` (normal) or `knha` (Hartung–Knapp–Sidik–Jonkman, exactly as metafor's `test="knha"`: the variance of the
@@ -22,14 +18,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import optimize, stats
+from scipy import stats
 
 from mbi_predict.errors import MBIError
+from mbi_predict.meta.tau2 import (_projection, _solve_q, estimate_tau2, estimate_tau2_solver,  # noqa: F401
+                                   generalised_q, ml_score, reml_score)
 
 METHODS = ("REML", "ML", "DL", "PM", "FE")
 TESTS = ("z", "knha")
-_TOL = 1e-10
-_MAX_ITER = 1000
 
 
 @dataclass(frozen=True)
@@ -62,6 +58,9 @@ class PoolResult:
     note: str = ""
     pi_note: str = ""
     labels: tuple[str, ...] = field(default_factory=tuple)
+    #: how tau² was found: "fisher_scoring", "brentq_fallback" (Fisher scoring failed; root bracketed), "brentq"
+    #: (PM), "closed_form" (DL), "none" (FE, k = 1, or no residual degree of freedom)
+    tau2_solver: str = "none"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict: NaN/inf become None, tuples become lists."""
@@ -132,89 +131,6 @@ def check_inputs(yi: Any, vi: Any, *, method: str = "REML", test: str = "z",
 
 # ------------------------------------------------------------------------------------------------ the rma engine
 
-def _projection(v_total: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """W and P = W - W X (X'WX)^-1 X'W for weights 1/v_total."""
-    W = np.diag(1.0 / v_total)
-    XtW = X.T @ W
-    P = W - XtW.T @ np.linalg.solve(XtW @ X, XtW)
-    return W, P
-
-
-def generalised_q(tau2: float, y: np.ndarray, v: np.ndarray, X: np.ndarray) -> float:
-    """Q(tau²) = y'P(tau²)y, the weighted residual sum of squares; Cochran's Q at tau² = 0."""
-    _, P = _projection(v + tau2, X)
-    return float(y @ P @ y)
-
-
-def reml_score(tau2: float, y: np.ndarray, v: np.ndarray, X: np.ndarray) -> float:
-    """Twice the derivative of the restricted log-likelihood in tau²: y'PPy - tr(P). Zero at an interior REML fit."""
-    _, P = _projection(v + tau2, X)
-    Py = P @ y
-    return float(Py @ Py - np.trace(P))
-
-
-def ml_score(tau2: float, y: np.ndarray, v: np.ndarray, X: np.ndarray) -> float:
-    """Twice the derivative of the log-likelihood in tau²: y'PPy - tr(W). Zero at an interior ML fit."""
-    W, P = _projection(v + tau2, X)
-    Py = P @ y
-    return float(Py @ Py - np.trace(W))
-
-
-def _tau2_dl(y: np.ndarray, v: np.ndarray, X: np.ndarray) -> float:
-    k, p = X.shape
-    _, P = _projection(v, X)
-    return max(0.0, (float(y @ P @ y) - (k - p)) / float(np.trace(P)))
-
-
-def _tau2_fisher(y: np.ndarray, v: np.ndarray, X: np.ndarray, method: str) -> float:
-    """metafor's Fisher scoring for REML/ML with step halving at the tau² >= 0 boundary."""
-    tau2 = _tau2_dl(y, v, X)
-    for _ in range(_MAX_ITER):
-        W, P = _projection(v + tau2, X)
-        Py = P @ y
-        if method == "REML":
-            PP = P @ P
-            adj = (Py @ Py - np.trace(P)) / np.trace(PP)
-        else:
-            adj = (Py @ Py - np.trace(W)) / np.sum(np.diag(W) ** 2)
-        while tau2 + adj < 0:
-            adj /= 2
-        tau2_new = tau2 + adj
-        if abs(tau2_new - tau2) < _TOL:
-            tau2 = tau2_new
-            break
-        tau2 = tau2_new
-    else:  # pragma: no cover - Fisher scoring on this likelihood converges in practice
-        raise MBIError(f"{method} estimation of tau2 did not converge in {_MAX_ITER} iterations")
-    score = reml_score if method == "REML" else ml_score
-    if tau2 < 1e-8 and score(0.0, y, v, X) <= 0:
-        tau2 = 0.0  # the maximum is on the boundary; step halving only approaches it
-    return float(tau2)
-
-
-def _solve_q(target: float, y: np.ndarray, v: np.ndarray, X: np.ndarray) -> float:
-    """The tau² >= 0 at which the generalised Q equals `target` (Q decreases in tau²); 0 if Q(0) <= target."""
-    if generalised_q(0.0, y, v, X) <= target:
-        return 0.0
-    upper = max(1.0, 10 * float(np.var(y)) + float(np.max(v)))
-    while generalised_q(upper, y, v, X) > target:
-        upper *= 10
-        if upper > 1e12:  # pragma: no cover - only for absurd inputs
-            raise MBIError("could not bracket tau2: the effect sizes are too dispersed")
-    return float(optimize.brentq(lambda t: generalised_q(t, y, v, X) - target, 0.0, upper, xtol=1e-12, rtol=1e-12))
-
-
-def estimate_tau2(y: np.ndarray, v: np.ndarray, X: np.ndarray, method: str) -> float:
-    if method == "FE":
-        return 0.0
-    if method == "DL":
-        return _tau2_dl(y, v, X)
-    if method == "PM":
-        k, p = X.shape
-        return _solve_q(k - p, y, v, X)
-    return _tau2_fisher(y, v, X, method)
-
-
 @dataclass(frozen=True)
 class RmaFit:
     """The raw output of one weighted fit: coefficients, their covariance, tau² and what the tests need."""
@@ -226,15 +142,17 @@ class RmaFit:
     crit: float
     weights: np.ndarray  # 1/(v + tau2)
     qe: float
+    solver: str = "none"
+    solver_note: str = ""
 
 
 def fit_rma(y: np.ndarray, v: np.ndarray, X: np.ndarray, *, method: str, test: str, level: float) -> RmaFit:
     """Fit y = X beta + u + e with u ~ N(0, tau²), e ~ N(0, v); shared by `pool` and meta-regression."""
     k, p = X.shape
     if k <= p and method != "FE":
-        tau2 = 0.0
+        tau2, solver, solver_note = 0.0, "none", ""
     else:
-        tau2 = estimate_tau2(y, v, X, method)
+        tau2, solver, solver_note = estimate_tau2_solver(y, v, X, method)
     w = 1.0 / (v + tau2)
     XtW = X.T * w
     vcov = np.linalg.inv(XtW @ X)
@@ -249,7 +167,8 @@ def fit_rma(y: np.ndarray, v: np.ndarray, X: np.ndarray, *, method: str, test: s
         df = math.inf
         crit = float(stats.norm.ppf(0.5 + level / 2))
     qe = generalised_q(0.0, y, v, X)
-    return RmaFit(beta=beta, vcov=vcov, tau2=float(tau2), df=df, crit=crit, weights=w, qe=qe)
+    return RmaFit(beta=beta, vcov=vcov, tau2=float(tau2), df=df, crit=crit, weights=w, qe=qe, solver=solver,
+                  solver_note=solver_note)
 
 
 def _pvalue(stat: float, df: float) -> float:
@@ -326,7 +245,7 @@ def pool(yi: Any, vi: Any, *, method: str = "REML", test: str = "z", level: floa
         q=fit.qe, q_df=k - 1, q_pvalue=float(stats.chi2.sf(fit.qe, k - 1)), pi_low=pi_low, pi_high=pi_high, k=k,
         method=method, test=test, level=level, weights=tuple(float(x) for x in 100 * fit.weights / fit.weights.sum()),
         tau2_ci_low=tau2_ci[0], tau2_ci_high=tau2_ci[1], statistic=stat, df=fit.df, pi_note=pi_note,
-        labels=label_tuple)
+        labels=label_tuple, note=fit.solver_note, tau2_solver=fit.solver)
 
 
 # ---------------------------------------------------------------------------------------------- meta-regression

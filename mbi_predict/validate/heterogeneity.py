@@ -55,6 +55,9 @@ class VerdictRule(BaseModel):
     slope_metric: str = "benefit_calibration_slope"
     require_calibration_slope: bool = True
     interaction_role: Literal["report", "alternative", "ignore"] = "report"
+    #: classical interactions: all modifiers in one within-trial model (``joint``, default: a covariate correlated
+    #: with a true modifier is not "significant" for it) or one modifier at a time (``separate``)
+    interaction_model: Literal["joint", "separate"] = "joint"
     min_trials: int = Field(3, ge=2)
     ci_level: float = Field(0.95, gt=0, lt=1, description="level of pooled intervals, used only when se is missing")
     #: how the pooled held-out statistics are made dependence-aware (`mbi_predict.validate.verdict_null`):

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from mbi_predict.errors import MBIError
 from mbi_predict.validate.metrics import POOLING_SCALE
 
 _FORWARD = {"identity": lambda x: x, "logit": lambda x: np.log(x / (1 - x)), "log": np.log}
@@ -37,12 +38,29 @@ def _pool_function():
 
 
 def pool_metric(metric: str, values: Sequence[float], variances: Sequence[float], labels: Sequence[str], *,
-                method: str = "REML", hksj: bool = False, level: float = 0.95) -> tuple[dict[str, Any], Any]:
+                method: str = "REML", hksj: bool = False, level: float = 0.95,
+                model: str | None = None) -> tuple[dict[str, Any], Any]:
     """Pool one metric over trials; returns (the reporting dict, the PoolResult on the pooling scale or None).
 
     Trials whose value or variance is not finite (e.g. a c-statistic in a trial without events, a bootstrap
     variance of 0) are left out of the pooling and listed under ``excluded`` so the k in the report is honest.
+    Any failure of the pooling itself is raised as a one-line `MBIError` naming the metric, the `model` (when
+    given) and the trials pooled, e.g. "pooling rate_autoc of model x_learner over trials T01, T02: <reason>",
+    so that a failed run says where it failed. A tau² found by the Brent fallback (`PoolResult.tau2_solver`) is
+    said in the dict's ``note``.
     """
+    try:
+        return _pool_metric(metric, values, variances, labels, method=method, hksj=hksj, level=level)
+    except Exception as exc:  # noqa: BLE001 - re-raised with its context, never swallowed
+        where = f"pooling {metric}" + (f" of model {model}" if model is not None else "")
+        names = [str(x) for x in labels] if labels is not None else []
+        trials = ", ".join(names) if names else "(no labels)"
+        reason = str(exc) or type(exc).__name__
+        raise MBIError(f"{where} over trials {trials}: {reason}") from exc
+
+
+def _pool_metric(metric: str, values: Sequence[float], variances: Sequence[float], labels: Sequence[str], *,
+                 method: str, hksj: bool, level: float) -> tuple[dict[str, Any], Any]:
     values = np.asarray(values, dtype=float)
     variances = np.asarray(variances, dtype=float)
     labels = [str(x) for x in labels]

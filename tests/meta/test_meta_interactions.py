@@ -40,10 +40,13 @@ def make_consortium(within: float = 0.3, ecological: float = -0.5, n_trials: int
     return ipd
 
 
-@pytest.fixture(scope="module")
-def found() -> dict[str, dict]:
+@pytest.fixture(scope="module", params=[True, False], ids=["joint", "separate"])
+def found(request) -> dict[str, dict]:
+    """Both modes: x and group are independent here, so the joint and the one-at-a-time fits agree in substance."""
     ipd = make_consortium(seed=1)
-    return {r["modifier"]: r for r in interactions(ipd, OUTCOME, ["x", "group", "site_constant"], m=1)}
+    records = interactions(ipd, OUTCOME, ["x", "group", "site_constant"], m=1, joint=request.param)
+    assert {r["model"] for r in records} == {"joint" if request.param else "separate"}
+    return {r["modifier"]: r for r in records}
 
 
 def test_within_trial_interaction_is_recovered_and_differs_from_the_ecological_one(found):
@@ -77,7 +80,13 @@ def test_multilevel_categorical_names_levels_and_skips_trials_without_variation(
     rng = np.random.default_rng(3)
     ipd["setting"] = rng.choice(["clinic", "online", "work"], len(ipd))
     ipd.loc[ipd["trial_id"] == "T03", "setting"] = "clinic"  # does not vary in T03
-    res = {r["modifier"]: r for r in interactions(ipd, OUTCOME, ["setting"], m=1)}
+    res = {r["modifier"]: r for r in interactions(ipd, OUTCOME, ["setting"], m=1, joint=False)}
+    joint = {r["modifier"]: r for r in interactions(ipd, OUTCOME, ["setting"], m=1)}
+    for term, record in res.items():  # with one modifier the joint model is the one-at-a-time model
+        assert record["model"] == "separate" and joint[term]["model"] == "joint"
+        assert joint[term]["estimate"] == pytest.approx(record["estimate"], abs=1e-12)
+        assert joint[term]["se"] == pytest.approx(record["se"], abs=1e-12)
+        assert joint[term]["skipped_trials"] == record["skipped_trials"]
     assert set(res) == {"setting[online]", "setting[work]"}
     for item in res.values():
         assert item["k"] == 3
