@@ -112,6 +112,9 @@ class WhoBenefitsConfig(_Strict):
     harm_threshold: float = Field(0.0, ge=0)     # predicted benefit below -threshold (outcome SD units) = harmed
     rule_depth: int = Field(2, ge=1, le=2)       # depth of the treatment rule (one or two traits)
     min_leaf: int = Field(20, ge=5)              # fewest training participants on each side of a rule's split
+    #: covariates of the best linear projection of the effect (``validate.projection``); default: the continuous
+    #: participant-level covariates
+    projection: list[str] | None = None
 
 
 class ModelConfig(_Strict):

@@ -427,6 +427,30 @@ def _ate_clustered(config: ExperimentConfig, data: PreparedData) -> dict[str, An
                     "whole trials; SE cluster-robust by trial (naive: participants as independent)"}
 
 
+def projection_covariates(config: ExperimentConfig, data: PreparedData) -> list[str]:
+    """The covariates of the best linear projection: the config's ``who_benefits.projection``, else the continuous
+    participant-level covariates (as for the classical interactions)."""
+    return list(config.who_benefits.projection) if config.who_benefits.projection is not None else \
+        _continuous_modifiers(config, data)
+
+
+def _projection(config: ExperimentConfig, data: PreparedData) -> dict[str, Any]:
+    """The best linear projection of the effect on the chosen covariates (`validate.projection`), trial-clustered."""
+    from mbi_predict.errors import MBIError
+    from mbi_predict.validate.projection import best_linear_projection
+
+    covariates = projection_covariates(config, data)
+    if not covariates:
+        return {"note": "not estimated: no continuous participant-level covariate"}
+    try:
+        result = best_linear_projection(data.X[list(data.covariates)], data.y, data.arm, data.trial,
+                                        covariates=covariates, level=config.validation.level,
+                                        seed=derive_seed_for(config.seed, "blp"))
+    except (MBIError, ValueError) as exc:
+        return {"note": f"not estimated: {exc}"}
+    return result.to_dict()
+
+
 def derive_seed_for(seed: int, *parts: Any) -> int:
     from mbi_predict.validate.loto import derive_seed
 
@@ -607,6 +631,8 @@ def _aux_job(kind: str, config: ExperimentConfig, frame: pd.DataFrame | None, da
         return _classical_interactions(config, frame, data)
     if kind == "ate_clustered":
         return _ate_clustered(config, data)
+    if kind == "projection":
+        return _projection(config, data)
     from mbi_predict.validate.loto import fit_final_model
 
     return fit_final_model(config, config.model(payload), data)
@@ -627,6 +653,8 @@ def _run_aux_jobs(config: ExperimentConfig, frame: pd.DataFrame, data: PreparedD
         tasks += [("null", task) for task in null_tasks(config, data)]
     if effect:
         tasks += [("interactions", None), ("ate_clustered", None)]
+        if data.task == "continuous":
+            tasks.append(("projection", None))
     analysed = frame[frame["trial_id"].astype(str).isin(set(data.trial))] if effect else None
     if n_jobs == 1 or len(tasks) <= 1:
         outputs = [_aux_job(kind, config, analysed, data, payload) for kind, payload in tasks]
@@ -635,7 +663,8 @@ def _run_aux_jobs(config: ExperimentConfig, frame: pd.DataFrame, data: PreparedD
 
         outputs = list(Parallel(n_jobs=n_jobs)(delayed(_aux_job)(kind, config, analysed, data, payload)
                                                for kind, payload in tasks))
-    out: dict[str, Any] = {"interactions": None, "ate_clustered": None, "final": {}, "null": ({}, {})}
+    out: dict[str, Any] = {"interactions": None, "ate_clustered": None, "projection": None, "final": {},
+                           "null": ({}, {})}
     null_outputs = []
     for (kind, payload), output in zip(tasks, outputs):
         if kind == "final":
@@ -785,6 +814,7 @@ def run_experiment(config_path_or_obj: ExperimentConfig | str | Path | dict, *,
         calibration = calibrate_run(config, prepared, plan, n_jobs=n_jobs)
     null_refs, null_seconds = aux["null"]
     interactions, ate_clustered, final_models = aux["interactions"], aux["ate_clustered"], aux["final"] or None
+    projection = aux["projection"]
     by_model: dict[str, list[FoldResult]] = {m.name: [] for m in config.models}
     for result in fold_results:
         by_model[result.model].append(result)
@@ -807,6 +837,8 @@ def run_experiment(config_path_or_obj: ExperimentConfig | str | Path | dict, *,
     summary["comparison_to_reference"] = comparison_to_reference(config, by_model, prepared, models)
     if interactions is not None:
         summary["classical_interactions"] = interactions
+    if projection is not None:
+        summary["best_linear_projection"] = projection
     if calibration is not None:
         summary["heterogeneity"] = _run_level_verdict(config, models, calibration)
     if any(block.get("harm", {}).get("group_effect") is not None for block in models.values()):
@@ -859,6 +891,10 @@ def _preflight(config: ExperimentConfig, data: PreparedData) -> None:
     effect_models = [m.name for m in config.models if m.kind == "effect"]
     if effect_models:
         resolve_run_rule(config.heterogeneity, effect_models)
+        for column in config.who_benefits.projection or []:
+            if column not in data.covariates:
+                raise ConfigError(f"who_benefits.projection: {column!r} is not a covariate of this analysis "
+                                  f"({', '.join(data.covariates)})")
 
     for spec in config.models:
         if spec.kind == "prognostic":

@@ -21,7 +21,8 @@ from typing import Any
 
 import mbi_predict
 from mbi_predict.errors import ConfigError
-from mbi_predict.report.card_source import LoadedRun, load_summary, outcome_task, primary_metric, select_model
+from mbi_predict.report.card_source import (LoadedRun, load_summary, model_heterogeneity, outcome_task,
+                                            primary_metric, run_heterogeneity, select_model, who_benefits)
 from mbi_predict.report.card_subgroups import subgroup_metrics  # noqa: F401  (re-exported for the runner)
 from mbi_predict.report.card_text import (caveats, ethical_considerations, intended_use, metric_definitions,
                                           model_type_description)
@@ -55,7 +56,7 @@ def card_from_summary(loaded: LoadedRun, *, model: str | None = None) -> dict[st
         "evaluation": _evaluation(summary, entry, metric),
         "figures": _figures(loaded.plots, name, list(summary["models"])),
         "subgroups": _subgroups(entry),
-        "explanations": _explanations(entry),
+        "explanations": _explanations(summary, name, entry),
     }
     card["ethical_considerations"] = ethical_considerations(card)
     card["caveats_and_recommendations"] = caveats(card)
@@ -170,11 +171,15 @@ def _subgroups(entry: dict[str, Any]) -> dict[str, Any]:
                     "without their trial; groups below the minimum size show n only"}
 
 
-def _explanations(entry: dict[str, Any]) -> dict[str, Any]:
+def _explanations(summary: dict[str, Any], name: str, entry: dict[str, Any]) -> dict[str, Any]:
+    """SHAP ranking; for an effect model also the three answers to "who benefits" side by side, the run's one
+    heterogeneity verdict (None for runs made before it) and the model's own verdict with its tests."""
     shap = (entry.get("shap") or {}).get("ranking")
-    verdict = entry.get("heterogeneity")
+    effect = entry.get("task") == "effect"
     return {"shap_ranking": [dict(row) for row in shap] if shap else None,
-            "heterogeneity": dict(verdict) if verdict else None}
+            "heterogeneity": model_heterogeneity(entry),
+            "run_heterogeneity": run_heterogeneity(summary) if effect else None,
+            "who_benefits": who_benefits(summary, name) if effect else None}
 
 
 # ------------------------------------------------------------------------------------------------------ write

@@ -122,20 +122,139 @@ def _subgroups(card: dict) -> list[Block]:
     return blocks
 
 
+def beats_null_label(row: dict) -> str:
+    """yes / no for a made test; "not tested (...)" when ``beats_null`` is None, never "yes"."""
+    value = row.get("beats_null")
+    status = row.get("test_status") or row.get("null_status")
+    if (value is True or value is False) and status not in ("not_tested", "no_null"):
+        return fmt(value)
+    return "not tested (no permutation null)" if status == "no_null" else "not tested (B too small)"
+
+
+def _shap_table(ranking: list[dict]) -> Block:
+    rows = [[row.get("feature"), fmt(row.get("importance")), f"{fmt(row.get('ci_low'))} to {fmt(row.get('ci_high'))}",
+             fmt(row.get("top_k_frequency")), fmt(row.get("null_p")), beats_null_label(row)] for row in ranking]
+    return ("table", ["Feature", "Importance", "CI", "Top-k frequency", "Null p", "Beats null"], rows)
+
+
+def _ci(low: Any, high: Any) -> str:
+    return "–" if low is None and high is None else f"{fmt(low)} to {fmt(high)}"
+
+
+def _estimate_ci(cells: list[dict] | None, method_ran: bool, absent: str) -> tuple[str, str]:
+    if not method_ran:
+        return "not run", "not run"
+    if not cells:
+        return absent, "–"
+    labelled = len(cells) > 1 or "=" in cells[0]["term"] or "[" in cells[0]["term"]
+    prefix = [f"{c['term']}: " if labelled else "" for c in cells]
+    est = "; ".join(f"{p}{fmt(c['estimate'])} ({fmt(c['ci_low'])} to {fmt(c['ci_high'])})"
+                    for p, c in zip(prefix, cells))
+    return est, "; ".join(f"{p}{fmt(c['pvalue'])}" for p, c in zip(prefix, cells))
+
+
+def _who_benefits(w: dict) -> list[Block]:
+    from mbi_predict.report.card_source import METHOD_LABELS
+
+    ran = {key: meta["status"] == "run" for key, meta in w["methods"].items()}
+    rows = []
+    for row in w["rows"]:
+        shap = row["shap"]
+        if not ran["shap"]:
+            shap_cells = ["not run"] * 3
+        elif shap is None:
+            shap_cells = ["–", "not ranked", "–"]
+        else:
+            shap_cells = [str(shap["rank"]), f"{fmt(shap['importance'])} ({fmt(shap['ci_low'])} to "
+                                             f"{fmt(shap['ci_high'])})", beats_null_label(shap)]
+        flagged = [METHOD_LABELS[m] for m, flag in row["flags"].items() if flag is True]
+        rows.append([row["covariate"], *shap_cells, *_estimate_ci(row["blp"], ran["blp"], "not projected"),
+                     *_estimate_ci(row["interactions"], ran["interactions"], "not estimated"),
+                     ", ".join(flagged) or "none"])
+    blocks: list[Block] = [("h", 3, "Who benefits: three answers")]
+    if rows:
+        blocks.append(("table", ["Covariate", "SHAP rank", "SHAP importance (CI)", "SHAP beats null",
+                                 "BLP slope (CI)", "BLP p", "Within-trial interaction (CI)", "Interaction p",
+                                 "Flagged by"], rows))
+    blocks.append(("p", w["agreement"]))
+    notes = [w["note"]]
+    for key, meta in w["methods"].items():
+        label = {"shap": "SHAP", "blp": "Best linear projection", "interactions": "Within-trial interactions"}[key]
+        if meta["status"] != "run":
+            notes.append(f"{label}: not run ({meta.get('note') or 'not recorded in this run'}).")
+    if w["methods"]["shap"]["status"] == "run" and w["methods"]["shap"].get("note"):
+        notes.append(f"SHAP permutation null: {w['methods']['shap']['note']}.")
+    blp = w["methods"]["blp"]
+    if blp["status"] == "run":
+        icpt = blp.get("intercept") or {}
+        notes.append(f"Best linear projection ({blp.get('method') or 'method not recorded'}): {fmt(blp.get('n'))} "
+                     f"participants in {fmt(blp.get('n_clusters'))} trials, df {fmt(blp.get('df'))}; intercept "
+                     f"(average effect) {fmt(icpt.get('estimate'))} ({fmt(icpt.get('ci_low'))} to "
+                     f"{fmt(icpt.get('ci_high'))}). {blp.get('note') or ''}".strip())
+    return blocks + [("ul", notes)]
+
+
+_VERDICTS = {"evidence": "evidence of heterogeneity", "no_evidence": "no evidence of heterogeneity",
+             "not_tested": "not tested"}
+
+
+def _verdict_label(value: Any) -> str:
+    return _VERDICTS.get(str(value), fmt(value))
+
+
+def _run_verdict(run: dict | None) -> list[Block]:
+    if run is None:
+        return [("p", "Run-level verdict: not recorded in this run (the run predates the one-verdict-per-run "
+                      "rule); see this model's own verdict below.")]
+    rule = "the primary model's verdict" if run.get("rule") == "primary" else "Holm's step-down over the models"
+    head = (f"Run-level verdict: {_verdict_label(run['verdict'])} (rule: {rule}"
+            + (f", primary model {run['primary_model']}" if run.get("primary_model") else "")
+            + f"; alpha {fmt(run.get('alpha'))}; method: {fmt(run.get('method'))}).")
+    rows = [[name, _verdict_label(m.get("verdict")), fmt(m.get("p_value")), fmt(m.get("p_rate")),
+             fmt(m.get("p_slope")), fmt(m.get("p_holm")), fmt(m.get("beats_constant")), fmt(m.get("calibrated"))]
+            for name, m in run["models"].items()]
+    blocks: list[Block] = [("p", head)]
+    if rows:
+        blocks.append(("table", ["Model", "Verdict", "p", "p (RATE)", "p (slope)", "Holm-adjusted p",
+                                 "Beats constant effect", "Calibrated"], rows))
+    return blocks + [("p", f"Reason: {run.get('reason') or 'not recorded'}")]
+
+
+def _model_verdict(name: str, own: dict | None) -> list[Block]:
+    if own is None:
+        return [("p", f"Verdict of {name}: not recorded in this run.")]
+    blocks: list[Block] = [("p", f"Verdict of {name}: {_verdict_label(own.get('verdict'))}. "
+                                 f"{own.get('reason') or ''}".strip())]
+    if own.get("naive_verdict"):
+        blocks.append(("p", f"Uncalibrated (naive) verdict, for information only: "
+                            f"{_verdict_label(own['naive_verdict'])}."))
+    if own.get("tests"):
+        rows = [[t.get("name"), t.get("metric"), fmt(t.get("estimate")),
+                 _ci(t.get("ci_low"), t.get("ci_high")), fmt(t.get("p_value")), fmt(t.get("naive_p")),
+                 fmt(t.get("alpha")), fmt(t.get("passed")), fmt(t.get("decisive")), fmt(t.get("note"))]
+                for t in own["tests"]]
+        blocks.append(("table", ["Test", "Metric", "Estimate", "CI", "p", "Naive p", "Alpha", "Passed", "Decisive",
+                                 "Note"], rows))
+    rule = own.get("rule") or {}
+    if rule:
+        blocks.append(("p", "Declared rule: " + "; ".join(f"{k.replace('_', ' ')} {fmt(v)}" for k, v in rule.items())
+                       + f". Method: {fmt(own.get('method'))}."))
+    return blocks
+
+
 def _explanations(card: dict) -> list[Block]:
     x = card["explanations"]
+    effect = card["model_details"]["kind"] == "effect"
     blocks: list[Block] = [("h", 2, "Explanations")]
+    if effect:
+        blocks += [("h", 3, "Heterogeneity of treatment effect")] + _run_verdict(x.get("run_heterogeneity"))
+        blocks += _model_verdict(card["model_details"]["name"], x.get("heterogeneity"))
+        if x.get("who_benefits"):
+            blocks += _who_benefits(x["who_benefits"])
     if x["shap_ranking"]:
-        headers = list(dict.fromkeys(key for row in x["shap_ranking"] for key in row))
-        blocks += [("h", 3, "SHAP feature importance"),
-                   ("table", headers, [[fmt(row.get(h)) for h in headers] for row in x["shap_ranking"]])]
+        blocks += [("h", 3, "SHAP feature importance"), _shap_table(x["shap_ranking"])]
     else:
         blocks.append(("p", "SHAP feature importance: not recorded in this run."))
-    if x["heterogeneity"]:
-        blocks += [("h", 3, "Heterogeneity of treatment effect"),
-                   ("table", ["Field", "Value"], [[k, fmt(v)] for k, v in x["heterogeneity"].items()])]
-    elif card["model_details"]["kind"] == "effect":
-        blocks.append(("p", "Heterogeneity verdict: not recorded in this run."))
     return blocks
 
 

@@ -149,4 +149,50 @@ def caveats(card: dict[str, Any]) -> list[str]:
         notes.append("Individual treatment effects are not observable: benefit predictions are validated only "
                      "through grouped and doubly-robust comparisons, and are far less certain than outcome "
                      "predictions.")
+        run = card["explanations"].get("run_heterogeneity")
+        if run is not None and run["verdict"] != "evidence":
+            notes.append(("The run's heterogeneity verdict is 'not tested'" if run["verdict"] == "not_tested" else
+                          "The run found no evidence that the effect differs between participants")
+                         + f" ({run.get('reason') or 'no reason recorded'}): differences in predicted benefit "
+                           "between participants are not established by this run.")
     return notes
+
+
+_LABELS = {"shap": "SHAP", "blp": "the BLP", "interactions": "the interactions"}
+
+
+def _join(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def agreement_sentence(rows: list[dict[str, Any]], ran: list[str], untested: tuple[str, ...] = ()) -> str:
+    """One sentence on where the three answers to "who benefits" agree, e.g. "baseline_distress is flagged by all
+    three; age only by SHAP." ``rows`` carry ``flags`` {method: True/False/None}; ``ran`` lists the methods run
+    that could flag (a SHAP ranking whose null was not tested is in ``untested`` instead)."""
+    if not ran:
+        return ("None of the three answers (SHAP, best linear projection, within-trial interactions) was run"
+                + (f"; {_join([_LABELS[m] for m in untested])} not tested" if untested else "") + ".")
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for row in rows:
+        by = tuple(m for m in ran if row["flags"].get(m) is True)
+        if by:
+            groups.setdefault(by, []).append(row["covariate"])
+    if not groups:
+        which = "the one method run" if len(ran) == 1 else ("both methods run" if len(ran) == 2 else "any of the three")
+        return f"No covariate is flagged by {which}" + (f" ({_join([_LABELS[m] for m in untested])} not tested)"
+                                                        if untested else "") + "."
+    parts = []
+    for by, covariates in sorted(groups.items(), key=lambda item: (-len(item[0]), item[1])):
+        only = len(by) == 1 and len(ran) > 1
+        if len(by) == len(ran) and len(ran) > 1:
+            where = "all three" if len(ran) == 3 else f"both {_join([_LABELS[m] for m in ran])}"
+        else:
+            where = _join([_LABELS[m] for m in by])
+        head = f"{_join(covariates)} {'is' if len(covariates) == 1 else 'are'} flagged " if not parts \
+            else f"{_join(covariates)} "
+        parts.append(f"{head}{'only ' if only else ''}by {where}")
+    sentence = "; ".join(parts)
+    extra = [f"{_join([_LABELS[m] for m in untested])} not tested"] if untested else []
+    skipped = [m for m in ("shap", "blp", "interactions") if m not in ran and m not in untested]
+    extra += [f"{_join([_LABELS[m] for m in skipped])} not run"] if skipped else []
+    return sentence + (f" ({'; '.join(extra)})" if extra else "") + "."

@@ -228,7 +228,11 @@ def run_verdict(per_model: Mapping[str, Mapping], *, rule: VerdictRule, run_rule
     ``interaction_role: alternative``, below alpha / 2, the interactions taking the other half). Models whose verdict
     is ``not_tested`` cannot contribute; when none is tested the run's verdict is ``not_tested``.
     """
+    def test_p(verdict: Mapping, name: str):
+        return next((t.get("p_value") for t in verdict.get("tests") or [] if t.get("name") == name), None)
+
     models = {name: {"verdict": v.get("verdict"), "p_value": v.get("p_value"),
+                     "p_rate": test_p(v, "rate_positive"), "p_slope": test_p(v, "calibration_slope_positive"),
                      "beats_constant": v.get("beats_constant"), "calibrated": v.get("verdict") != "not_tested"}
               for name, v in per_model.items()}
     out = {"rule": run_rule, "primary_model": primary, "alpha": rule.alpha, "method": method, "models": models}

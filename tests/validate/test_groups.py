@@ -111,3 +111,25 @@ def test_runner_reports_group_effects_harm_and_a_rule(tmp_path):
     assert "harm_flagged" in summary and isinstance(summary["harm_flagged"]["flagged"], bool)
     for row in block["per_trial"]:
         assert "gates_1" in row and "policy_value_vs_all" in row
+    projection = summary["best_linear_projection"]
+    assert [t["term"] for t in projection["terms"]] == ["intercept", "age", "baseline_distress",
+                                                         "baseline_mindfulness"]
+    assert projection["clusters"] == "trial_id" and 3 <= projection["n_clusters"] <= 5  # trials without mindfulness drop
+
+
+def test_a_projection_covariate_not_in_the_analysis_is_one_line(tmp_path):
+    import yaml
+    from typer.testing import CliRunner
+
+    from mbi_predict.cli import app
+
+    config = {"experiment": "groups", "outcome": "distress_fu1_6",
+              "data": {"simulate": {"scenario": "null", "seed": 4, "n_trials": 4, "n": 600}},
+              "covariates": ["age", "baseline_distress"],
+              "models": [{"name": "lin", "kind": "effect", "estimator": "interaction_linear"}],
+              "who_benefits": {"projection": ["shoe_size"]}, "tracking": {"enabled": False}}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = CliRunner().invoke(app, ["run", str(path), "--out", str(tmp_path / "o")])
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1 and "shoe_size" in lines[0]
