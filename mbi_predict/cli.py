@@ -10,14 +10,22 @@ from __future__ import annotations
 import functools
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from mbi_predict.errors import MBIError
+from mbi_predict.io import check_outputs_apart as _outputs_apart
+from mbi_predict.io import files_under as _files_in
+
+# MLflow's nudge to add type hints to a pyfunc model's `predict` (ours has none on purpose, see deploy.py) is not
+# for the user of a command: filtered before any command imports mlflow (deploy.py also opts its class out).
+warnings.filterwarnings("ignore", message=r".*Add type hints to the `predict` method", category=UserWarning)
 
 app = typer.Typer(
     name="mbi-predict",
@@ -35,7 +43,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _boundary(command: F) -> F:
-    """Turn package errors into one line and exit 2; unexpected errors into one line and exit 1."""
+    """Turn package errors into one line and exit 2; so too an OSError about a path (a file the user named that
+    cannot be read or written); unexpected errors into one line and exit 1. Messages are printed as text, never
+    as rich markup (a file or trial name may hold brackets)."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -46,7 +56,17 @@ def _boundary(command: F) -> F:
         except MBIError as error:
             if _state["debug"]:
                 raise
-            err_console.print(f"[bold red]error:[/] {error}", markup=True, highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(str(error))}", markup=True, highlight=False,
+                              soft_wrap=True)
+            raise typer.Exit(code=2) from None
+        except OSError as error:  # a path the user gave that cannot be read or written: their input, one line
+            if _state["debug"]:
+                raise
+            if not getattr(error, "filename", None):
+                _internal(error)
+            text = " ".join(str(error.strerror or error).split())
+            err_console.print(f"[bold red]error:[/] {escape(f'file {error.filename}: {text}')}", markup=True,
+                              highlight=False, soft_wrap=True)
             raise typer.Exit(code=2) from None
         except KeyboardInterrupt:
             err_console.print("interrupted: no partial output was left behind")
@@ -54,12 +74,36 @@ def _boundary(command: F) -> F:
         except Exception as error:  # noqa: BLE001 - the boundary: one line, not a traceback
             if _state["debug"]:
                 raise
-            text = " ".join(str(error).split()) or type(error).__name__
-            err_console.print(f"[bold red]internal error:[/] {type(error).__name__}: {text} "
-                              "(run again with --debug for the traceback)", highlight=False, soft_wrap=True)
-            raise typer.Exit(code=1) from None
+            _internal(error)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _internal(error: BaseException) -> None:
+    text = " ".join(str(error).split()) or type(error).__name__
+    err_console.print(f"[bold red]internal error:[/] {escape(f'{type(error).__name__}: {text}')} "
+                      "(run again with --debug for the traceback)", markup=True, highlight=False, soft_wrap=True)
+    raise typer.Exit(code=1) from None
+
+
+def _quiet_optuna() -> None:
+    """optuna logs a failed tuning trial (e.g. an unknown search-space parameter) as a warning WITH its traceback
+    before the error reaches the boundary, which prints it as the one line the user needs. Keep only optuna's
+    errors, by a filter on its handler (a handler filter also sees the records of optuna's child loggers and
+    survives `optuna.logging.set_verbosity`). In-process only: joblib workers log on their own stderr."""
+    if _state["debug"]:
+        return
+    import logging
+
+    import optuna
+
+    optuna.logging.get_logger("optuna")  # creates optuna's handler if it does not exist yet
+    for handler in logging.getLogger("optuna").handlers:
+        if not any(getattr(f, "_mbi_quiet", False) for f in handler.filters):
+            keep = logging.Filter()
+            keep.filter = lambda record: record.levelno >= logging.ERROR  # type: ignore[method-assign]
+            keep._mbi_quiet = True  # type: ignore[attr-defined]
+            handler.addFilter(keep)
 
 
 @app.callback()
@@ -77,7 +121,7 @@ def main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks in
 @_boundary
 def simulate(
     out: Annotated[Path, typer.Option("--out", help="Folder for consortium.yaml, raw trial files and truth.")],
-    scenario: Annotated[str, typer.Option(help="galante2023 | null | modest | strong | harm")] = "galante2023",
+    scenario: Annotated[str, typer.Option(help="galante2023 | null | modest | strong | harm | harm_subgroup")] = "galante2023",
     seed: Annotated[int, typer.Option(help="Random seed; the output is deterministic for a seed.")] = 2023,
     trials: Annotated[int, typer.Option(help="Number of trials.")] = 13,
     n: Annotated[int, typer.Option(help="Total number of participants.")] = 2371,
@@ -85,6 +129,7 @@ def simulate(
     """Write a simulated consortium of raw trial files, its consortium.yaml and the truth file."""
     from mbi_predict.data.rawsim import simulate_consortium_files
 
+    _outputs_apart([out], [], folder=out)
     spec = simulate_consortium_files(out, scenario=scenario, seed=seed, n_trials=trials, n=n)
     console.print(f"simulated consortium written: {spec}")
 
@@ -99,10 +144,13 @@ def harmonise(
 ) -> None:
     """Harmonise raw trial files into one IPD table through the consortium spec."""
     from mbi_predict.data.harmonise import harmonise as run_harmonise
-    from mbi_predict.data.harmonise import write_harmonised
+    from mbi_predict.data.publish import harmonised_paths, write_harmonised
+    from mbi_predict.data.spec import input_paths, load_spec
 
     started = time.perf_counter()
-    result = run_harmonise(spec, standardisation=standardisation)
+    consortium = load_spec(spec)
+    _outputs_apart(harmonised_paths(out, report), input_paths(consortium))
+    result = run_harmonise(consortium, standardisation=standardisation)
     written = write_harmonised(result, out, report_dir=report)
     console.print(f"harmonised {len(result.ipd)} participants in {result.ipd['trial_id'].nunique()} trials "
                   f"in {time.perf_counter() - started:.1f} s")
@@ -142,6 +190,9 @@ def meta(
 
     if control not in ("passive", "active"):
         raise _MBIError(f"--control must be passive or active, not {control!r}")
+    if out is not None:
+        _outputs_apart([out, *(Path(out) / name for name in ("meta.json", "forest.png", "funnel.png"))], [ipd],
+                       folder=Path(out))
     table = load_ipd(ipd)
     wanted = [m.strip() for m in modifiers.split(",") if m.strip()] if modifiers else None
     report = run_meta(table, outcome, control=control, modifiers=wanted, m=imputations, seed=seed, method=method,
@@ -173,8 +224,19 @@ def run(
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Validate every model of an experiment leave-one-trial-out; write summary.json and log the run to MLflow."""
+    from mbi_predict.config import load_config
     from mbi_predict.runner import run_experiment
 
+    _quiet_optuna()
+
+    if out is not None:
+        source = load_config(config).data
+        inputs = [config, data, source.path, source.spec, source.truth]
+        if source.spec is not None:
+            from mbi_predict.data.spec import input_paths, load_spec
+
+            inputs += input_paths(load_spec(source.spec))
+        _outputs_apart([out, Path(out) / "summary.json"], inputs, folder=Path(out))
     result = run_experiment(config, data=data, outcome=outcome, out_dir=out, tracking_uri=tracking_uri,
                             save_predictions=save_predictions, progress=progress)
     print_verdict(result.summary)
@@ -283,6 +345,8 @@ def explain(
 
     from mbi_predict.explain.run import explain_run
 
+    if out is not None:
+        _outputs_apart([out], [run_ref, *_files_in(Path(run_ref))], folder=Path(out))
     shown = explain_run(run_ref, tracking_uri=tracking_uri, recompute=recompute, out_dir=out, model=model,
                         features=feature or None)
     for name, block in (shown.get("models") or {}).items():
@@ -311,8 +375,11 @@ def card(
 
     if fmt not in ("md", "html", "json"):
         raise MBIError(f"--format must be md, html or json, not {fmt!r}")
-    path = write_card(build_card(run_ref, model=model, tracking_uri=tracking_uri), out or Path(f"card.{fmt}"),
-                      fmt=fmt)
+    target = out or Path(f"card.{fmt}")
+    run_folder = Path(run_ref)
+    plots = run_folder / "plots"
+    _outputs_apart([target], [run_folder / "summary.json", *(_files_in(plots))])
+    path = write_card(build_card(run_ref, model=model, tracking_uri=tracking_uri), target, fmt=fmt)
     console.print(f"model card: {path}")
 
 
@@ -326,6 +393,7 @@ def predict(
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI.")] = None,
 ) -> None:
     """Score new participants with a final model; flag rows outside the training distribution."""
+    _outputs_apart([out], [data, *_files_in(Path(model))])
     from mbi_predict.deploy import predict_file
 
     path = predict_file(model, data, out, model_name=model_name, tracking_uri=tracking_uri)
@@ -367,6 +435,7 @@ def demo(
     """Every stage on the built-in simulated consortium: simulate, harmonise, meta-analyse, validate, card."""
     from mbi_predict.demo import run_demo
 
+    _outputs_apart([out], [], folder=out)
     run_demo(out, seed=seed, console=console, tracking_uri=tracking_uri)
 
 

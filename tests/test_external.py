@@ -3,7 +3,6 @@ to end. Skipped, with the reason, when the shared data folder is not beside the 
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pandas as pd
@@ -122,14 +121,13 @@ def test_cai2015_villages():
 
 @needs("ihdp_cevae")
 def test_ihdp_study_end_to_end(tmp_path):
-    """IHDP replication 1, one cheap effect model, 5-fold cross-fitting, tracked to a tmp sqlite store: finishes
-    fast, and the out-of-fold sqrt(PEHE) is finite and below 3 (published out-of-sample figures: 0.8 for
+    """IHDP replication 1, one cheap effect model, 5-fold cross-fitting, tracked to a tmp sqlite store: the
+    out-of-fold sqrt(PEHE) is finite and below 3 (published out-of-sample figures: 0.8 for
     representation-learning nets, 2.3-2.5 for BART and a linear T-learner, 3.8 causal forest, 5.8 linear S-learner;
     the true CATE has SD 0.86 around its mean 4.0 here, so a constant at the true ATE would score 0.86)."""
     from mbi_predict.runner import run_experiment
     from mbi_predict.validate.benefit import pehe
 
-    started = time.perf_counter()
     data = external.load_ihdp(1)
     table = external.write_table(data, tmp_path / "ihdp_1.parquet")
     config = {"experiment": "ihdp_test", "data": {"path": str(table)}, "outcome": data.outcome,
@@ -140,7 +138,6 @@ def test_ihdp_study_end_to_end(tmp_path):
               "heterogeneity": {"null_B": 5}, "seed": 1}
     result = run_experiment(config, out_dir=tmp_path / "run", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
                             save_predictions=True, progress=False)
-    elapsed = time.perf_counter() - started
     predictions = pd.read_parquet(result.predictions_path).rename(columns={"predicted_effect": "cate"})
     merged = predictions.merge(data.truth, on="participant_id")
     assert len(merged) == 747  # every child gets exactly one out-of-fold CATE
@@ -148,4 +145,3 @@ def test_ihdp_study_end_to_end(tmp_path):
     assert np.isfinite(error) and error < 3.0
     assert result.mlflow_run_id and (tmp_path / "mlflow.db").is_file()
     assert result.summary["validation"]["scheme"] == "kfold"
-    assert elapsed < 40, f"IHDP end-to-end took {elapsed:.0f} s"

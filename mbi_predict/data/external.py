@@ -92,9 +92,12 @@ def _yes_no(values: pd.Series) -> pd.Series:
     return text.map({"YES": 1.0, "Y": 1.0, "NO": 0.0, "N": 0.0}).astype(float)
 
 
-def _finish(frame: pd.DataFrame, source: Path) -> pd.DataFrame:
+def _finish(frame: pd.DataFrame, source: Path,
+            ranges: dict[str, tuple[float, float]] | None = None) -> pd.DataFrame:
+    """The table checked against the IPD contract; `ranges` declares plausible ranges this population needs (kept
+    in the table's attrs, so `write_table`'s parquet carries them to `load_ipd`)."""
     frame["control_type"] = frame["control_type"].where(frame["arm"] == 0, None)
-    return check_ipd(frame.reset_index(drop=True), source=str(source))
+    return check_ipd(frame.reset_index(drop=True), source=str(source), ranges=ranges)
 
 
 # --------------------------------------------------------------------------------------------------- IHDP
@@ -277,6 +280,8 @@ def load_opt(outcome: str = "birthweight", *, root: str | Path | None = None) ->
 
 STAR_COVARIATES = ("gender", "ethnicity", "age", "free_lunch", "school_urbanicity")
 STAR_OUTCOMES = {"math": "math_post", "reading": "reading_post"}
+#: Kindergarten pupils: the default plausible age range (adults and adolescents in mindfulness trials) does not fit.
+STAR_RANGES = {"age": (3.0, 12.0)}
 #: STAR kindergarten started in September 1985; age is measured from the middle of the birth quarter.
 _STAR_START = 1985 + 8 / 12
 
@@ -324,7 +329,8 @@ def load_star(outcome: str = "math", *, root: str | Path | None = None) -> Exter
         "reading_post": pd.to_numeric(raw["readk"], errors="coerce"),
     })
     return ExternalDataset(
-        name="star_k", ipd=_finish(frame, path), outcome=STAR_OUTCOMES[outcome], covariates=STAR_COVARIATES,
+        name="star_k", ipd=_finish(frame, path, ranges=STAR_RANGES), outcome=STAR_OUTCOMES[outcome],
+        covariates=STAR_COVARIATES,
         propensity="known", scheme="loto", higher_is_better=True, outcomes=tuple(STAR_OUTCOMES.values()),
         source=path, notes="real multi-site randomised experiment: schools as trials, leave-one-school-out")
 

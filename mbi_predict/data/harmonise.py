@@ -15,10 +15,8 @@ The arithmetic is in `scoring.py`; this module only locates, validates and assem
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,14 +26,13 @@ from mbi_predict import io
 from mbi_predict.data import scoring
 from mbi_predict.data.instruments import Instrument
 from mbi_predict.data.missingness import missingness_table
-from mbi_predict.data.readers import apply_value_labels, read_raw_coded
+from mbi_predict.data.readers import apply_value_labels, id_text, read_raw_coded, to_numbers
 from mbi_predict.data.schema import (CATEGORY_LEVELS, CONSTRUCTS, CORE_COLUMNS, STUDY_TRAITS,
-                                     WINDOWS, check_ipd)
+                                     WINDOWS, check_ipd, parse_number, plausible_ranges)
 from mbi_predict.data.spec import BASELINE, ConsortiumSpec, Measure, TrialSpec, check_standardisation, label_key, \
     load_spec
-from mbi_predict.errors import DataError, SpecError
+from mbi_predict.errors import DataError
 
-PARQUET_METADATA_KEY = b"mbi_predict.harmonisation"
 FORMAT_VERSION = 1
 
 
@@ -66,7 +63,7 @@ def harmonise(spec_path: str | os.PathLike[str] | ConsortiumSpec, *,
         trials_meta[trial_id] = meta
     ipd = pd.concat(parts, ignore_index=True)
     ipd = ipd[canonical_order(ipd.columns)]
-    ipd = check_ipd(ipd, source=spec.source)
+    ipd = check_ipd(ipd, source=spec.source, ranges=spec.plausible_ranges or None)
     metadata = {
         "format_version": FORMAT_VERSION,
         "consortium": spec.name,
@@ -76,6 +73,8 @@ def harmonise(spec_path: str | os.PathLike[str] | ConsortiumSpec, *,
         "standardisation_rule": _STANDARDISATION_RULES[method],
         "out_of_range_policy": spec.out_of_range,
         "prorate_min_share": spec.prorate_min_share,
+        "min_cell_size": spec.min_cell_size,
+        "plausible_ranges": {k: list(v) for k, v in plausible_ranges(None, spec.plausible_ranges).items()},
         "window_rule": {"post_max_weeks": spec.windows.post_max_weeks,
                         "fu1_6_max_weeks": spec.windows.fu1_6_max_weeks,
                         "rule": "post: weeks <= post_max_weeks; fu1_6: <= fu1_6_max_weeks; fu6plus: beyond"},
@@ -120,7 +119,6 @@ class _TrialHarmoniser:
         self.path = spec.trial_file(trial_id)
         self.file = str(self.path)
         self.missing = self.trial.missing_labels()
-        self.numeric_missing = [float(k) for k in self.missing if _is_number(k)]
         self.out_of_range: dict[str, int] = {}
         self.prorated: dict[str, int] = {}
         self.value_labels: dict[str, dict[Any, str]] = {}
@@ -184,43 +182,31 @@ class _TrialHarmoniser:
         return keys.where(~keys.isin(self.missing) & keys.notna(), None)
 
     def _numeric(self, series: pd.Series, column: str) -> np.ndarray:
-        """Numbers with missing codes removed; a value that is neither a number nor a missing code is an error.
+        """Numbers with missing codes removed; a cell that is neither a number nor a missing code is an error.
 
-        Parsed column-wise first; only the cells that do not parse as numbers are looked at one by one (they are
-        few: blanks and text codes such as "NA").
+        What counts as a number is `readers.to_numbers` (plain decimal notation: not `NaN`, `inf` or `1_0`). The
+        error gives the count and the first row, never the cell's content.
         """
-        if isinstance(series.dtype, pd.CategoricalDtype):
-            series = series.astype(object)
-        if pd.api.types.is_numeric_dtype(series.dtype) and not pd.api.types.is_bool_dtype(series.dtype):
-            values = series.to_numpy(dtype=float, na_value=np.nan)
-        else:
-            values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-            unparsed = np.flatnonzero(np.isnan(values) & series.notna().to_numpy())
-            for position in unparsed:
-                cell = series.iloc[position]
-                if _is_blank(cell) or label_key(cell) in self.missing:
-                    continue
-                key = label_key(cell)
-                if _is_number(key):  # e.g. " 3 " with spaces: a number after all
-                    values[position] = float(key)
-                    continue
-                raise self.error(f"non-numeric value {cell!r} in a numeric column (declare it under "
-                                 "missing_codes if it means missing)", column)
-        if self.numeric_missing:
-            values = np.where(np.isin(values, self.numeric_missing), np.nan, values)
+        values, bad = to_numbers(series, self.missing)
+        if bad.any():
+            raise self.error(f"{int(bad.sum())} cells are not finite numbers (first at data row "
+                             f"{int(np.flatnonzero(bad)[0]) + 1}); fix them or declare the code under missing_codes",
+                             column)
         return values
 
     # --- core columns ---------------------------------------------------------------------------------------------
     def _participant_ids(self, raw: pd.DataFrame) -> pd.Series:
         column = self.trial.columns["participant_id"]
-        ids = self._labels(raw[column])
+        ids = id_text(raw[column])  # text, never a number: 007 and 7 are two people
+        ids = ids.where(~ids.isin(self.missing), None)
         if ids.isna().any():
             raise self.error(f"{int(ids.isna().sum())} rows have no participant id (row {int(ids.isna().idxmax()) + 1} "
                              "first); every randomised participant needs one", column)
-        duplicated = ids[ids.duplicated(keep=False)].unique()
-        if len(duplicated):
-            raise self.error(f"duplicate participant ids: {', '.join(map(str, duplicated[:3]))}"
-                             f"{' ...' if len(duplicated) > 3 else ''}", column)
+        repeated = ids.duplicated(keep="first").to_numpy()
+        if repeated.any():
+            raise self.error(f"{int(ids[repeated].nunique())} participant ids occur more than once (first repeat "
+                             f"at data row {int(np.flatnonzero(repeated)[0]) + 1}); every row must be one person",
+                             column)
         return ids.astype(str)
 
     def _arms(self, raw: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -286,9 +272,9 @@ class _TrialHarmoniser:
         if not bad.any():
             return values
         if self.spec.out_of_range == "error":
-            example = values[bad][0]
-            raise self.error(f"{int(bad.sum())} values outside the {what} (first: {example:g}); fix the data or "
-                             "declare out_of_range: set_missing", column)
+            raise self.error(f"{int(bad.sum())} values outside the {what} (first at data row "
+                             f"{int(np.flatnonzero(bad)[0]) + 1}); fix the data or declare out_of_range: set_missing",
+                             column)
         self.out_of_range[column] = self.out_of_range.get(column, 0) + int(bad.sum())
         return np.where(bad, np.nan, values)
 
@@ -389,11 +375,7 @@ def _is_blank(value: Any) -> bool:
 
 
 def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
+    return parse_number(text) is not None
 
 
 def _looks_numeric(series: pd.Series, missing: set[str]) -> bool:
@@ -405,50 +387,6 @@ def _looks_numeric(series: pd.Series, missing: set[str]) -> bool:
     return bool(present) and all(_is_number(str(v)) for v in present)
 
 
-# --- writing --------------------------------------------------------------------------------------------------------
-def sidecar_path(out_path: str | os.PathLike[str]) -> Path:
-    """`ipd.parquet` -> `ipd.meta.json`."""
-    out_path = Path(out_path)
-    return out_path.with_name(out_path.stem + ".meta.json")
-
-
-def write_harmonised(result: HarmonisedData, out_path: str | os.PathLike[str], *,
-                     report_dir: str | os.PathLike[str] | None = None) -> list[Path]:
-    """Write the table (parquet with the metadata embedded, or CSV), its JSON sidecar, the missingness table and the
-    harmonisation report; every file atomically. Returns the paths written."""
-    from mbi_predict.data.report import write_report
-
-    out_path = Path(out_path)
-    suffix = out_path.suffix.lower()
-    if suffix not in (".parquet", ".csv"):
-        raise SpecError(f"the IPD table is written as .parquet or .csv, not {suffix or 'no suffix'}",
-                        file=str(out_path))
-    metadata_json = io.to_json(result.metadata, sort_keys=True)
-    if suffix == ".parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        table = pa.Table.from_pandas(result.ipd, preserve_index=False)
-        table = table.replace_schema_metadata({**(table.schema.metadata or {}),
-                                               PARQUET_METADATA_KEY: metadata_json.encode("utf-8")})
-        with io.atomic_path(out_path) as tmp:
-            pq.write_table(table, tmp)
-    else:
-        with io.atomic_path(out_path) as tmp:
-            result.ipd.to_csv(tmp, index=False)
-    written = [out_path, io.write_json_atomic(sidecar_path(out_path), json.loads(metadata_json))]
-    missingness_path = out_path.with_name(out_path.stem + ".missingness.csv")
-    with io.atomic_path(missingness_path) as tmp:
-        result.missingness.to_csv(tmp, index=False)
-    written.append(missingness_path)
-    written += write_report(result.ipd, result.metadata, result.missingness,
-                            Path(report_dir) if report_dir is not None else out_path.parent)
-    return written
-
-
-def read_parquet_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The harmonisation metadata embedded in a parquet file written by `write_harmonised` ({} if none)."""
-    import pyarrow.parquet as pq
-
-    raw = (pq.read_schema(path).metadata or {}).get(PARQUET_METADATA_KEY)
-    return json.loads(raw) if raw else {}
+# --- writing: in publish.py (kept importable from here) -------------------------------------------------------------
+from mbi_predict.data.publish import (PARQUET_METADATA_KEY, harmonised_paths,  # noqa: E402,F401
+                                      read_parquet_metadata, sidecar_path, write_harmonised)

@@ -2,8 +2,11 @@
 
 Raw files are read as faithfully as their format allows and never written to: CSV/TSV as text (so the spec's
 missing-value codes, not pandas' guesses, decide what is missing), SPSS and Stata through pyreadstat with value labels
-applied as pandas categories (the labels are what the trial team saw and what a spec names), Excel through openpyxl,
-parquet through pyarrow. Any failure becomes one line naming the file.
+applied as pandas categories (the labels are what the trial team saw and what a spec names), Excel through openpyxl
+with every cell as stored (no type guessing, so a text id `007` stays `007`), parquet through pyarrow. Any failure
+becomes one line naming the file. Two columns of one name (pandas would quietly rename the second `x.1`) and a file
+without data rows are errors. Participant ids are text everywhere (`id_text`): never parsed as numbers, so `007` and
+`7` stay two ids and `0012001` keeps its zeros; an id a format stores as a number is written without loss.
 """
 
 from __future__ import annotations
@@ -12,9 +15,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from mbi_predict.data.schema import check_ipd
+from mbi_predict.data.schema import NUMBER_RE, check_ipd, id_text, parse_number  # noqa: F401 - id_text: API
 from mbi_predict.errors import DataError
 
 RAW_FORMATS = ("csv", "tsv", "sav", "dta", "xlsx", "parquet")
@@ -68,8 +72,38 @@ def read_raw_coded(path: str | os.PathLike[str], *, format: str | None = None,
     frame.columns = [str(c) for c in frame.columns]
     duplicated = frame.columns[frame.columns.duplicated()].tolist()
     if duplicated:
-        raise DataError(f"duplicate column names: {', '.join(duplicated[:3])}", file=str(path))
+        raise DataError("two columns have this name; rename one", file=str(path), column=duplicated[0])
+    if frame.empty:
+        raise DataError("the file has no data rows", file=str(path))
     return frame, {str(k): v for k, v in value_labels.items() if str(k) in frame.columns}
+
+
+def to_numbers(values: pd.Series, missing: set[str] = frozenset()) -> tuple[np.ndarray, np.ndarray]:
+    """A raw column as floats (a new, writable array) plus the mask of cells that are not numbers.
+
+    Blank cells and declared missing codes (canonical label text, see `spec.label_key`) become NaN. A number is
+    plain decimal notation (`3`, ` 2.5 `, `1e3`, `-0.5`); `NaN`, `inf`, `1_0`, `0x1F` and other text are not, and
+    neither is an infinite value a binary format stores: those cells are flagged, for the caller to name.
+    """
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        values = values.astype(object)
+    if pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values.dtype):
+        numbers = np.array(values.to_numpy(dtype=float, na_value=np.nan), dtype=float, copy=True)
+        bad = np.isinf(numbers)
+    else:  # vectorised: harmonising reads ~10^5 cells per trial
+        cells = values.astype(object)
+        absent = cells.isna().to_numpy()
+        text = cells.where(~absent, "").astype(str).str.strip()
+        number = text.str.fullmatch(NUMBER_RE.pattern).to_numpy(dtype=bool)
+        numbers = np.full(len(values), np.nan)
+        numbers[number] = text[number].astype(float).to_numpy()
+        blank = absent | (text == "").to_numpy()
+        bad = ~blank & ~number & ~text.isin(missing).to_numpy()
+        bad |= np.isinf(numbers)  # "1e400" is decimal notation, but not a finite number
+    if missing:
+        coded = [float(k) for k in missing if parse_number(k) is not None]
+        numbers[np.isin(numbers, coded)] = np.nan
+    return numbers, bad
 
 
 def apply_value_labels(values: pd.Series, labels: dict[Any, str]) -> pd.Series:
@@ -79,8 +113,19 @@ def apply_value_labels(values: pd.Series, labels: dict[Any, str]) -> pd.Series:
 
 
 def _read_delimited(path: Path, sep: str) -> tuple[pd.DataFrame, dict]:
-    frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8-sig")
-    return frame, {}
+    # header=None: the header row is read as data, so duplicate names stay visible (pandas would rename them x.1)
+    frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8-sig",
+                        header=None)
+    return _first_row_as_header(frame), {}
+
+
+def _first_row_as_header(frame: pd.DataFrame) -> pd.DataFrame:
+    # an empty header cell (a trailing comma, an unused spreadsheet column) is named as pandas would name it
+    header = [f"Unnamed: {i}" if v is None or (isinstance(v, float) and v != v) or str(v) == "" else str(v)
+              for i, v in enumerate(frame.iloc[0].tolist())]
+    body = frame.iloc[1:].reset_index(drop=True)
+    body.columns = header
+    return body
 
 
 def _read_spss(path: Path, _sheet: object) -> tuple[pd.DataFrame, dict]:
@@ -98,7 +143,12 @@ def _read_stata(path: Path, _sheet: object) -> tuple[pd.DataFrame, dict]:
 
 
 def _read_excel(path: Path, sheet: str | int | None) -> tuple[pd.DataFrame, dict]:
-    return pd.read_excel(path, sheet_name=0 if sheet is None else sheet, engine="openpyxl"), {}
+    # dtype=object: cells as stored (no guessing that text "007" is the number 7); header=None as for CSV
+    frame = pd.read_excel(path, sheet_name=0 if sheet is None else sheet, engine="openpyxl", header=None,
+                          dtype=object)
+    if frame.empty:
+        raise DataError("the sheet is empty", file=str(path))
+    return _first_row_as_header(frame), {}
 
 
 def _read_parquet(path: Path, _sheet: object) -> tuple[pd.DataFrame, dict]:

@@ -3,7 +3,11 @@
 Per trial: N by arm and control type, instruments and time points used, covariate coverage, missingness by arm and
 the distribution of baseline scores, as a Markdown page and a self-contained HTML page (plots embedded as PNG data
 URIs, so the file can be mailed or archived alone). Aggregates only: no participant-level row, id or point ever
-reaches the report (box plots are drawn without outlier points for that reason).
+reaches the report (box plots are drawn without outlier points for that reason), and no distribution (mean, SD,
+quartiles, box and whiskers) of fewer than `min_cell_size` participants (default `MIN_CELL_SIZE`, set by the spec's
+`min_cell_size`): in a trial of 4 the quartiles and whiskers are nearly the people themselves, so such a cell says
+"suppressed" instead. Every name that comes from a spec or a file (trial ids, consortium name) is escaped in both
+pages, so a trial called `<script>` is text, not markup.
 """
 
 from __future__ import annotations
@@ -21,7 +25,12 @@ from mbi_predict.data.describe import describe_ipd
 from mbi_predict.data.schema import CONSTRUCTS
 
 REPORT_STEM = "harmonisation_report"
+MIN_CELL_SIZE = 10
 _COVARIATES = ("age", "gender", "education")
+
+
+def min_cell_size(metadata: dict[str, Any]) -> int:
+    return int(metadata.get("min_cell_size") or MIN_CELL_SIZE)
 
 
 def report_tables(ipd: pd.DataFrame, metadata: dict[str, Any], missingness: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -31,7 +40,7 @@ def report_tables(ipd: pd.DataFrame, metadata: dict[str, Any], missingness: pd.D
     instruments = _instrument_table(metadata)
     coverage = _coverage_table(ipd)
     missing = _missingness_summary(missingness)
-    baseline = _baseline_table(ipd)
+    baseline = _baseline_table(ipd, min_cell_size(metadata))
     return {"Participants by arm": arms, "Instruments and time points": instruments,
             "Covariate coverage (% non-missing)": coverage, "Missingness of outcomes (% missing, MBI / control)": missing,
             "Baseline scores (standardised)": baseline}
@@ -74,12 +83,16 @@ def _missingness_summary(missingness: pd.DataFrame) -> pd.DataFrame:
     return table[[v for v in dict.fromkeys(outcomes["variable"])]].reset_index()
 
 
-def _baseline_table(ipd: pd.DataFrame) -> pd.DataFrame:
+def _baseline_table(ipd: pd.DataFrame, min_cell: int = MIN_CELL_SIZE) -> pd.DataFrame:
     rows = []
     for column in [f"baseline_{c}" for c in CONSTRUCTS if f"baseline_{c}" in ipd.columns]:
         for trial_id, values in ipd.groupby(ipd["trial_id"].astype(str))[column]:
             values = values.dropna()
             if len(values) == 0:
+                continue
+            if len(values) < min_cell:
+                rows.append({"variable": column, "trial_id": trial_id, "n": int(len(values)),
+                             "mean": f"suppressed (n < {min_cell})"})
                 continue
             quartiles = values.quantile([0.25, 0.5, 0.75])
             rows.append({"variable": column, "trial_id": trial_id, "n": int(len(values)),
@@ -89,8 +102,9 @@ def _baseline_table(ipd: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["variable", "trial_id", "n", "mean", "sd", "q1", "median", "q3"])
 
 
-def _baseline_figures(ipd: pd.DataFrame) -> list[tuple[str, bytes]]:
-    """One PNG per measured baseline construct: box plots by trial, whiskers only (no individual points)."""
+def _baseline_figures(ipd: pd.DataFrame, min_cell: int = MIN_CELL_SIZE) -> list[tuple[str, bytes]]:
+    """One PNG per measured baseline construct: box plots by trial, whiskers only (no individual points); trials
+    with fewer than `min_cell` scores are left out of the plot (the table says they are suppressed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -99,7 +113,7 @@ def _baseline_figures(ipd: pd.DataFrame) -> list[tuple[str, bytes]]:
     figures = []
     for column in [f"baseline_{c}" for c in CONSTRUCTS if f"baseline_{c}" in ipd.columns]:
         groups = [(t, v.dropna().to_numpy()) for t, v in ipd.groupby(ipd["trial_id"].astype(str))[column]]
-        groups = [(t, v) for t, v in groups if len(v)]
+        groups = [(t, v) for t, v in groups if len(v) >= min_cell]
         if not groups:
             continue
         fig, ax = plt.subplots(figsize=(max(4.0, 0.55 * len(groups) + 1.5), 3.2))
@@ -115,7 +129,7 @@ def _baseline_figures(ipd: pd.DataFrame) -> list[tuple[str, bytes]]:
 
 
 def render_markdown(tables: dict[str, pd.DataFrame], metadata: dict[str, Any]) -> str:
-    lines = [f"# Harmonisation report: {metadata.get('consortium', 'consortium')}", "",
+    lines = [f"# Harmonisation report: {_cell(metadata.get('consortium', 'consortium'))}", "",
              f"- participants: {metadata.get('n_participants')}, trials: {metadata.get('n_trials')}",
              f"- standardisation: {metadata.get('standardisation')} ({metadata.get('standardisation_rule', '')})",
              f"- out-of-range policy: {metadata.get('out_of_range_policy')}; prorating when at least "
@@ -123,25 +137,28 @@ def render_markdown(tables: dict[str, pd.DataFrame], metadata: dict[str, Any]) -
              f"- windows: {metadata.get('window_rule', {}).get('rule', '')} "
              f"(post_max_weeks={metadata.get('window_rule', {}).get('post_max_weeks')}, "
              f"fu1_6_max_weeks={metadata.get('window_rule', {}).get('fu1_6_max_weeks')})",
-             "- every randomised participant is kept (intention to treat); missing values stay missing", ""]
+             "- every randomised participant is kept (intention to treat); missing values stay missing",
+             f"- distributions of fewer than {min_cell_size(metadata)} participants are suppressed", ""]
     for title, table in tables.items():
-        lines += [f"## {title}", "", _markdown_table(table), ""]
+        lines += [f"## {_cell(title)}", "", _markdown_table(table), ""]
     return "\n".join(lines)
 
 
 def _markdown_table(table: pd.DataFrame) -> str:
     if table.empty:
         return "_none_"
-    header = "| " + " | ".join(str(c) for c in table.columns) + " |"
+    header = "| " + " | ".join(_cell(c) for c in table.columns) + " |"
     rule = "| " + " | ".join("---" for _ in table.columns) + " |"
     body = ["| " + " | ".join(_cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
     return "\n".join([header, rule, *body])
 
 
 def _cell(value: Any) -> str:
+    """Table cell text for Markdown: HTML-escaped (Markdown renders raw HTML), pipes and line breaks neutralised."""
     if value is None or (isinstance(value, float) and pd.isna(value)):
         return ""
-    return str(value).replace("|", "/")
+    text = html.escape(" ".join(str(value).split()), quote=True)
+    return text.replace("|", "&#124;").replace("`", "&#96;").replace("[", "&#91;").replace("]", "&#93;")
 
 
 def render_html(tables: dict[str, pd.DataFrame], metadata: dict[str, Any],
@@ -168,12 +185,21 @@ def render_html(tables: dict[str, pd.DataFrame], metadata: dict[str, Any],
     return "\n".join(parts)
 
 
+def report_paths(out_dir: str | Path) -> list[Path]:
+    """The report's two pages in `out_dir`: Markdown, HTML."""
+    return [Path(out_dir) / f"{REPORT_STEM}.md", Path(out_dir) / f"{REPORT_STEM}.html"]
+
+
+def render_report(ipd: pd.DataFrame, metadata: dict[str, Any], missingness: pd.DataFrame) -> dict[str, str]:
+    """The two pages as text, keyed by file name."""
+    tables = report_tables(ipd, metadata, missingness)
+    markdown, page = report_paths(".")
+    return {markdown.name: render_markdown(tables, metadata),
+            page.name: render_html(tables, metadata, _baseline_figures(ipd, min_cell_size(metadata)))}
+
+
 def write_report(ipd: pd.DataFrame, metadata: dict[str, Any], missingness: pd.DataFrame,
                  out_dir: str | Path) -> list[Path]:
     """Write `harmonisation_report.md` and `harmonisation_report.html` into `out_dir` (atomically)."""
-    out_dir = Path(out_dir)
-    tables = report_tables(ipd, metadata, missingness)
-    markdown = io.write_text_atomic(out_dir / f"{REPORT_STEM}.md", render_markdown(tables, metadata))
-    page = io.write_text_atomic(out_dir / f"{REPORT_STEM}.html",
-                                render_html(tables, metadata, _baseline_figures(ipd)))
-    return [markdown, page]
+    pages = render_report(ipd, metadata, missingness)
+    return [io.write_text_atomic(path, pages[path.name]) for path in report_paths(out_dir)]

@@ -1,7 +1,13 @@
 """The harmonised IPD table's contract (shared/DATA_MODEL.md) as code.
 
 `validate_ipd` lists every violation with its trial and column; `check_ipd` raises the first one as a `DataError`
-(one line), which is what the CLI shows. Downstream stages call `check_ipd` once on load.
+(one line), which is what the CLI shows. Downstream stages call `check_ipd` once on load. Messages give counts and
+levels of the contract, never a participant's value or id.
+
+Numbers are finite: an infinite value in any numeric column is a violation. Plausible ranges (`PLAUSIBLE_RANGES`,
+default age 10-110 years, the population of mindfulness trials) catch unit and coding errors such as an age of 999 or
+an age in months; a table for another population declares its own in ``frame.attrs[RANGES_ATTR]`` (kept in parquet
+by pandas, so a table written with its ranges is loaded with them) or passes ``ranges=`` to `check_ipd`.
 """
 
 from __future__ import annotations
@@ -39,6 +45,56 @@ _WINDOW_PATTERN = "|".join(WINDOWS)
 OUTCOME_RE = re.compile(rf"^(?P<construct>[a-z][a-z0-9_]*?)_(?P<window>{_WINDOW_PATTERN})$")
 HARM_RE = re.compile(rf"^deteriorated_(?P<construct>[a-z][a-z0-9_]*?)_(?P<window>{_WINDOW_PATTERN})$")
 SNAKE_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+#: A number as a raw file may write one: plain decimal notation, optionally signed, with an exponent. Not `NaN`,
+#: `inf`, `1_0` or `0x10` (which Python's float() would accept), so such text is reported, never read as a value.
+NUMBER_RE = re.compile(r"^[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$")
+#: Inclusive plausible range per numeric column; override per table with ``frame.attrs[RANGES_ATTR]``.
+PLAUSIBLE_RANGES: dict[str, tuple[float, float]] = {"age": (10.0, 110.0)}
+RANGES_ATTR = "mbi_predict.plausible_ranges"
+
+
+def parse_number(text: str) -> float | None:
+    """The float written in `text` under `NUMBER_RE`, else None."""
+    text = text.strip()
+    return float(text) if NUMBER_RE.match(text) else None
+
+
+def id_text(values: pd.Series) -> pd.Series:
+    """Participant ids as text (object dtype), blanks as None; never through a number.
+
+    Text is only stripped (`007` and `7` are two ids). A format that stores ids as numbers (SPSS, Stata, a numeric
+    Excel or parquet column) gives integral values as their integer digits (`12001.0` -> `12001`, exact at any size
+    the float holds) and other values as Python's shortest round-trip text.
+    """
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        values = values.astype(object)
+    out = []
+    for value in values.tolist():
+        if value is None or value is pd.NA or (isinstance(value, float) and value != value):
+            out.append(None)
+        elif isinstance(value, bool):
+            out.append(str(value))
+        elif isinstance(value, (int, np.integer)):
+            out.append(str(int(value)))
+        elif isinstance(value, (float, np.floating)):
+            number = float(value)
+            out.append(str(int(number)) if np.isfinite(number) and number.is_integer() else repr(number))
+        else:
+            text = str(value).strip()
+            out.append(text or None)
+    return pd.Series(out, index=values.index, dtype=object, name=values.name)
+
+
+def plausible_ranges(frame: pd.DataFrame | None = None,
+                     ranges: dict[str, tuple[float, float]] | None = None) -> dict[str, tuple[float, float]]:
+    """The defaults, updated by the table's own declaration (its attrs) and then by `ranges`."""
+    merged = dict(PLAUSIBLE_RANGES)
+    declared = frame.attrs.get(RANGES_ATTR) if frame is not None else None
+    for source in (declared or {}, ranges or {}):
+        for column, bounds in source.items():
+            low, high = (float(b) for b in bounds)
+            merged[str(column)] = (low, high)
+    return merged
 
 
 @dataclass(frozen=True)
@@ -80,12 +136,38 @@ def construct_of(outcome: str) -> str | None:
     return match.group("construct") if match else None
 
 
+#: Columns that identify a row, its trial or its randomised arm: never a predictor (an id is memorised, not learnt;
+#: the arm enters the models separately, as the treatment, and a CATE model must not see it as a covariate).
+DESIGN_COLUMNS = ("trial_id", "participant_id", "arm", "control_type")
+_WINDOW_SUFFIX_RE = re.compile(rf"_(?:{_WINDOW_PATTERN})(?:_raw)?$")
+
+
+def predictor_refusal(column: str) -> str | None:
+    """Why `column` can never be a predictor, or None if it may be one.
+
+    Refused: the design columns (`DESIGN_COLUMNS`) and every outcome: any column ending in an outcome window
+    (`post`, `fu1_6`, `fu6plus`), i.e. `{construct}_{window}` of any construct, or its `_raw` total, and the harm
+    and improvement flags (`deteriorated_*`, `improved_*`). Baseline scores (`baseline_*`, also their `_raw` totals)
+    are measured before randomisation and are allowed.
+    """
+    name = str(column)
+    if name in ("trial_id", "participant_id"):
+        return "an identifier, not a participant characteristic"
+    if name in ("arm", "control_type"):
+        return "the randomised arm: it enters the models as the treatment, never as a covariate"
+    if name.startswith("baseline_"):
+        return None
+    if name.startswith(("deteriorated_", "improved_")) or _WINDOW_SUFFIX_RE.search(name):
+        return "an outcome (measured after randomisation): it would leak the answer into the prediction"
+    return None
+
+
 def present_baseline_covariates(frame: pd.DataFrame) -> list[str]:
     return [c for c in BASELINE_COVARIATES if c in frame.columns]
 
 
-def validate_ipd(frame: pd.DataFrame) -> list[Violation]:
-    """Every violation of the IPD contract, each naming its trial and column."""
+def validate_ipd(frame: pd.DataFrame, *, ranges: dict[str, tuple[float, float]] | None = None) -> list[Violation]:
+    """Every violation of the IPD contract, each naming its trial and column (see `plausible_ranges`)."""
     problems: list[Violation] = []
     for column in ("trial_id", "participant_id", "arm"):
         if column not in frame.columns:
@@ -109,8 +191,8 @@ def validate_ipd(frame: pd.DataFrame) -> list[Violation]:
             problems.append(Violation("participant_id", t, "empty participant_id"))
     dup = frame.assign(_t=trial).duplicated(subset=["_t", "participant_id"], keep=False)
     for t in sorted(trial[dup].unique()):
-        ids = frame.loc[dup & (trial == t), "participant_id"].astype(str).unique()[:3]
-        problems.append(Violation("participant_id", t, f"duplicate participant ids: {', '.join(ids)}"))
+        n_ids = frame.loc[dup & (trial == t), "participant_id"].astype(str).nunique()
+        problems.append(Violation("participant_id", t, f"{n_ids} participant ids occur more than once"))
 
     arm = pd.to_numeric(frame["arm"], errors="coerce")
     bad_arm = arm.isna() | ~arm.isin([0, 1])
@@ -150,6 +232,8 @@ def validate_ipd(frame: pd.DataFrame) -> list[Violation]:
             for t in sorted(trial[bad].unique()):
                 problems.append(Violation(column, t, "harm flags must be 0, 1 or missing"))
 
+    problems += _number_violations(frame, trial, plausible_ranges(frame, ranges))
+
     for column in STUDY_TRAITS:
         if column in frame.columns:
             per_trial = frame.groupby(trial, sort=True)[column].nunique(dropna=False)
@@ -163,16 +247,43 @@ def validate_ipd(frame: pd.DataFrame) -> list[Violation]:
     return problems
 
 
-def check_ipd(frame: pd.DataFrame, *, source: str | None = None) -> pd.DataFrame:
+def _number_violations(frame: pd.DataFrame, trial: pd.Series,
+                       ranges: dict[str, tuple[float, float]]) -> list[Violation]:
+    """Infinite values in any numeric column; values outside a column's plausible range. Counts, never values."""
+    problems: list[Violation] = []
+    for column in frame.columns:
+        values = frame[column]
+        if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+            continue
+        numbers = values.to_numpy(dtype=float, na_value=np.nan)
+        infinite = np.isinf(numbers)
+        for t in sorted(trial[infinite].unique()):
+            count = int((infinite & (trial == t).to_numpy()).sum())
+            problems.append(Violation(str(column), t, f"{count} values are infinite; numbers must be finite"))
+        if column in ranges:
+            low, high = ranges[column]
+            outside = np.isfinite(numbers) & ((numbers < low) | (numbers > high))
+            for t in sorted(trial[outside].unique()):
+                count = int((outside & (trial == t).to_numpy()).sum())
+                problems.append(Violation(str(column), t, f"{count} values outside the plausible range "
+                                          f"{low:g}-{high:g} (declare another range if this population needs one)"))
+    return problems
+
+
+def check_ipd(frame: pd.DataFrame, *, source: str | None = None,
+              ranges: dict[str, tuple[float, float]] | None = None) -> pd.DataFrame:
     """Raise the first contract violation as a one-line `DataError`; return the frame with canonical dtypes."""
-    problems = validate_ipd(frame)
+    problems = validate_ipd(frame, ranges=ranges)
     if problems:
         first = problems[0]
         more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
         raise DataError(first.message + more, file=source, trial=first.trial, column=first.column)
     out = frame.copy()
-    out["trial_id"] = out["trial_id"].astype(str)
-    out["participant_id"] = out["participant_id"].astype(str)
+    if ranges:
+        out.attrs[RANGES_ATTR] = {**(frame.attrs.get(RANGES_ATTR) or {}),
+                                  **{str(k): [float(v) for v in bounds] for k, bounds in ranges.items()}}
+    out["trial_id"] = id_text(out["trial_id"]).astype(str)
+    out["participant_id"] = id_text(out["participant_id"]).astype(str)  # 12001.0 -> "12001", never "12001.0"
     out["arm"] = pd.to_numeric(out["arm"]).astype(int)
     out["control_type"] = out["control_type"].astype("object").where(out["arm"] == 0, None)
     return out

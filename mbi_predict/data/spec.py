@@ -8,14 +8,17 @@ Every error is one line naming the spec file, the trial and the dotted key, e.g.
 Checks that need the instrument registry (known instruments, item counts, constructs) or several keys at once
 (time points declared, one follow-up per window) run after the field-level validation, in `_check_semantics`.
 
-A short example (paths are relative to the spec file; every key below except `trials` has a default or is optional):
+A short example (paths are relative to the spec file and must stay inside its folder: no `..` out of it, no absolute
+path, no symlink pointing out; every key below except `trials` has a default or is optional):
 
     name: my consortium
     standardisation: within_trial      # or norm
     out_of_range: error                # or set_missing (counted in the metadata and report)
     prorate_min_share: 0.8             # prorate a total when at least 80% of its items are present
     windows: {post_max_weeks: 4, fu1_6_max_weeks: 26}
-    registry: my_instruments.yaml      # optional: instruments beyond the shipped registry
+    registry: my_instruments.yaml      # optional: instruments beyond the shipped registry (inside the spec's folder)
+    plausible_ranges: {age: [16, 99]}  # optional: per-column plausible range (default age 10-110)
+    min_cell_size: 10                  # the report shows no distribution of fewer participants
     trials:
       T01:
         file: raw/T01.sav              # format from the suffix, or `format:` csv|tsv|sav|dta|xlsx|parquet
@@ -46,7 +49,8 @@ from mbi_predict.io import parse_yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from mbi_predict.data.instruments import Instrument, load_registry
-from mbi_predict.data.schema import CONSTRUCTS, CORE_COLUMNS, OUTCOME_RE, SNAKE_RE, STUDY_TRAIT_LEVELS, STUDY_TRAITS
+from mbi_predict.data.schema import (CONSTRUCTS, CORE_COLUMNS, OUTCOME_RE, SNAKE_RE, STUDY_TRAIT_LEVELS,
+                                     STUDY_TRAITS, parse_number)
 from mbi_predict.errors import SpecError
 
 FORMATS = ("csv", "tsv", "sav", "dta", "xlsx", "parquet")
@@ -66,9 +70,8 @@ def label_key(value: Any) -> str:
         number = float(value)
         return str(int(number)) if _exact_integer(number) else str(number)
     text = str(value).strip()
-    try:
-        number = float(text)
-    except ValueError:
+    number = parse_number(text)
+    if number is None:
         return text
     return str(int(number)) if _exact_integer(number) else text
 
@@ -184,6 +187,8 @@ class ConsortiumSpec(_Strict):
     prorate_min_share: float = Field(0.8, gt=0, le=1)
     windows: Windows = Windows()
     registry: str | None = None  # extra instrument registry YAML, relative to the spec
+    plausible_ranges: dict[str, tuple[float, float]] = {}  # column -> (low, high); overrides schema.PLAUSIBLE_RANGES
+    min_cell_size: int = Field(10, ge=1)  # the report shows no distribution of fewer participants than this
     trials: dict[str, TrialSpec]
 
     _path: Path | None = PrivateAttr(default=None)
@@ -194,6 +199,14 @@ class ConsortiumSpec(_Strict):
     @classmethod
     def _trial_keys(cls, value: Any) -> Any:
         return {str(k): v for k, v in value.items()} if isinstance(value, dict) else value
+
+    @field_validator("plausible_ranges")
+    @classmethod
+    def _ordered_ranges(cls, value: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+        for column, (low, high) in value.items():
+            if not (math.isfinite(low) and math.isfinite(high) and low < high):
+                raise ValueError(f"{column}: give a finite [low, high] with low < high")
+        return value
 
     @property
     def path(self) -> Path | None:
@@ -213,8 +226,8 @@ class ConsortiumSpec(_Strict):
         return self._instruments
 
     def trial_file(self, trial_id: str) -> Path:
-        file = Path(self.trials[trial_id].file)
-        return file if file.is_absolute() else self.base_dir / file
+        return confined_path(self.base_dir, self.trials[trial_id].file, source=self.source, trial=trial_id,
+                             key="file")
 
     def followup_windows(self, trial_id: str) -> dict[str, str]:
         """Follow-up label -> window, by the declared window rule."""
@@ -243,11 +256,39 @@ def spec_from_dict(data: Any, *, source: str = "<spec>", path: Path | None = Non
     spec._path, spec._source = path, source
     registry_path = None
     if spec.registry is not None:
-        registry_path = Path(spec.registry)
-        registry_path = registry_path if registry_path.is_absolute() else spec.base_dir / registry_path
+        registry_path = confined_path(spec.base_dir, spec.registry, source=source, key="registry")
     spec._instruments = load_registry(registry_path)
     _check_semantics(spec, source)
     return spec
+
+
+def confined_path(base_dir: Path, relative: str, *, source: str, key: str, trial: str | None = None) -> Path:
+    """`relative` inside the spec's folder, or a one-line `SpecError` naming the key (never the file's content).
+
+    The one place input paths of a spec are resolved: a relative path, resolved with symlinks followed, must stay
+    inside the folder of the spec (`..` out of it, an absolute path or a symlink pointing out are refused), so a
+    spec shared with a consortium cannot make the tool read, and echo in its errors, any other file of the machine.
+    """
+    text = str(relative).strip()
+    if not text or "\x00" in text:
+        raise SpecError(f"key {key}: empty or invalid path", file=source, trial=trial)
+    candidate = Path(text)
+    base = Path(base_dir).resolve()
+    if candidate.is_absolute():
+        raise SpecError(f"key {key}: must be a path relative to the spec's folder, not an absolute path",
+                        file=source, trial=trial)
+    if not (base / candidate).resolve().is_relative_to(base):
+        raise SpecError(f"key {key}: must name a file inside the spec's folder (through `..` or a symlink it "
+                        "points outside)", file=source, trial=trial)
+    return Path(base_dir) / candidate  # as the user spelled it (messages and metadata), checked above
+
+
+def input_paths(spec: ConsortiumSpec) -> list[Path]:
+    """Every file harmonising `spec` reads: the spec itself, its registry, the trials' raw files."""
+    paths = [spec.path] if spec.path is not None else []
+    if spec.registry is not None:
+        paths.append(confined_path(spec.base_dir, spec.registry, source=spec.source, key="registry"))
+    return paths + [spec.trial_file(trial_id) for trial_id in spec.trials]
 
 
 def _spec_error(exc: ValidationError, source: str) -> SpecError:
@@ -277,6 +318,7 @@ def _check_semantics(spec: ConsortiumSpec, source: str) -> None:
     for trial_id, trial in spec.trials.items():
         if not trial_id.strip():
             raise SpecError("key trials: empty trial id", file=source)
+        spec.trial_file(trial_id)  # confined to the spec's folder
         fmt = trial.file_format()
         if fmt not in FORMATS:
             raise _fail(source, trial_id, "format", f"cannot infer the format of {trial.file!r}; "

@@ -69,11 +69,20 @@ class PreparedData:
 
 
 def resolve_covariates(frame: pd.DataFrame, covariates: list[str] | str, study_traits: list[str]) -> list[str]:
+    """The covariates and study traits to model, under the covariate policy (`schema.predictor_refusal`): outcomes
+    of any window (with their `_raw` totals, harm and improvement flags), ids, trial and arm columns are never
+    predictors; naming one is a one-line ConfigError naming the column."""
+    from mbi_predict.data.schema import predictor_refusal
+
     chosen = present_baseline_covariates(frame) if covariates == "all" else list(covariates)
     for trait in study_traits:
         if trait not in STUDY_TRAITS and trait not in frame.columns:
             raise ConfigError(f"study_traits: {trait!r} is not a study-level trait in the data", column=trait)
     chosen += [t for t in study_traits if t not in chosen]
+    for column in chosen:  # the covariate policy: outcomes, ids and design columns are never predictors
+        reason = predictor_refusal(column)
+        if reason is not None:
+            raise ConfigError(f"cannot be a covariate: {reason}", column=str(column))
     missing = [c for c in chosen if c not in frame.columns]
     if missing:
         raise DataError(f"covariate not in the data (columns: {', '.join(map(str, frame.columns[:12]))} ...)",
@@ -88,10 +97,9 @@ def prepare_data(frame: pd.DataFrame, *, outcome: str, covariates: list[str] | s
     """Select the comparison's rows (MBI + controls of ``control_type``) and check the outcome and covariates."""
     if outcome not in frame.columns:
         raise DataError("outcome is not a column of the data", column=outcome)
-    if outcome in (covariates if isinstance(covariates, list) else []):
+    if outcome in (list(covariates) if not isinstance(covariates, str) else []) or outcome in study_traits:
         raise ConfigError("the outcome cannot also be a covariate", column=outcome)
     chosen = resolve_covariates(frame, covariates, list(study_traits))
-    chosen = [c for c in chosen if c not in (outcome, ARM)]
     values = pd.to_numeric(frame[outcome], errors="coerce")
     if frame[outcome].notna().sum() != values.notna().sum():
         raise DataError("outcome must be numeric", column=outcome)
@@ -215,6 +223,8 @@ class FoldJob:
     #: a permutation refit of the heterogeneity verdict's calibration (`validate.verdict_null`): only the metrics the
     #: verdict uses (RATE, calibration slope, the constant-effect yardstick); no intervals, SHAP or predictions kept
     light: bool = False
+    #: ``validate.groups.GroupSettings``: group effects, harm and treatment rules of effect models (None: off)
+    groups: Any = None
 
 
 @dataclass
@@ -382,7 +392,8 @@ def effect_fold(job: FoldJob, data: PreparedData, on_trial: Callable[[], None] |
     X_test = features.transform(data.X.iloc[test])
     cate = np.asarray(model.effect(X_test), dtype=float).reshape(-1)
     # the constant-effect yardstick: the model's own average predicted effect in its training trials, for everyone
-    constant = float(np.mean(model.effect(features.transform(data.X.iloc[fitted.train_rows]))))
+    cate_train = np.asarray(model.effect(features.transform(data.X.iloc[fitted.train_rows])), dtype=float).reshape(-1)
+    constant = float(np.mean(cate_train))
     cate_low = cate_high = np.full(len(test), np.nan)
     try:  # only some estimators give pointwise intervals; the others refuse with a ConfigError
         if not job.light:
@@ -405,21 +416,24 @@ def effect_fold(job: FoldJob, data: PreparedData, on_trial: Callable[[], None] |
         truth = data.truth_cate[test][evaluated]
         truth = truth if truth.size and np.all(np.isfinite(truth)) else None
     seed = derive_seed(job.seed, "benefit")
+    pseudo = dr_pseudo_outcomes(y_eval, t_eval, X_eval, seed=seed)
     raw = per_trial_benefit_metrics(y_eval, t_eval, cate_eval, X=X_eval,
                                     higher_is_better=not data.outcome_higher_is_worse, cate_true=truth, seed=seed,
-                                    B=job.bootstrap, constant=constant, full=not job.light)
+                                    B=job.bootstrap, constant=constant, full=not job.light, pseudo=pseudo)
     metrics = {name: MetricValue(float(value), float(raw.get(f"{name}_se", np.nan)) ** 2, "benefit_se")
                for name, value in raw.items()
                if not name.endswith("_se") and name not in ("n", "n_mbi", "n_control", "pehe", "cate_truth_corr")}
+    group_extras: dict[str, Any] = {}
+    if job.groups is not None and data.task == "continuous":
+        group_metrics, group_extras = _group_metrics(job, data, fitted, cate_train, cate, evaluated, pseudo,
+                                                     X_test)
+        metrics.update(group_metrics)
     if job.light:
         return FoldResult(model=spec.name, kind="effect", held_out=job.fold.label, n=int(evaluated.sum()),
                           n_randomised=len(test), n_missing_outcome=int((~observed[test]).sum()), metrics=metrics,
                           timing={"fit_seconds": fit_seconds, "predict_seconds": 0.0, "tune_seconds": 0.0,
                                   "shap_seconds": 0.0}, best_params={}, tuning=None,
                           predictions=pd.DataFrame(), evaluated=evaluated, test_rows=test)
-    # the same pseudo-outcomes per_trial_benefit_metrics used (same seed): kept in memory for the pooled
-    # calibration-for-benefit table and plot
-    pseudo = dr_pseudo_outcomes(y_eval, t_eval, X_eval, seed=seed)
     if truth is not None:
         n_eval = len(truth)
         metrics["pehe"] = MetricValue(float(raw["pehe"]), _pehe_variance(truth, cate_eval), "delta")
@@ -427,7 +441,8 @@ def effect_fold(job: FoldJob, data: PreparedData, on_trial: Callable[[], None] |
         # Fisher z: var(atanh r) = 1/(n-3); reported on the r scale with the delta method
         metrics["cate_truth_corr"] = MetricValue(corr, (1 - corr ** 2) ** 2 / max(n_eval - 3, 1)
                                                  if np.isfinite(corr) else np.nan, "fisher_z")
-    extras: dict[str, Any] = {"pseudo": pseudo, "cate_scored": cate_eval}
+    # the pseudo-outcomes of the metrics, in memory for the pooled calibration-for-benefit table and plot
+    extras: dict[str, Any] = {"pseudo": pseudo, "cate_scored": cate_eval, **group_extras}
     predictions = pd.DataFrame({"trial_id": data.trial[test], "participant_id": data.participant[test],
                                 "model": spec.name, "cate": cate, "cate_low": cate_low, "cate_high": cate_high})
     if risks is not None:
@@ -446,6 +461,27 @@ def effect_fold(job: FoldJob, data: PreparedData, on_trial: Callable[[], None] |
                 "shap_seconds": shap.seconds if shap is not None else 0.0},
         best_params=dict(spec.params), tuning=None, predictions=predictions, evaluated=evaluated,
         test_rows=test, fitted_model=model if job.keep_model else None, shap=shap, extras=extras)
+
+
+def _group_metrics(job: FoldJob, data: PreparedData, fitted: FittedModel, cate_train: np.ndarray, cate: np.ndarray,
+                   evaluated: np.ndarray, pseudo: np.ndarray, X_test: np.ndarray) -> tuple[dict, dict]:
+    """Group effects, harm and the treatment rule of the held-out trial (`validate.groups.held_out_groups`)."""
+    from dataclasses import replace
+
+    from mbi_predict.validate.groups import held_out_groups, rule_frame
+
+    settings = replace(job.groups, rules=job.groups.rules and not job.light)
+    rule_train = rule_test = None
+    if settings.rules:
+        covariates = list(data.covariates)
+        rule_train, fill = rule_frame(data.X.iloc[fitted.train_rows], covariates)
+        rule_test, _ = rule_frame(data.X.iloc[job.fold.test], covariates, fill)
+    raw, extras = held_out_groups(sign=-1.0 if data.outcome_higher_is_worse else 1.0, cate_train=cate_train,
+                                  cate_test=cate, evaluated=evaluated, pseudo=pseudo, X_test=X_test,
+                                  arm_test=data.arm[job.fold.test], settings=settings, rule_train=rule_train,
+                                  rule_test=rule_test)
+    return {name: MetricValue(float(value), float(variance), "groups") for name, (value, variance) in raw.items()}, \
+        extras
 
 
 def _pehe_variance(truth: np.ndarray, cate: np.ndarray) -> float:
@@ -521,7 +557,8 @@ def make_jobs(config: ExperimentConfig, plan: FoldPlan, *, keep_models: bool = F
             seed = derive_seed(config.seed, spec.name, fold.label)
             study = f"{config.experiment}:{spec.name}:{fold.label}:{config.seed}" if config.tuning.storage else None
             jobs.append(FoldJob(spec, fold, seed, config.validation.bootstrap, config.tuning.inner_folds,
-                                config.tuning.storage, study, keep_models, config.explain_settings(spec.name)))
+                                config.tuning.storage, study, keep_models, config.explain_settings(spec.name),
+                                groups=config.group_settings() if spec.kind == "effect" else None))
     return jobs
 
 

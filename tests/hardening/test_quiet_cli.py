@@ -1,0 +1,31 @@
+"""Class 6, noise: MLflow's two-line "add type hints" UserWarning used to precede the output of every command that
+imports the deployed-model class (card, predict, explain). Run as a real process, so imports happen as a user's do."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pandas as pd
+
+
+def test_predict_with_a_bad_file_prints_exactly_one_line(tmp_path):
+    data = tmp_path / "new.csv"
+    pd.DataFrame({"age": [30.0]}).to_csv(data, index=False)
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "MLmodel").write_text("flavors: {}\n")
+    done = subprocess.run([sys.executable, "-m", "mbi_predict.cli", "predict", "--model", str(model), "--data",
+                           str(data), "--out", str(tmp_path / "p.csv")], capture_output=True, text=True, timeout=120)
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    assert done.returncode == 2, done.stderr
+    assert len(lines) == 1, lines
+    assert "participant_id" in lines[0] and "Warning" not in lines[0]
+
+
+def test_importing_the_deployed_model_class_warns_nothing():
+    code = "import mbi_predict.deploy; print('imported')"
+    done = subprocess.run([sys.executable, "-W", "always::UserWarning", "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "Add type hints" not in done.stderr, done.stderr
