@@ -294,38 +294,30 @@ def compare(
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default sqlite:///mlflow.db).")] = None,
     metric: Annotated[str | None, typer.Option(help="Only this pooled metric, e.g. rmse or c_statistic.")] = None,
 ) -> None:
-    """Leaderboard of pooled leave-one-trial-out metrics with CIs, from MLflow."""
-    from mbi_predict.track.mlflow_log import compare as leaderboard
+    """Leaderboard of pooled leave-one-trial-out metrics with CIs, one row per model run, from MLflow."""
+    from mbi_predict.track import compare as leaderboard
+    from mbi_predict.track import format_leaderboard
 
-    frame = leaderboard(experiment=experiment, tracking_uri=tracking_uri)
+    frame = leaderboard(experiment=experiment, tracking_uri=tracking_uri, metric=metric)
     if frame.empty:
         console.print("no experiment runs found")
         return
-    keep = ["experiment", "run_id", "model"]
-    metrics = sorted({c.split(".")[0] for c in frame.columns if c not in keep + ["run_name", "start_time", "outcome"]})
-    if metric:
-        metrics = [m for m in metrics if m == metric]
-    rows = frame[keep + ["outcome"]].copy()
-    rows["run_id"] = rows["run_id"].str[:8]
-    for name in metrics:
-        if name in frame.columns:
-            rows[name] = [f"{v:.3g} ({_interval(lo, hi)})" if v == v else ""
-                          for v, lo, hi in zip(frame[name], frame.get(f"{name}.ci_low", frame[name]),
-                                               frame.get(f"{name}.ci_high", frame[name]))]
-    _print_frame(rows, title="pooled metrics (95% CI)")
+    _print_frame(format_leaderboard(frame, metric), title="pooled metrics (95% CI)")
 
 
 @app.command()
 @_boundary
 def ui(
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default sqlite:///mlflow.db).")] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on (the UI has no authentication).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 5000,
 ) -> None:
-    """Start the MLflow UI on 127.0.0.1 against the tracking store."""
+    """Start the MLflow UI against the tracking store (127.0.0.1 by default)."""
     import subprocess
 
-    from mbi_predict.track.mlflow_log import ui_command
+    from mbi_predict.track import ui_command
 
-    argv = ui_command(tracking_uri)
+    argv = ui_command(tracking_uri, host=host, port=port)
     console.print("starting: " + " ".join(argv[1:]))
     raise typer.Exit(code=subprocess.call(argv))
 
@@ -369,9 +361,13 @@ def card(
     fmt: Annotated[str, typer.Option("--format", help="md | html | json")] = "md",
     out: Annotated[Path | None, typer.Option(help="Output file (default card.<format>).")] = None,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI for a run id.")] = None,
+    register: Annotated[str | None, typer.Option(
+        help="Register the card's final model in the MLflow Model Registry under this name (card as its "
+             "description, alias 'candidate').")] = None,
 ) -> None:
-    """Write a model card (Mitchell et al. 2019, TRIPOD+AI) from a finished run."""
+    """Write a model card (Mitchell et al. 2019, TRIPOD+AI) from a finished run; log it to the run in MLflow."""
     from mbi_predict.report.card import build_card, write_card
+    from mbi_predict.track import check_tracking_uri
 
     if fmt not in ("md", "html", "json"):
         raise MBIError(f"--format must be md, html or json, not {fmt!r}")
@@ -379,8 +375,38 @@ def card(
     run_folder = Path(run_ref)
     plots = run_folder / "plots"
     _outputs_apart([target], [run_folder / "summary.json", *(_files_in(plots))])
-    path = write_card(build_card(run_ref, model=model, tracking_uri=tracking_uri), target, fmt=fmt)
+    if register:  # an unreachable registry fails before anything is written
+        check_tracking_uri(tracking_uri, registry=True)
+    built = build_card(run_ref, model=model, tracking_uri=tracking_uri)
+    path = write_card(built, target, fmt=fmt)
     console.print(f"model card: {path}")
+    _card_to_mlflow(run_ref, built, path, tracking_uri=tracking_uri, register=register)
+
+
+def _card_to_mlflow(run_ref: str, built: dict, path: Path, *, tracking_uri: str | None, register: str | None) -> None:
+    """Log the card to the run's MLflow parent run (when the run was tracked and its store is at hand) and, when
+    asked, register the card's final model with the card as the version's description."""
+    from mbi_predict.report.card_render import to_markdown
+    from mbi_predict.report.card_source import load_summary
+    from mbi_predict.track import log_cards, register_model
+
+    summary = load_summary(run_ref, tracking_uri=tracking_uri).summary
+    name = built["model_details"]["name"]
+    run_id = summary.get("mlflow_run_id")
+    if run_id:
+        try:
+            log_cards(tracking_uri, run_id, {name: [path]})
+        except MBIError as exc:
+            console.print(f"note: the card was not logged to MLflow run {run_id} ({exc})", markup=False)
+    if register:
+        model_uri = summary["models"][name].get("final_model_uri")
+        if not model_uri:
+            raise MBIError(f"model {name} of this run has no logged final model to register: run it with "
+                           "tracking.log_final_models: true")
+        version = register_model(model_uri, register, description=to_markdown(built, {}),
+                                 tracking_uri=tracking_uri)
+        console.print(f"registered {name} as {register} version {version.version} (alias candidate)",
+                      markup=False)
 
 
 @app.command()

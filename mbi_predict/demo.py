@@ -70,8 +70,8 @@ def run_demo(out: str | Path, *, seed: int = 2023, console: Console | None = Non
     written.update(_experiment_stage(ipd_path, spec.parent / "truth.parquet", out / "run", console,
                                      tracking_uri=tracking_uri))
 
-    stage("6. model card of the best prognostic model")
-    written.update(_card_stage(out / "run", console))
+    stage("6. model cards (best prognostic model, primary effect model), logged to MLflow with the reports")
+    written.update(_card_stage(out, console, tracking_uri=tracking_uri))
 
     stage("done")
     console.print("seconds per stage: " + ", ".join(f"{title.split('. ')[0]}. {seconds:.1f}"
@@ -154,10 +154,31 @@ def _experiment_stage(ipd_path: Path, truth_path: Path, out: Path, console: Cons
     return {"summary": result.summary_path}
 
 
-def _card_stage(run_dir: Path, console: Console) -> dict[str, Path]:
-    from mbi_predict.report.card import build_card, write_card
+def _card_stage(out: Path, console: Console, *, tracking_uri: str | None) -> dict[str, Path]:
+    """Cards of the best prognostic model and of the run's primary effect model; they, the harmonisation report and
+    the meta-analysis outputs go to the run's MLflow parent run, so the UI holds everything a reader needs."""
+    import json
 
-    card = build_card(run_dir)
-    paths = {f"card_{fmt}": write_card(card, run_dir / f"model_card.{fmt}", fmt=fmt) for fmt in ("md", "html", "json")}
-    console.print(f"model card: {paths['card_md']} (also .html and .json)")
+    from mbi_predict.report.card import build_card, write_card
+    from mbi_predict.track.run import log_artifacts_to
+    from mbi_predict.track.store import client
+
+    run_dir = out / "run"
+    summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    paths: dict[str, Path] = {}
+    cards: dict[str, list[Path]] = {}
+    primary = (summary.get("heterogeneity") or {}).get("primary_model")
+    for label, model in (("", None), ("effect_", primary)):
+        if label and not model:
+            continue
+        card = build_card(run_dir, model=model)
+        name = card["model_details"]["name"]
+        base = f"model_card_{name}" if label else "model_card"
+        cards[name] = [write_card(card, run_dir / f"{base}.{fmt}", fmt=fmt) for fmt in ("md", "html", "json")]
+        paths.update({f"card_{label}{p.suffix[1:]}": p for p in cards[name]})
+        console.print(f"model card of {name}: {cards[name][0]} (also .html and .json)")
+    if summary.get("mlflow_run_id"):
+        log_artifacts_to(client(tracking_uri or "sqlite:///mlflow.db"), summary["mlflow_run_id"], cards=cards,
+                         harmonisation_report=[out / "harmonisation_report"], meta_analysis=[out / "meta"])
+        console.print("cards, harmonisation report and meta-analysis logged to the MLflow run")
     return paths

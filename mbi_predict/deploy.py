@@ -22,14 +22,22 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
-import mlflow.pyfunc
-import numpy as np
-import pandas as pd
+# MBIPyfuncModel.predict has no type hints on purpose (see there); MLflow warns about that when the class is defined,
+# i.e. on every import of this module, inside its own `catch_warnings(); simplefilter("once")`, which outranks any
+# process-wide filter. The class therefore opts out of the check it would only warn from
+# (`_skip_type_hint_validation`); the filter below covers the same nudge where MLflow raises it outside that context.
+TYPE_HINT_WARNING = r".*Add type hints to the `predict` method"
+warnings.filterwarnings("ignore", message=TYPE_HINT_WARNING, category=UserWarning)
 
-from mbi_predict.errors import DataError, MBIError
+import mlflow.pyfunc  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from mbi_predict.errors import DataError, MBIError  # noqa: E402
 
 Kind = Literal["prognostic", "effect"]
 PROGNOSTIC_OUTPUTS = ("prediction",)
@@ -37,6 +45,8 @@ EFFECT_OUTPUTS = ("cate", "cate_low", "cate_high")
 OOD_OUTPUTS = ("out_of_distribution", "ood_reasons")
 ID_COLUMN = "participant_id"
 _NUMERIC_TYPES = {"double", "float", "long", "integer"}
+#: The envelope's numeric bounds are rounded outward to a step of about 1/ENVELOPE_GRID of the observed range.
+ENVELOPE_GRID = 20
 
 
 class ModelLookupError(MBIError):
@@ -45,11 +55,14 @@ class ModelLookupError(MBIError):
 
 # -------------------------------------------------------------------------------------------- the envelope
 
-def envelope_from_training(X_frame: pd.DataFrame) -> dict[str, Any]:
-    """Numeric min/max and categorical levels seen in the training rows: where the model has evidence.
+def envelope_from_training(X_frame: pd.DataFrame, *, grid: int = ENVELOPE_GRID) -> dict[str, Any]:
+    """Numeric bounds and categorical levels seen in the training rows: where the model has evidence.
 
-    Aggregates only (no row is kept). Missing values are ignored: they are imputed by the model, so missingness is
-    not by itself out of distribution. A numeric column never observed gets ``min = max = None``.
+    Aggregates only (no row is kept). The numeric bounds are NOT the extreme participants' values: they are rounded
+    outward (`rounded_bounds`) to a "nice" step of at least 1/``grid`` of the observed range, strictly beyond the
+    observed min and max, so the model folder (often shared more widely than the IPD) stores no participant's exact
+    value. Missing values are ignored: they are imputed by the model, so missingness is not by itself out of
+    distribution. A numeric column never observed gets ``min = max = None``.
     """
     numeric: dict[str, dict[str, float | None]] = {}
     categorical: dict[str, list[str]] = {}
@@ -57,11 +70,30 @@ def envelope_from_training(X_frame: pd.DataFrame) -> dict[str, Any]:
         values = X_frame[column]
         if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
             observed = pd.to_numeric(values, errors="coerce").dropna()
-            numeric[str(column)] = ({"min": float(observed.min()), "max": float(observed.max())}
-                                    if len(observed) else {"min": None, "max": None})
+            low, high = rounded_bounds(observed.to_numpy(dtype=float), grid) if len(observed) else (None, None)
+            numeric[str(column)] = {"min": low, "max": high}
         else:
             categorical[str(column)] = sorted({str(v) for v in values.dropna()})
     return {"columns": [str(c) for c in X_frame.columns], "numeric": numeric, "categorical": categorical}
+
+
+def rounded_bounds(values: np.ndarray, grid: int = ENVELOPE_GRID) -> tuple[float, float]:
+    """(low, high) on a grid of step 1, 2 or 5 x 10^k (the smallest such step >= range / grid), strictly outside
+    [min, max]: low < every value < high, so neither bound is any participant's value."""
+    if grid < 1:
+        raise ValueError("grid must be a positive number of steps")
+    low, high = float(np.min(values)), float(np.max(values))
+    span = high - low if high > low else max(abs(low), 1.0)
+    target = span / grid
+    exponent = math.floor(math.log10(target))
+    step = next(m * 10.0 ** exponent for m in (1, 2, 5, 10) if m * 10.0 ** exponent >= target * (1 - 1e-12))
+    digits = max(0, -exponent + 1)
+    k_low, k_high = math.floor(low / step), math.ceil(high / step)
+    while round(k_low * step, digits) >= low:
+        k_low -= 1
+    while round(k_high * step, digits) <= high:
+        k_high += 1
+    return round(k_low * step, digits), round(k_high * step, digits)
 
 
 def synthetic_example(envelope: dict[str, Any], features: list[str]) -> pd.DataFrame:
@@ -128,6 +160,10 @@ def _used_columns(transformer: Any) -> set[str]:
 class MBIPyfuncModel(mlflow.pyfunc.PythonModel):
     """A fitted prognostic pipeline or CATE model, plus its training envelope, as one pyfunc model."""
 
+    # no type-hint validation: predict takes no type hints (see there), and MLflow's check would only warn about it,
+    # twice on stderr before any command's output; without hints MLflow's wrapper is a pass-through anyway
+    _skip_type_hint_validation = True
+
     def __init__(self, *, kind: Kind, fitted: Any, features: list[str], task: str, envelope: dict[str, Any],
                  preprocess: Any = None, alpha: float = 0.05) -> None:
         if kind not in ("prognostic", "effect"):
@@ -191,29 +227,72 @@ class MBIPyfuncModel(mlflow.pyfunc.PythonModel):
         return pd.DataFrame({"cate": cate, "cate_low": low, "cate_high": high})
 
 
-def _requirements() -> list[str]:
+#: the distributions a logged model needs at load time, beside the package code it ships with (``code_paths``):
+#: unpickling the model and importing ``mbi_predict`` (config, schema, models) need exactly these
+_RUNTIME_DISTRIBUTIONS = ("mlflow", "cloudpickle", "numpy", "pandas", "scikit-learn", "scipy", "pydantic", "pyyaml")
+
+
+def _requirements(python_model: Any = None) -> list[str]:
+    """pip requirements pinned to what is installed here (``importlib.metadata``), so a fresh environment built
+    from the model's requirements.txt rebuilds the same model.
+
+    ``mbi-predict`` itself is NOT pinned (it is on no package index): its code ships with the model through
+    ``code_paths``. xgboost is pinned as the distribution actually installed (``xgboost-cpu`` on Linux, else
+    ``xgboost``) and, like econml, only when the pickled model refers to it.
+    """
     from importlib.metadata import PackageNotFoundError, version
+
+    def pinned(*names: str) -> str | None:
+        for name in names:
+            try:
+                return f"{name}=={version(name)}"
+            except PackageNotFoundError:
+                continue
+        return None
+
+    needs: set[str] = set()
+    if python_model is not None:
+        import cloudpickle
+
+        blob = cloudpickle.dumps(python_model)
+        needs = {module for module in ("xgboost", "econml") if module.encode() in blob}
+    pins = [pinned(name) for name in _RUNTIME_DISTRIBUTIONS]
+    if "xgboost" in needs:
+        pins.append(pinned("xgboost-cpu", "xgboost"))
+    if "econml" in needs:
+        pins.append(pinned("econml"))
+    return [pin for pin in pins if pin]
+
+
+def _package_code(folder: Path) -> Path:
+    """A copy of the ``mbi_predict`` package (sources and resources, no caches) under ``folder``, for
+    ``code_paths``: the model then loads wherever its requirements are installed, without mbi-predict."""
+    import shutil
 
     import mbi_predict
 
-    pins = [f"mbi-predict=={mbi_predict.__version__}"]
-    for package in ("mlflow", "scikit-learn", "pandas", "numpy", "scipy", "xgboost", "econml"):
-        try:
-            pins.append(f"{package}=={version(package)}")
-        except PackageNotFoundError:
-            continue
-    return pins
+    target = folder / "mbi_predict"
+    shutil.copytree(Path(mbi_predict.__file__).resolve().parent, target,
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo", ".*"))
+    return target
 
 
 def log_final_model(fitted: Any, *, kind: Kind, features: list[str], task: str, envelope: dict[str, Any],
-                    name: str, preprocess: Any = None, alpha: float = 0.05) -> str:
+                    name: str, preprocess: Any = None, alpha: float = 0.05, tags: dict[str, str] | None = None,
+                    params: dict[str, Any] | None = None) -> str:
     """Log the final (all-trials) model inside the active MLflow run; return its model URI.
 
     ``fitted``: a fitted prognostic Pipeline (kind="prognostic") or a fitted CATE estimator (kind="effect", with
     ``preprocess`` the fitted ColumnTransformer its X came through). ``features``: the input columns a user must
     give (the covariates, plus ``arm`` for prognostic models that use it). ``envelope``: from
     `envelope_from_training` on the training frame. The signature is inferred on a synthetic example.
+
+    The model ships the ``mbi_predict`` package (``code_paths``) and pins the installed versions of its runtime
+    dependencies (`_requirements`), so it loads and serves in a fresh environment built from its own
+    requirements.txt. ``tags``/``params`` go to the MLflow 3 LoggedModel.
     """
+    import tempfile
+
     import mlflow
     from mlflow.models import infer_signature
 
@@ -227,29 +306,37 @@ def log_final_model(fitted: Any, *, kind: Kind, features: list[str], task: str, 
     signature = infer_signature(example, python_model.predict(None, example))
     metadata = {"mbi_predict_version": mbi_predict.__version__, "kind": kind, "task": task,
                 "features": list(features), "outputs": list(python_model.outputs)}
-    with _quiet_mlflow():
+    with _quiet_mlflow(), tempfile.TemporaryDirectory(prefix="mbi-code-") as tmp:
         info = mlflow.pyfunc.log_model(name=name, python_model=python_model, signature=signature,
-                                       input_example=example, pip_requirements=_requirements(), metadata=metadata)
+                                       input_example=example, pip_requirements=_requirements(python_model),
+                                       code_paths=[str(_package_code(Path(tmp)))], metadata=metadata,
+                                       tags={"mbi_predict.model_kind": kind, **(tags or {})},
+                                       params={k: v for k, v in (params or {}).items() if v not in (None, "")}
+                                       or None)
     return info.model_uri
 
 
 @contextlib.contextmanager
 def _quiet_mlflow():
     """MLflow warns on every log_model that a Python object is pickled with CloudPickle (deliberate here: the model
-    object is ours and loads with the same package version) and nudges about type hints on `predict` (deliberately
-    absent, see MBIPyfuncModel.predict); per model, that is noise in a run's log."""
+    object is ours and loads with the same package version, shipped with it), nudges about type hints on `predict`
+    (deliberately absent, see MBIPyfuncModel.predict) and reports the requirements it validates; per model, that is
+    noise in a run's log."""
     import logging
     import warnings
 
-    logger = logging.getLogger("mlflow.pyfunc")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    loggers = [logging.getLogger(name) for name in ("mlflow.pyfunc", "mlflow.models", "mlflow.utils.requirements_utils",
+                                                    "mlflow.utils.environment")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow\..*")
             yield
     finally:
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 # --------------------------------------------------------------------------------------------- prediction
@@ -294,14 +381,19 @@ def read_table(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise DataError("no such file", file=str(path))
     suffix = path.suffix.lower()
+    if suffix not in (".csv", ".parquet"):
+        raise DataError("unsupported file type; use .csv or .parquet", file=str(path))
     try:
-        if suffix == ".csv":
-            return pd.read_csv(path)
-        if suffix == ".parquet":
-            return pd.read_parquet(path)
-    except (ValueError, OSError) as exc:
-        raise DataError(f"cannot read the table: {exc}", file=str(path)) from None
-    raise DataError("unsupported file type; use .csv or .parquet", file=str(path))
+        if suffix == ".csv":  # ids are text: 007 is not 7
+            frame = pd.read_csv(path, dtype={ID_COLUMN: str})
+        else:
+            frame = pd.read_parquet(path)
+    except (ValueError, OSError) as exc:  # pandas' EmptyDataError and ParserError are ValueErrors
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise DataError(f"cannot read the table: {reason}", file=str(path)) from None
+    if frame.empty:
+        raise DataError("the table has no rows to predict for", file=str(path))
+    return frame
 
 
 def check_against_signature(frame: pd.DataFrame, schema: Any, *, file: str) -> pd.DataFrame:
@@ -321,15 +413,14 @@ def check_against_signature(frame: pd.DataFrame, schema: Any, *, file: str) -> p
         values = frame[column]
         if kind in _NUMERIC_TYPES:
             numbers = pd.to_numeric(values, errors="coerce")
-            bad = values.notna() & numbers.isna()
+            bad = (values.notna() & numbers.isna()) | np.isinf(numbers.to_numpy(dtype=float, na_value=np.nan))
             if bad.any():
-                raise DataError(f"expected numbers, found {values[bad].iloc[0]!r} in {int(bad.sum())} row(s)",
-                                file=file, column=column)
+                raise DataError(f"expected finite numbers in {int(bad.sum())} row(s) (first at data row "
+                                f"{int(np.flatnonzero(bad.to_numpy())[0]) + 1})", file=file, column=column)
             out[column] = numbers.astype(float if kind in ("double", "float") else "Int64")
         elif kind == "string":
             if pd.api.types.is_numeric_dtype(values) and values.notna().any():
-                raise DataError(f"expected text categories, found numbers such as {values.dropna().iloc[0]!r}",
-                                file=file, column=column)
+                raise DataError("expected text categories, found numbers", file=file, column=column)
             text = values.astype(object)
             out[column] = text.where(text.notna(), None)
         else:
@@ -343,6 +434,7 @@ def predict_file(model_uri_or_run: str, data_path: str | Path, out_path: str | P
     ``out_path`` (csv/parquet, atomically) with ``out_of_distribution`` and ``ood_reasons``."""
     from mlflow.exceptions import MlflowException
 
+    from mbi_predict.data.schema import id_text
     from mbi_predict.io import atomic_path
 
     data_path, out_path = Path(data_path), Path(out_path)
@@ -351,13 +443,12 @@ def predict_file(model_uri_or_run: str, data_path: str | Path, out_path: str | P
     frame = read_table(data_path)
     if ID_COLUMN not in frame.columns:
         raise DataError(f"no {ID_COLUMN} column: predictions are keyed by it", file=str(data_path))
-    ids = frame[ID_COLUMN].astype(str)
+    ids = id_text(frame[ID_COLUMN]).astype(str)  # text, also when a parquet file stores them as numbers
     if frame[ID_COLUMN].isna().any():
         raise DataError(f"{ID_COLUMN} is empty in {int(frame[ID_COLUMN].isna().sum())} row(s)", file=str(data_path))
     duplicated = ids[ids.duplicated()]
     if len(duplicated):
-        raise DataError(f"{ID_COLUMN} duplicated: {len(duplicated)} repeat(s), e.g. {duplicated.iloc[0]!r}",
-                        file=str(data_path))
+        raise DataError(f"{ID_COLUMN} duplicated: {len(duplicated)} repeat(s)", file=str(data_path))
     uri = resolve_model_uri(model_uri_or_run, model_name=model_name, tracking_uri=tracking_uri)
     model = load_final_model(uri, tracking_uri=tracking_uri)
     schema = model.metadata.get_input_schema()

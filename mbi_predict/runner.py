@@ -715,6 +715,7 @@ class _PlotRenderer:
         import threading
 
         self._paths: list[Path] = []
+        self.by_model: dict[str, list[Path]] = {}
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, args=(tasks, n_jobs), daemon=True)
         self._thread.start()
@@ -728,6 +729,7 @@ class _PlotRenderer:
 
                 chunks = Parallel(n_jobs=n_jobs, backend="loky")(delayed(_plot_model)(*task) for task in tasks)
             self._paths = [path for chunk in chunks for path in chunk]
+            self.by_model = {task[1]: list(chunk) for task, chunk in zip(tasks, chunks)}
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread by result()
             self._error = exc
 
@@ -793,9 +795,26 @@ def run_experiment(config_path_or_obj: ExperimentConfig | str | Path | dict, *,
     config = _resolve_config(config_path_or_obj, data=data, outcome=outcome, tracking_uri=tracking_uri)
     uri = None
     if config.tracking.enabled:
-        from mbi_predict.track.mlflow_log import check_tracking_uri
+        from mbi_predict.track import check_tracking_uri
 
         uri = check_tracking_uri(config.tracking.uri)
+    # the MLflow runs exist (RUNNING) from here: FAILED on an error, KILLED on Ctrl-C or SIGTERM
+    with _open_tracking(config, uri) as tracking:
+        return _run_experiment(config, uri, tracking, data, out_dir, save_predictions, progress, keep_models,
+                               __version__)
+
+
+def _open_tracking(config: ExperimentConfig, uri: str | None):
+    import contextlib
+
+    if not uri:
+        return contextlib.nullcontext()
+    from mbi_predict.track import ExperimentRun
+
+    return ExperimentRun(uri, config.tracking_experiment, config=config, checked=True)
+
+
+def _run_experiment(config, uri, tracking, data, out_dir, save_predictions, progress, keep_models, __version__):
     frame, prepared, plan, provenance = load_prepared(config, data if isinstance(data, pd.DataFrame) else None)
     _preflight(config, prepared)
     jobs = make_jobs(config, plan, keep_models=keep_models)
@@ -855,7 +874,7 @@ def run_experiment(config_path_or_obj: ExperimentConfig | str | Path | dict, *,
         plots = _PlotRenderer(_plot_tasks(config, staging / "plots", by_model, forests, shap_tables, null_refs,
                                           prepared), n_jobs=config.validation.n_jobs)
         try:
-            run_id = _track(config, uri, summary, staging, plots, final_models, prepared) if uri else None
+            run_id = _track(tracking, config, summary, staging, plots, final_models, prepared, frame) if uri else None
         finally:
             plot_paths = plots.result()
         summary["mlflow_run_id"] = run_id
@@ -910,7 +929,7 @@ def _preflight(config: ExperimentConfig, data: PreparedData) -> None:
 
 def _summary(config: ExperimentConfig, frame: pd.DataFrame, provenance: dict, data: PreparedData, plan: FoldPlan,
              models: dict, version: str) -> dict[str, Any]:
-    from mbi_predict.track.mlflow_log import git_commit
+    from mbi_predict.track.store import git_commit
 
     validation = {
         "scheme": plan.scheme, "note": plan.note, "held_out": [f.label for f in plan.folds],
@@ -955,79 +974,29 @@ def _trial_descriptors(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return rows
 
 
-def _log_final_models(uri: str, run_id: str, final_models: dict, data: PreparedData, summary: dict) -> None:
-    """Log each final model as a pyfunc in the parent run (through `mbi_predict.deploy`, which needs MLflow's
-    fluent active run); the global tracking URI is restored afterwards so the caller's MLflow state is untouched."""
-    import mlflow
+def _track(run, config: ExperimentConfig, summary: dict, staging: Path, plots: _PlotRenderer,
+           final_models: dict | None, data: PreparedData, frame: pd.DataFrame) -> str:
+    """Log the finished experiment into its open MLflow run (`mbi_predict.track.ExperimentRun`): the dataset
+    (schema and counts), the final models as LoggedModels in their model runs, every model's metrics and params,
+    then summary.json, the config and the plots by model. The tracker returns what goes into the summary."""
+    from mbi_predict.deploy import envelope_from_training
 
-    from mbi_predict.deploy import envelope_from_training, log_final_model
-
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    try:
-        with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
-            for name, fitted in final_models.items():
-                block = summary["models"][name]
-                features = block["features"]
-                envelope = envelope_from_training(data.X.iloc[fitted.train_rows][features])
-                block["final_model_uri"] = log_final_model(
-                    fitted.model, kind=block["task"], features=features, task=data.task, envelope=envelope,
-                    name=name, preprocess=fitted.preprocess)
-                block["final_model_params"] = fitted.tuned
-    finally:
-        mlflow.set_tracking_uri(previous)
-
-
-def _track(config: ExperimentConfig, uri: str, summary: dict, staging: Path, plots: _PlotRenderer | list[Path],
-           final_models: dict | None = None, data: PreparedData | None = None) -> str:
-    from mbi_predict import __version__
-    from mbi_predict.config import flatten_config
-    from mbi_predict.track.mlflow_log import Tracker
-
-    tags = {"mbi_predict.outcome": config.outcome, "mbi_predict.data_sha256": summary["data"]["sha256"],
-            "mbi_predict.version": __version__, "mbi_predict.git_commit": summary["git_commit"] or "",
-            "mbi_predict.validation": summary["validation"]["scheme"],
-            "mbi_predict.model_families": ",".join(sorted({m.estimator for m in config.models}))}
-    with Tracker(uri, config.tracking_experiment, config.experiment, tags, checked=True) as tracker:
-        summary["mlflow_run_id"] = tracker.run_id
-        if final_models:
-            _log_final_models(uri, tracker.run_id, final_models, data, summary)
-        write_json_atomic(staging / "summary.json", summary)
-        tracker.log_parent(summary, flatten_config(config))
-        verdicts = {f"mbi_predict.heterogeneity.{name}": block["heterogeneity"]["verdict"]
-                    for name, block in summary["models"].items() if block.get("heterogeneity")}
-        if summary.get("heterogeneity"):  # the run's one verdict, first among the tags
-            verdicts = {"mbi_predict.heterogeneity": summary["heterogeneity"]["verdict"], **verdicts}
-        shap_share = _shap_metrics(summary)
-        if verdicts or shap_share:
-            tracker._log(tracker.run_id, tags=verdicts, metrics=shap_share)
-        tracker.log_children(summary)
-        tracker.log_artifacts([staging / "summary.json"])
-        plot_paths = plots.result() if isinstance(plots, _PlotRenderer) else plots
-        if plot_paths:
-            tracker.log_artifacts([staging / "plots"])
-        return tracker.run_id
-
-
-def _shap_metrics(summary: dict) -> dict[str, float]:
-    """Parent-run metrics the pooled-metric scheme does not cover: the effect models' clustered ATE and the
-    heterogeneity tests' p-values (per-model timings, incl. shap_seconds, are logged with the pooled metrics)."""
-    metrics = {}
-    run = summary.get("heterogeneity") or {}
-    if run.get("verdict") in ("evidence", "no_evidence"):
-        metrics["heterogeneity.evidence"] = float(run["verdict"] == "evidence")
-    for name, block in summary["models"].items():
-        ate = block.get("ate_clustered") or {}
-        for key in ("estimate", "se", "ci_low", "ci_high"):
-            if isinstance(ate.get(key), (int, float)) and np.isfinite(ate[key]):
-                metrics[f"{name}.ate_clustered.{key}"] = float(ate[key])
-        for test in (block.get("heterogeneity") or {}).get("tests", []):
-            p = test.get("p_value")
-            if test.get("decisive") and isinstance(p, (int, float)) and np.isfinite(p):
-                metrics[f"{name}.heterogeneity.{test['name']}.p_value"] = float(p)
-        if (block.get("heterogeneity") or {}).get("verdict") in ("evidence", "no_evidence"):
-            metrics[f"{name}.heterogeneity.evidence"] = float(block["heterogeneity"]["verdict"] == "evidence")
-    return metrics
+    summary["mlflow_run_id"] = run.run_id
+    run.log_dataset(summary, columns=frame)  # dtypes and counts only: the tracker drops the rows
+    for name, fitted in (final_models or {}).items():
+        block = summary["models"][name]
+        features = block["features"]
+        envelope = envelope_from_training(data.X.iloc[fitted.train_rows][features])
+        block["final_model_uri"] = run.log_final_model(name, fitted.model, kind=block["task"], features=features,
+                                                       task=data.task, envelope=envelope, preprocess=fitted.preprocess)
+        block["final_model_params"] = fitted.tuned
+    for name, run_id in run.model_runs.items():
+        summary["models"][name]["mlflow_run_id"] = run_id
+    run.log_results(summary)
+    write_json_atomic(staging / "summary.json", summary)
+    plots.result()
+    run.log_artifacts(summary_path=staging / "summary.json", config=config, plots=plots.by_model)
+    return run.run_id
 
 
 def _predictions(results: list[FoldResult], data: PreparedData) -> pd.DataFrame:

@@ -65,9 +65,9 @@ def test_out_of_distribution_names_column_value_and_range():
     new = pd.DataFrame({"age": [95.0, 30.0, np.nan], "gender": ["x", "female", None]})
     flags, reasons = out_of_distribution(new, envelope)
     assert flags.tolist() == [True, False, False]
-    assert reasons[0] == "age 95 outside 18-80 seen in training; gender 'x' unseen in training"
+    assert reasons[0] == "age 95 outside 15-85 seen in training; gender 'x' unseen in training"
     example = synthetic_example(envelope, ["age", "gender"])
-    assert example.iloc[0].tolist() == [49.0, "female"]
+    assert example.iloc[0].tolist() == [50.0, "female"]
 
 
 def test_predict_file_round_trip_with_ood(logged, fitted_pipeline, model_frame, tmp_path):
@@ -102,7 +102,9 @@ def test_predict_file_from_a_run_folder(logged, fitted_pipeline, model_frame, tm
 @pytest.mark.parametrize("mutate, message", [
     (lambda d: d.drop(columns=["age"]), "missing age"),
     (lambda d: d.assign(distress_post=1.0), "unexpected distress_post"),
-    (lambda d: d.assign(age=["old"] + [30] * (len(d) - 1)), "column age: expected numbers, found 'old'"),
+    (lambda d: d.assign(age=["old"] + [30] * (len(d) - 1)),
+     r"column age: expected finite numbers in 1 row\(s\) \(first at data row 1\)$"),
+    (lambda d: d.assign(age=[float("inf")] + [30] * (len(d) - 1)), r"column age: expected finite numbers"),
     (lambda d: d.assign(gender=1.0), "column gender: expected text"),
     (lambda d: d.assign(participant_id=["p1", "p1"] + [f"q{i}" for i in range(len(d) - 2)]),
      "participant_id duplicated: 1 repeat"),

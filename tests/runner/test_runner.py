@@ -12,7 +12,7 @@ from mbi_predict.data.schema import check_ipd
 from mbi_predict.data.simulate import simulate_latent
 from mbi_predict.errors import ConfigError
 from mbi_predict.runner import canonical_sha256, run_experiment
-from mbi_predict.track.mlflow_log import compare, ui_command
+from mbi_predict.track import compare, ui_command
 from mbi_predict.validate.metrics import CONTINUOUS_METRICS, rmse
 
 
@@ -105,36 +105,55 @@ def test_predictions_file_only_with_the_flag(tracked, tmp_path, make_config):
 
 
 def test_mlflow_parent_child_runs_and_metric_names(tracked, tracking_uri):
+    """One parent run per experiment run, one child run per model carrying the same metric names (the leaderboard
+    is a search over the children), held-out trials as steps of the model's run (mbi_predict.track.run)."""
+    import re
+
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri)
     parent = client.get_run(tracked.mlflow_run_id)
     assert parent.info.status == "FINISHED"
+    assert re.fullmatch(r"runner_test-\d{8}-\d{6}", parent.info.run_name)
     assert parent.data.tags["mbi_predict.data_sha256"] == tracked.summary["data"]["sha256"]
     assert parent.data.tags["mbi_predict.outcome"] == "distress_fu1_6"
-    metrics = parent.data.metrics
-    pooled = tracked.summary["models"]["xgboost"]["pooled"]["rmse"]
-    assert metrics["xgboost.pooled.rmse"] == pytest.approx(pooled["estimate"])
-    assert metrics["xgboost.pooled.rmse.ci_low"] == pytest.approx(pooled["ci_low"])
-    assert metrics["reference.pooled.calibration_slope.pi_high"] == pytest.approx(
-        tracked.summary["models"]["reference"]["pooled"]["calibration_slope"]["pi_high"])
-    assert parent.data.params["models.xgboost.params.n_estimators"] == "40"
+    assert {"mlflow.source.name", "mbi_predict.version", "mbi_predict.config_sha256"} <= set(parent.data.tags)
+    assert parent.data.metrics["n_participants"] == tracked.summary["data"]["n_participants"]
     assert parent.data.params["validation.hksj"] == "True"
+    assert all(value not in ("", "{}", "[]", "None") for value in parent.data.params.values())
+    assert not any(".pooled." in key for key in parent.data.metrics)
+    assert parent.inputs.dataset_inputs[0].dataset.digest == tracked.summary["data"]["sha256"][:32]
+
     children = client.search_runs([parent.info.experiment_id],
-                                  filter_string=f"tags.mlflow.parentRunId = '{tracked.mlflow_run_id}'")
+                                  filter_string=f"tags.mlflow.parentRunId = '{tracked.mlflow_run_id}'",
+                                  order_by=["metrics.rmse ASC"])
+    assert sorted(c.info.run_name for c in children) == sorted(tracked.summary["models"])
+    rmse = [c.data.metrics["rmse"] for c in children]
+    assert rmse == sorted(rmse)
     held_out = tracked.summary["validation"]["held_out"]
-    assert sorted(c.info.run_name for c in children) == sorted(f"held-out:{t}" for t in held_out)
-    child = next(c for c in children if c.info.run_name == f"held-out:{held_out[0]}")
-    assert child.data.tags["mbi_predict.held_out_trial"] == held_out[0]
-    for model, block in tracked.summary["models"].items():
-        row = block["per_trial"][0]
-        assert row["trial_id"] == held_out[0]
-        assert child.data.metrics[f"{model}.rmse"] == pytest.approx(row["rmse"])
-    assert "xgboost.best.max_depth" in child.data.params
+    for child in children:
+        name = child.info.run_name
+        block = tracked.summary["models"][name]
+        assert child.info.status == "FINISHED" and child.data.tags["mbi_predict.model_kind"] == "prognostic"
+        pooled = block["pooled"]
+        assert child.data.metrics["rmse"] == pytest.approx(pooled["rmse"]["estimate"])
+        assert child.data.metrics["rmse_ci_low"] == pytest.approx(pooled["rmse"]["ci_low"])
+        assert child.data.metrics["calibration_slope_pi_high"] == pytest.approx(pooled["calibration_slope"]["pi_high"])
+        assert child.data.params["held_out_trials"] == ",".join(held_out)
+        assert all(value not in ("", "{}", "[]", "None") for value in child.data.params.values())
+        history = sorted(client.get_metric_history(child.info.run_id, "held_out/rmse"), key=lambda m: m.step)
+        assert [m.step for m in history] == list(range(len(held_out)))
+        assert history[0].value == pytest.approx(block["per_trial"][0]["rmse"])
+    xgb = next(c for c in children if c.info.run_name == "xgboost")
+    assert xgb.data.params["n_estimators"] == "40"
+    assert "max_depth" in xgb.data.params or "held_out/param_max_depth" in xgb.data.metrics
     artifacts = {a.path for a in client.list_artifacts(tracked.mlflow_run_id)}
-    assert {"summary.json", "plots"} <= artifacts
-    plots = [a.path for a in client.list_artifacts(tracked.mlflow_run_id, "plots")]
-    assert plots and not any(path.endswith(".parquet") for path in plots + sorted(artifacts))
+    assert {"summary.json", "config.yaml", "plots"} <= artifacts
+    plots = {a.path for a in client.list_artifacts(tracked.mlflow_run_id, "plots")}
+    assert plots == {f"plots/{name}" for name in tracked.summary["models"]}
+    path_risk = [a.path for a in client.list_artifacts(tracked.mlflow_run_id, "plots/path_risk")]
+    assert path_risk and all(re.search(r"_path_risk[_.]", p) for p in path_risk)
+    assert not any(path.endswith(".parquet") for path in plots | artifacts)
 
 
 def test_compare_leaderboard_and_ui_command(tracked, tracking_uri):
@@ -143,7 +162,11 @@ def test_compare_leaderboard_and_ui_command(tracked, tracking_uri):
     assert set(mine["model"]) == set(tracked.summary["models"])
     xgb = mine.set_index("model").loc["xgboost"]
     assert xgb["rmse"] == pytest.approx(tracked.summary["models"]["xgboost"]["pooled"]["rmse"]["estimate"])
-    assert {"rmse.ci_low", "rmse.ci_high", "r2"} <= set(board.columns)
+    assert {"rmse_ci_low", "rmse_ci_high", "r2"} <= set(board.columns)
+    ranked = compare("runner_test_mlflow", tracking_uri, metric="rmse")
+    assert list(ranked["rmse"]) == sorted(ranked["rmse"])
+    with pytest.raises(ConfigError, match="unknown metric"):
+        compare("runner_test_mlflow", tracking_uri, metric="no_such_metric")
     with pytest.raises(ConfigError, match="no tracking database"):
         compare(tracking_uri=f"sqlite:///{tracked.out_dir}/absent.db")
     assert not (tracked.out_dir / "absent.db").exists()
@@ -152,6 +175,8 @@ def test_compare_leaderboard_and_ui_command(tracked, tracking_uri):
     argv = ui_command(tracking_uri)
     assert argv[argv.index("--backend-store-uri") + 1] == tracking_uri
     assert argv[argv.index("--host") + 1] == "127.0.0.1" and "ui" in argv
+    argv = ui_command(tracking_uri, host="0.0.0.0", port=5001)
+    assert argv[argv.index("--port") + 1] == "5001"
 
 
 def test_two_runs_with_the_same_seed_agree(tmp_path, make_config):
