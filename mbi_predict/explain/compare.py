@@ -18,7 +18,8 @@ import pandas as pd
 from mbi_predict.errors import ConfigError
 
 _TERM = re.compile(r"^(?P<variable>.+?)\[(?P<level>.*)\]$")
-RANKING_KEYS = ("feature", "importance", "ci_low", "ci_high", "null_p", "top_k_frequency", "beats_null")
+RANKING_KEYS = ("feature", "importance", "ci_low", "ci_high", "null_p", "top_k_frequency", "beats_null",
+                "null_status")
 
 
 def interaction_variable(record: dict[str, Any]) -> str:
@@ -66,11 +67,13 @@ def _clean(value) -> float | None:
 
 
 def ranking_records(stability_df: pd.DataFrame, null_ref=None) -> list[dict[str, Any]]:
-    """``[{"feature", "importance", "ci_low", "ci_high", "null_p", "top_k_frequency", "beats_null"}]`` sorted by
-    importance (descending), JSON-safe (NaN -> None), for summary.json's ``"shap": {"ranking": [...]}``.
+    """``[{"feature", "importance", "ci_low", "ci_high", "null_p", "top_k_frequency", "beats_null", "null_status"}]``
+    sorted by importance (descending), JSON-safe (NaN -> None), for summary.json's ``"shap": {"ranking": [...]}``.
 
-    ``null_p`` is the p-value the null decision used (``NullReference.decision_p``: family-wise adjusted by
-    default); ``null_p`` is None and ``beats_null`` False for a feature without a null reference (not tested).
+    ``null_p`` is the p-value of the null test (``NullReference.decision_p``: family-wise adjusted by default).
+    ``beats_null`` is True/False only when the test was made; it is None (rendered "–") when it was not: no null
+    reference, or B too small to reach alpha (``NullReference.test_status == "not_tested"``). ``null_status`` says
+    which: "tested", "not_tested" or "no_null".
     """
     missing = [c for c in ("feature", "importance", "ci_low", "ci_high", "top_k_frequency")
                if c not in stability_df.columns]
@@ -78,9 +81,15 @@ def ranking_records(stability_df: pd.DataFrame, null_ref=None) -> list[dict[str,
         raise ConfigError(f"stability table lacks column(s) {missing}")
     decision_p = null_ref.decision_p if null_ref is not None else {}
     beats = null_ref.beats_null if null_ref is not None else {}
+    status = "no_null" if null_ref is None else getattr(null_ref, "test_status", "tested")
+
+    def verdict(feature: str):
+        value = beats.get(feature)
+        return None if value is None or status != "tested" else bool(value)
+
     records = [{"feature": str(row.feature), "importance": _clean(row.importance), "ci_low": _clean(row.ci_low),
                 "ci_high": _clean(row.ci_high), "null_p": _clean(decision_p.get(str(row.feature))),
-                "top_k_frequency": _clean(row.top_k_frequency),
-                "beats_null": bool(beats.get(str(row.feature), False))}
+                "top_k_frequency": _clean(row.top_k_frequency), "beats_null": verdict(str(row.feature)),
+                "null_status": status if str(row.feature) in beats or null_ref is None else "no_null"}
                for row in stability_df.itertuples(index=False)]
     return sorted(records, key=lambda r: (r["importance"] is None, -(r["importance"] or 0.0)))

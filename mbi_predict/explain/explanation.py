@@ -80,12 +80,51 @@ class Explanation:
                            self.additivity_error, self.output, self.seconds, self.row_index, self.n_background,
                            self.method, self.notes)
 
+    def to_shap(self):
+        """This explanation as a ``shap.Explanation`` (values, base_values, data, feature_names), so shap's own
+        plots work on it. In memory only, like ``values`` and ``data``: a figure drawn from it is participant level.
+
+        Example (``expl`` from ``explain_effect`` or ``explain_pipeline``)::
+
+            import matplotlib
+            matplotlib.use("Agg")
+            import shap
+            sv = expl.to_shap()
+            shap.plots.bar(sv, show=False)
+            shap.plots.beeswarm(sv, show=False)
+
+        Categorical covariates (strings) are passed as their category codes in ``data`` (shap colours by number);
+        ``display_data`` keeps the labels.
+        """
+        return as_shap_explanation(self)
+
     def to_dict(self) -> dict[str, Any]:
         """Aggregates only (safe to log): no participant-level values or covariates."""
         return {"kind": self.kind, "method": self.method, "output": self.output, "base_value": float(self.base_value),
                 "additivity_error": float(self.additivity_error), "seconds": float(self.seconds),
                 "n_rows": self.n_rows, "n_background": int(self.n_background),
                 "importance": self.importance(), "notes": list(self.notes)}
+
+
+def as_shap_explanation(explanation: Explanation):
+    """``shap.Explanation`` of the package's ``Explanation`` (see ``Explanation.to_shap``)."""
+    import shap
+
+    data = explanation.data.reset_index(drop=True)
+    numeric = np.column_stack([_as_number(data[c]) for c in data.columns]) if data.shape[1] else \
+        np.empty((explanation.n_rows, 0))
+    return shap.Explanation(values=np.asarray(explanation.values, dtype=float),
+                            base_values=np.full(explanation.n_rows, float(explanation.base_value)),
+                            data=numeric, display_data=data.to_numpy(dtype=object),
+                            feature_names=list(explanation.feature_names))
+
+
+def _as_number(series: pd.Series) -> np.ndarray:
+    if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
+        return series.to_numpy(dtype=float)
+    codes = pd.Categorical(series.astype("string")).codes.astype(float)
+    codes[codes < 0] = np.nan
+    return codes
 
 
 def check_features(requested, available) -> None:

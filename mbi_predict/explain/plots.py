@@ -3,15 +3,18 @@
 All functions build a ``matplotlib.figure.Figure`` directly (no pyplot state, safe in parallel workers) and return
 it; the caller saves it. Nothing here writes data.
 
-Disclosure choices (the figures go to MLflow artifacts):
+Disclosure choices (the figures go to MLflow artifacts): by default no figure shows a participant.
+* the beeswarm defaults to an aggregate "binned summary": per feature, participants are grouped into quantile bins
+  of the covariate (one bin per level for categories), and each bin is drawn as its mean SHAP value with a bar of
+  ± 1 SD, coloured from low (blue) to high (red) covariate values; bins with fewer than ``min_cell`` participants
+  (default 10) are suppressed. ``participant_level=True`` draws the usual one-dot-per-participant beeswarm, for
+  local use only (the runner sets it only when a user asks);
+* dependence plots default to binned means of SHAP with 95% CIs per covariate bin (per arm when ``color_by`` is
+  given), bins under ``min_cell`` suppressed; ``participant_level=True`` (or the older ``anonymise=False``) draws
+  the per-participant scatter;
 * the benefit profile shows only aggregates: binned means of predicted CATE with 95% CIs (bins with fewer than
-  ``min_cell`` participants are suppressed) and a LOWESS curve — no participant-level points;
-* dependence plots default to ``anonymise=True``: a hexagonal density of (covariate, SHAP) with cells of fewer than
-  ``min_cell`` participants hidden, plus binned means (per arm when ``color_by`` is given); ``anonymise=False`` draws
-  the usual per-participant scatter;
-* the beeswarm is kept (standard in model cards): each dot is one explained participant's SHAP value on a subsample
-  of at most ``max_rows``; covariate values appear only as a colour rank, never on an axis, and no identifiers
-  are shown.
+  ``min_cell`` participants are suppressed) and a LOWESS curve — no participant-level points.
+For shap's own plots on an explanation, see ``Explanation.to_shap`` (participant level: local use).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from matplotlib.figure import Figure
 
 from mbi_predict.explain.explanation import check_features
 
-MIN_CELL = 5
+MIN_CELL = 10
 
 
 def _numeric(series: pd.Series) -> tuple[np.ndarray, list[str] | None]:
@@ -56,9 +59,13 @@ def _swarm_offsets(values: np.ndarray, width: float = 0.4, n_bins: int = 60) -> 
     return offsets
 
 
-def beeswarm(explanation, *, max_display: int = 10, title: str | None = None) -> Figure:
-    """SHAP summary: one row per feature (most important on top), dots = explained participants, colour = the
-    covariate's within-sample percentile (blue low, red high)."""
+def beeswarm(explanation, *, max_display: int = 10, title: str | None = None, participant_level: bool = False,
+             min_cell: int = MIN_CELL, n_bins: int = 5) -> Figure:
+    """SHAP summary, one row per feature (most important on top). Default: the aggregate binned summary (module
+    docstring: per covariate bin, mean SHAP ± 1 SD, bins under ``min_cell`` suppressed); ``participant_level=True``:
+    dots = explained participants, colour = the covariate's within-sample percentile (blue low, red high)."""
+    if not participant_level:
+        return _binned_summary(explanation, max_display=max_display, title=title, min_cell=min_cell, n_bins=n_bins)
     order = _order(explanation, max_display)
     fig = Figure(figsize=(7, 0.45 * len(order) + 1.5))
     ax = fig.add_subplot()
@@ -81,6 +88,59 @@ def beeswarm(explanation, *, max_display: int = 10, title: str | None = None) ->
     return fig
 
 
+def _bin_labels(x: np.ndarray, n_bins: int) -> tuple[np.ndarray, int]:
+    """(bin of each row, -1 where x is missing; number of bins): quantile bins, one per level when few levels."""
+    labels = np.full(len(x), -1)
+    ok = np.isfinite(x)
+    if not ok.any():
+        return labels, 0
+    distinct = np.unique(x[ok])
+    if distinct.size <= n_bins:
+        labels[ok] = np.searchsorted(distinct, x[ok])
+        return labels, int(distinct.size)
+    edges = np.unique(np.quantile(x[ok], np.linspace(0, 1, n_bins + 1)))
+    labels[ok] = np.clip(np.searchsorted(edges, x[ok], side="right") - 1, 0, len(edges) - 2)
+    return labels, len(edges) - 1
+
+
+def _binned_summary(explanation, *, max_display: int, title: str | None, min_cell: int, n_bins: int) -> Figure:
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    if min_cell < 1:
+        raise ValueError(f"min_cell must be at least 1, got {min_cell}")
+    order = _order(explanation, max_display)
+    fig = Figure(figsize=(7, 0.55 * len(order) + 1.6))
+    ax = fig.add_subplot()
+    cmap, suppressed = colormaps["coolwarm"], 0
+    for position, j in enumerate(reversed(order)):
+        raw, _ = _numeric(explanation.data.iloc[:, j])
+        labels, k = _bin_labels(raw, n_bins)
+        shap_j = explanation.values[:, j]
+        for b in range(k):
+            values = shap_j[labels == b]
+            if values.size < min_cell:
+                suppressed += 1
+                continue
+            offset = (b - (k - 1) / 2) * (0.7 / max(k, 1))
+            sd = values.std(ddof=1) if values.size > 1 else 0.0
+            ax.errorbar([values.mean()], [position + offset], xerr=[[sd], [sd]], fmt="o", ms=4, capsize=0, lw=2,
+                        color=cmap(b / max(k - 1, 1)))
+    ax.set_yticks(range(len(order)), [explanation.feature_names[j] for j in reversed(order)])
+    ax.set_ylim(-0.6, len(order) - 0.4)
+    ax.axvline(0, color="0.5", lw=0.8)
+
+    bar = fig.colorbar(ScalarMappable(Normalize(0, 1), cmap), ax=ax, ticks=[0, 1])
+    bar.ax.set_yticklabels(["low", "high"])
+    bar.set_label("covariate bin (quantile)")
+    note = f", {suppressed} smaller bin(s) suppressed" if suppressed else ""
+    ax.set_xlabel(f"SHAP value ({explanation.output}): bin mean ± 1 SD\n(bins of >= {min_cell} participants{note})")
+    ax.set_title(title or f"SHAP by covariate bin ({explanation.n_rows} participants, {explanation.kind})")
+    fig.tight_layout()
+    return fig
+
+
 def importance_bars(stability_df: pd.DataFrame, null_ref=None, *, top: int = 10, title: str | None = None) -> Figure:
     """Pooled mean |SHAP| with its CI per feature; grey band = null importance (null mean to 95th percentile)."""
     frame = stability_df.head(top).iloc[::-1]
@@ -90,7 +150,8 @@ def importance_bars(stability_df: pd.DataFrame, null_ref=None, *, top: int = 10,
     est = frame["importance"].to_numpy(dtype=float)
     low = np.nan_to_num(est - frame["ci_low"].to_numpy(dtype=float), nan=0.0)
     high = np.nan_to_num(frame["ci_high"].to_numpy(dtype=float) - est, nan=0.0)
-    beats = [bool(null_ref.beats_null.get(f, False)) if null_ref is not None else True for f in frame["feature"]]
+    # blue: beats the null family-wise (or no null given); grey: does not, or not tested (B too small)
+    beats = [null_ref.beats_null.get(f) is True if null_ref is not None else True for f in frame["feature"]]
     ax.barh(y, est, xerr=[low, high], color=["tab:blue" if b else "tab:gray" for b in beats], alpha=0.85,
             capsize=3, label="pooled importance (95% CI)")
     if null_ref is not None:
@@ -99,7 +160,9 @@ def importance_bars(stability_df: pd.DataFrame, null_ref=None, *, top: int = 10,
             if feature in null.columns:
                 ax.fill_betweenx([yi - 0.4, yi + 0.4], float(null[feature].mean()),
                                  float(null[feature].quantile(0.95)), color="0.2", alpha=0.25, lw=0)
-        ax.fill_betweenx([], [], [], color="0.2", alpha=0.25, label=f"null (mean to 95th pct, B={null_ref.B})")
+        tested = "" if getattr(null_ref, "test_status", "tested") == "tested" else ", not tested"
+        ax.fill_betweenx([], [], [], color="0.2", alpha=0.25,
+                         label=f"null (mean to 95th pct, B={null_ref.B}{tested})")
     ax.set_yticks(y, list(frame["feature"]))
     ax.set_xlabel("mean |SHAP|")
     ax.legend(loc="lower right", fontsize=8)
@@ -136,12 +199,16 @@ def _axis_labels(ax, labels: list[str] | None) -> None:
 
 
 def dependence(explanation, features=None, *, top: int = 3, color_by=None, color_label: str = "arm",
-               anonymise: bool = True, min_cell: int = MIN_CELL, n_bins: int = 10) -> Figure:
+               anonymise: bool = True, min_cell: int = MIN_CELL, n_bins: int = 10,
+               participant_level: bool | None = None) -> Figure:
     """SHAP value against covariate value for ``features`` (default: the ``top`` most important).
 
     ``color_by``: a value per explained row (e.g. arm, aligned with ``explanation.row_index``) — prognostic models are
-    usually shown coloured by arm. See the module docstring for ``anonymise``.
+    usually shown coloured by arm. Default: binned means with 95% CIs, bins under ``min_cell`` suppressed;
+    ``participant_level=True`` (or ``anonymise=False``, the older name) draws the per-participant scatter.
     """
+    if participant_level is not None:
+        anonymise = not participant_level
     if features is None:
         features = [explanation.feature_names[j] for j in _order(explanation, top)]
     features = [features] if isinstance(features, str) else list(features)
@@ -157,9 +224,6 @@ def dependence(explanation, features=None, *, top: int = 3, color_by=None, color
         y = explanation.values[:, j]
         levels = [None] if groups is None else list(pd.unique(groups))
         if anonymise:
-            ok = np.isfinite(x)
-            if labels is None and np.unique(x[ok]).size > n_bins:
-                ax.hexbin(x[ok], y[ok], gridsize=20, mincnt=min_cell, cmap="Greys")
             for level, colour in zip(levels, ("tab:blue", "tab:orange", "tab:green", "tab:red")):
                 rows = np.ones(len(y), bool) if level is None else groups == level
                 b = _binned(x[rows], y[rows], n_bins, min_cell)

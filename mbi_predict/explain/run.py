@@ -7,11 +7,14 @@ Where each piece runs, and why:
   attributions are summed back to the covariates a researcher recorded. It returns a `FoldShap`: per-feature
   importances and their sampling variances (aggregates) plus, in memory only, the explained values for the plots.
 * ``null_references``: for effect models, the within-trial arm-permutation null (``permutation_null``) once on all
-  trials. Its B + 1 refits are independent, so they are run as parallel jobs; the permutations are drawn exactly as
-  ``permutation_null`` draws them, so the result is the same.
+  trials. Its B + 1 refits are independent, so they are run as parallel jobs; the permutations (and constant-effect
+  null outcomes) come from ``null.null_draws`` as in ``permutation_null``, so the result is the same. The test is
+  family-wise (studentised step-down max-T, ``explain.null``); with ``null_B`` < 19 it cannot reach 0.05, so a
+  UserWarning is given at the start and the rankings are reported as not tested (``beats_null`` None).
 * ``shap_block``: across folds ``stability`` -> ``ranking_records`` (+ the null) -> summary.json, and for effect
-  models ``side_by_side`` with the classical within-trial interactions. ``shap_plots``: beeswarm, importance bars
-  with CI and null band, dependence (prognosis, coloured by arm), benefit profile (effect models).
+  models ``side_by_side`` with the classical within-trial interactions. ``shap_plots``: binned SHAP summary
+  ("beeswarm" file; per-participant dots only with ``participant_level=True``), importance bars with CI and null
+  band, dependence (prognosis, coloured by arm; binned), benefit profile (effect models).
 
 Cost control (SHAP must not dominate the run): row and background caps from the config, tighter for random forests
 (TreeSHAP cost grows with trees x leaves x rows) and causal forests (econml's shap); the PATH risk effect model is
@@ -129,17 +132,22 @@ class NullTask:
     index: int
     fit_and_explain: Any
     arm: np.ndarray
+    y: np.ndarray | None = None  # the constant-effect null outcome (None: the observed outcome)
 
 
 def _run_null_task(task: NullTask) -> tuple[str, int, dict[str, float], float]:
     start = time.perf_counter()
-    importance = task.fit_and_explain(task.arm)
+    importance = task.fit_and_explain(task.arm) if task.y is None else task.fit_and_explain(task.arm, task.y)
     return task.name, task.index, dict(importance), time.perf_counter() - start
 
 
 def null_tasks(config, data) -> list[NullTask]:
-    """The B + 1 refits (observed arm + B within-trial permutations) per effect model with ``null_B > 0``."""
-    from mbi_predict.explain import make_fit_and_explain, permute_within_groups
+    """The B + 1 refits (observed arm + B within-trial permutations) per effect model with ``null_B > 0``.
+
+    Null fits get the constant-effect outcome (``null.null_draws``). A ``null_B`` too small to reach alpha = 0.05
+    family-wise gives one UserWarning here (run start); the rankings are then reported as not tested.
+    """
+    from mbi_predict.explain.null import insufficient_B_message, make_fit_and_explain, null_draws
     from mbi_predict.models.effect import make_effect_model
     from mbi_predict.models.preprocess import make_preprocessor
     from mbi_predict.validate.loto import derive_seed
@@ -161,10 +169,12 @@ def null_tasks(config, data) -> list[NullTask]:
                                                original=original, max_rows=max_rows, max_background=max_background,
                                                seed=seed)
         arm, groups = data.arm[observed], data.trial[observed]
-        # the permutations permutation_null would draw (same generator), so the result equals permutation_null's
-        rng = np.random.default_rng(np.random.SeedSequence([seed, 7919]))
-        arms = [arm] + [permute_within_groups(arm, groups, rng) for _ in range(settings.null_B)]
-        tasks += [NullTask(spec.name, i, fit_and_explain, a) for i, a in enumerate(arms)]
+        # the draws permutation_null would make (same function, same seed), so the result equals permutation_null's
+        draws = [(arm, None)] + null_draws(arm, groups, B=settings.null_B, seed=seed, Y=data.y[observed])
+        tasks += [NullTask(spec.name, i, fit_and_explain, a, y) for i, (a, y) in enumerate(draws)]
+        message = insufficient_B_message(settings.null_B)
+        if message is not None:
+            warnings.warn(f"{spec.name}: {message}", UserWarning, stacklevel=2)
     return tasks
 
 
@@ -248,6 +258,8 @@ def shap_block(kind: str, results: list, *, settings, null_ref=None, interaction
     first = next(iter(shaps.values()))
     errors = [s.additivity_error for s in shaps.values()]
     notes = sorted({n for s in shaps.values() for n in s.notes})
+    if null_ref is not None and not null_ref.tested:
+        notes.append(f"permutation null: {null_ref.reason}")
     block: dict[str, Any] = {
         "ranking": ranking_records(table, null_ref),
         "null": None if null_ref is None else null_ref.to_dict(),
@@ -269,8 +281,11 @@ def shap_block(kind: str, results: list, *, settings, null_ref=None, interaction
 
 
 def shap_plots(out_dir: Path, name: str, kind: str, results: list, table: pd.DataFrame | None, *, settings,
-               null_ref=None, data=None) -> list[Path]:
-    """Beeswarm, importance bars (CI + null band), dependence (prognosis, by arm), benefit profile (effect)."""
+               null_ref=None, data=None, participant_level: bool = False) -> list[Path]:
+    """Beeswarm, importance bars (CI + null band), dependence (prognosis, by arm), benefit profile (effect).
+
+    Aggregates only by default (``explain.plots``: binned summaries, bins under 10 participants suppressed);
+    ``participant_level=True`` draws the per-participant beeswarm and dependence scatter, for local use only."""
     from mbi_predict.explain import plots as shap_figures
     from mbi_predict.io import save_figure_atomic
 
@@ -287,12 +302,14 @@ def shap_plots(out_dir: Path, name: str, kind: str, results: list, table: pd.Dat
         if combined is not None:
             written.append(save_figure_atomic(out_dir / f"shap_{name}_beeswarm.png",
                                               shap_figures.beeswarm(combined, title=f"{name}: SHAP on held-out "
-                                                                                    "trials"), dpi=70))
+                                                                                    "trials",
+                                                                    participant_level=participant_level), dpi=70))
         top = [f for f in table["feature"].head(settings.dependence_top) if combined is not None
                and f in combined.feature_names]
         if top and kind == "prognostic":
             written.append(save_figure_atomic(out_dir / f"shap_{name}_dependence.png",
-                                              shap_figures.dependence(combined, top, color_by=arm), dpi=70))
+                                              shap_figures.dependence(combined, top, color_by=arm,
+                                                                      participant_level=participant_level), dpi=70))
         if top and kind == "effect" and data is not None:
             cate = np.concatenate([r.predictions["cate"].to_numpy() for r in results])
             rows = np.concatenate([r.test_rows for r in results])

@@ -55,15 +55,19 @@ def test_null_reference_decisions_and_attainable_p():
     observed = {"strong": 5.0, "noise": 1.0}
     null_rows = [{"strong": 1.0 + 0.1 * b, "noise": 0.8 + 0.1 * (b % 4)} for b in range(19)]
     ref = null_reference(observed, null_rows)
-    assert ref.rule == "pvalue" and ref.min_attainable_p == pytest.approx(0.05)
+    assert ref.rule == "pvalue" and ref.min_attainable_p == pytest.approx(0.05) and ref.test_status == "tested"
     assert ref.beats_null == {"strong": True, "noise": False}
-    assert ref.pvalue["strong"] == pytest.approx(1 / 20)
-    assert ref.pvalue["noise"] == pytest.approx((1 + sum(r["noise"] >= 1.0 for r in null_rows)) / 20)
-    small = null_reference(observed, null_rows[:5])
-    assert small.rule == "exceeds_null_max" and small.beats_null["strong"] and not small.beats_null["noise"]
-    with pytest.warns(UserWarning, match="smallest attainable p"):
-        strict = null_reference(observed, null_rows[:5], rule="pvalue")
-    assert not any(strict.beats_null.values())
+    assert ref.pvalue["strong"] == pytest.approx(1 / 20) and ref.pvalue_familywise["strong"] == pytest.approx(1 / 20)
+    assert ref.pvalue_familywise["noise"] >= ref.pvalue["noise"] > 0.05
+    # B = 5 cannot reach 0.05: no decision at all (the old rule said "yes" at level 1/6)
+    with pytest.warns(UserWarning, match=r"B = 5 cannot reach alpha 0.05 family-wise \(needs B >= 19\)"):
+        small = null_reference(observed, null_rows[:5])
+    assert small.test_status == "not_tested" and small.beats_null == {"strong": None, "noise": None}
+    assert "not tested" in small.describe_rule() and small.to_dict()["reason"].startswith("B = 5")
+    with pytest.warns(DeprecationWarning), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        strict = null_reference(observed, null_rows[:5], rule="exceeds_null_max")
+    assert not any(strict.beats_null.values()) and strict.rule == "pvalue"
 
 
 def test_permutation_null_calls_back_with_permuted_arms(rng):
@@ -75,7 +79,8 @@ def test_permutation_null_calls_back_with_permuted_arms(rng):
         seen.append(t.copy())
         return {"x": float(np.mean(t[:10]))}
 
-    ref = permutation_null(fit_and_explain, T, groups, B=4, seed=3)
+    with pytest.warns(UserWarning, match="cannot reach"):
+        ref = permutation_null(fit_and_explain, T, groups, B=4, seed=3)
     assert ref.B == 4 and len(seen) == 5
     assert all(s[groups == g].sum() == T[groups == g].sum() for s in seen for g in ("A", "B"))
     assert ref.null.shape == (4, 1)
@@ -89,7 +94,9 @@ def test_ranking_records_shape_and_order():
     assert [tuple(r) for r in records] == [RANKING_KEYS] * 2
     assert [r["feature"] for r in records] == ["b", "a"]
     assert records[0]["beats_null"] is True and records[1]["beats_null"] is False
-    assert records[0]["null_p"] == pytest.approx(0.05)
+    assert records[0]["null_p"] == pytest.approx(0.05) and records[0]["null_status"] == "tested"
+    untested = ranking_records(table)
+    assert [r["beats_null"] for r in untested] == [None, None] and untested[0]["null_status"] == "no_null"
 
 
 def test_side_by_side_maps_categorical_terms_back():
@@ -121,9 +128,11 @@ def test_figures_are_built_without_pyplot(strong):
         baseline_wellbeing=X["baseline_wellbeing"], education=ipd["education"])
     explanation = explain_effect(model, X, background=X, max_rows=200, original=original)
     folds = {"T1": explanation.importance(), "T2": explanation.importance()}
-    ref = null_reference(explanation.importance(), [{f: 0.01 for f in explanation.feature_names}] * 5)
+    ref = null_reference(explanation.importance(), [{f: 0.01 * (1 + b % 3) for f in explanation.feature_names}
+                                                    for b in range(19)])
     arm = ipd["arm"].to_numpy()[explanation.row_index]
-    figures = [plots.beeswarm(explanation), plots.importance_bars(stability(folds), ref),
+    figures = [plots.beeswarm(explanation), plots.beeswarm(explanation, participant_level=True),
+               plots.importance_bars(stability(folds), ref),
                plots.dependence(explanation, top=2, color_by=arm),
                plots.dependence(explanation, ["gender"], anonymise=False),
                plots.benefit_profile(model.effect(X), ipd, ["baseline_distress", "gender"])]
@@ -131,3 +140,9 @@ def test_figures_are_built_without_pyplot(strong):
     profile_axes = figures[-1].axes[0]
     # aggregates only: no scatter of participants in the benefit profile
     assert not profile_axes.collections or all(len(c.get_offsets()) <= 10 for c in profile_axes.collections)
+    # the default beeswarm and dependence plots: aggregates, never one mark per participant
+    for figure in (figures[0], figures[3]):
+        for ax in figure.axes:
+            assert all(len(c.get_offsets()) < 20 for c in ax.collections if hasattr(c, "get_offsets"))
+            assert all(len(line.get_xdata()) <= 10 for line in ax.lines)
+    assert any(len(c.get_offsets()) == explanation.n_rows for c in figures[1].axes[0].collections)
