@@ -14,7 +14,8 @@ Printed: per model and for the run, the share of seeds with "evidence" and its W
 Kolmogorov-Smirnov test of the calibrated one-sided p-values (RATE and calibration slope) against the uniform
 distribution, beside the naive p-values' share below 0.05 (the held-out trials pooled as independent: the test
 this calibration replaces). Targets (issue 14): null run-level <= 5%, every calibrated p uniform; modest found >= 80%;
-strong >= 95%.
+strong >= 95%. The same runs measure harm detection (issue 17): flagged in <= 5% of null seeds, >= 80% of
+'harm_subgroup' seeds by the flexible learners, and whether each model's treatment rule beats offering to all.
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine  # noqa: E402
+from _common import machine, wilson  # noqa: E402
 
-MODELS = ("interaction_linear", "t_learner_xgb", "x_learner")
+MODELS = ("interaction_linear", "t_learner_xgb")
 HERE = Path(__file__).resolve().parent
 
 
@@ -44,15 +45,6 @@ def config_for(scenario: str, seed: int, models: list[str], *, trials: int, n: i
             "validation": {"n_jobs": 2, "bootstrap": 50, "min_trial_size": 20, "hksj": True},
             "heterogeneity": {"null_B": B, "run_rule": "holm" if len(models) > 1 else "primary"},
             "tracking": {"enabled": False}, "seed": seed}
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    if n == 0:
-        return math.nan, math.nan
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def one_run(scenario: str, seed: int, models: list[str], *, trials: int, n: int, B: int) -> dict:
@@ -77,6 +69,13 @@ def one_run(scenario: str, seed: int, models: list[str], *, trials: int, n: int,
             "naive_p": {m: t.get("naive_p") for m, t in tests.items()},
             "pehe": (summary["models"][name]["pooled"].get("pehe") or {}).get("estimate"),
         }
+        block = summary["models"][name]
+        if "harm" in block and "gates" in block:
+            row["per_model"][name].update(
+                harm_flagged=block["harm"]["flagged"], harm_p=block["harm"]["p_value"],
+                gates_p=block["gates"]["top_minus_bottom"].get("p_value"),
+                policy_rule=block["policy"]["rule"], policy_vs_all=block["policy"]["value_vs_all"])
+    row["harm_flagged"] = (summary.get("harm_flagged") or {}).get("flagged")
     return row
 
 
@@ -84,7 +83,7 @@ def report(rows: list[dict]) -> str:
     from scipy import stats
 
     lines = []
-    scenarios = [s for s in ("null", "modest", "strong") if any(r["scenario"] == s for r in rows)]
+    scenarios = [s for s in ("null", "modest", "strong", "harm_subgroup") if any(r["scenario"] == s for r in rows)]
     models = rows[0]["models"] if rows else []
     lines.append("| scenario | who | seeds | \"evidence\" | share | Wilson 95% |")
     lines.append("|---|---|---|---|---|---|")
@@ -98,6 +97,24 @@ def report(rows: list[dict]) -> str:
             low, high = wilson(hits, len(runs))
             lines.append(f"| {scenario} | {who} | {len(runs)} | {hits} | {hits / len(runs):.3f} | "
                          f"{low:.3f}-{high:.3f} |")
+    lines += ["", "Harm (predicted-harm group's held-out effect below 0, one-sided) and the treatment rule:", "",
+              "| scenario | who | seeds | harm flagged | share | Wilson 95% | rule beats offer-to-all (CI > 0) |",
+              "|---|---|---|---|---|---|---|"]
+    for scenario in scenarios:
+        runs = [r for r in rows if r["scenario"] == scenario and "harm_flagged" in r]
+        if not runs:
+            continue
+        for who in [*models, "run (Holm)"]:
+            if who in models:
+                hits = sum(bool(r["per_model"][who].get("harm_flagged")) for r in runs)
+                better = sum(((r["per_model"][who].get("policy_vs_all") or {}).get("ci_low") or -1) > 0
+                             for r in runs)
+                better = f"{better}/{len(runs)}"
+            else:
+                hits, better = sum(bool(r["harm_flagged"]) for r in runs), ""
+            low, high = wilson(hits, len(runs))
+            lines.append(f"| {scenario} | {who} | {len(runs)} | {hits} | {hits / len(runs):.3f} | "
+                         f"{low:.3f}-{high:.3f} | {better} |")
     null_runs = [r for r in rows if r["scenario"] == "null"]
     if null_runs:
         lines += ["", "Null scenario, one-sided p-values (RATE AUTOC, benefit-calibration slope):", "",
@@ -129,7 +146,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--B", type=int, default=19)
-    parser.add_argument("--scenarios", nargs="+", default=["null", "strong", "modest"])
+    parser.add_argument("--scenarios", nargs="+", default=["null", "strong", "modest", "harm_subgroup"])
     parser.add_argument("--out", type=Path, default=HERE / "heterogeneity_verdict_rates.jsonl")
     parser.add_argument("--report", action="store_true", help="only print the tables from --out")
     args = parser.parse_args()

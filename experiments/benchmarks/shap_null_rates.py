@@ -31,6 +31,9 @@ import time
 import warnings
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import wilson  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 TRUE_MODIFIERS = ("baseline_distress", "baseline_mindfulness")
 
@@ -42,15 +45,6 @@ def config_for(scenario: str, seed: int, learner: str, *, trials: int, n: int, B
             "models": [{"name": learner, "kind": "effect", "estimator": learner}],
             "explain": {"enabled": True, "null_B": B},
             "tracking": {"enabled": False}, "seed": seed}
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    if n == 0:
-        return math.nan, math.nan
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def one_cell(scenario: str, seed: int, learner: str, *, trials: int, n: int, B: int) -> dict:
