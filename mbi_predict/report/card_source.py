@@ -30,7 +30,8 @@ def _read_plots(folder: Path) -> dict[str, bytes]:
     plots_dir = folder / "plots"
     if not plots_dir.is_dir():
         return {}
-    return {f"plots/{path.name}": path.read_bytes() for path in sorted(plots_dir.iterdir())
+    # a run folder keeps its plots flat; MLflow keeps them in plots/<model>/ (file names are unique either way)
+    return {f"plots/{path.name}": path.read_bytes() for path in sorted(plots_dir.rglob("*"), key=lambda p: p.name)
             if path.suffix.lower() in PLOT_SUFFIXES and path.is_file()}
 
 

@@ -32,12 +32,14 @@ def test_card_from_run_id_equals_the_mlflow_metrics(real_run, tracking_uri, tmp_
     from mbi_predict.report.card import build_card, write_card
 
     card = build_card(real_run.mlflow_run_id, tracking_uri=tracking_uri)
-    metrics = mlflow.MlflowClient(tracking_uri=tracking_uri).get_run(real_run.mlflow_run_id).data.metrics
     name = card["model_details"]["name"]
+    # every model has its own child run with one metric vocabulary: <metric>, <metric>_ci_low, ...
+    model_run = real_run.summary["models"][name]["mlflow_run_id"]
+    metrics = mlflow.MlflowClient(tracking_uri=tracking_uri).get_run(model_run).data.metrics
     checked = 0
     for row in card["evaluation"]["pooled"]:
         for key in ("estimate", "ci_low", "ci_high", "pi_low", "pi_high", "tau2"):
-            logged = metrics.get(f"{name}.pooled.{row['metric']}" + ("" if key == "estimate" else f".{key}"))
+            logged = metrics.get(row["metric"] + ("" if key == "estimate" else f"_{key}"))
             if row.get(key) is not None:
                 assert logged == pytest.approx(row[key], rel=1e-12, abs=1e-15)
                 checked += 1
