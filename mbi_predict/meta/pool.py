@@ -223,13 +223,15 @@ def pool(yi: Any, vi: Any, *, method: str = "REML", test: str = "z", level: floa
     estimate = float(fit.beta[0])
     se = math.sqrt(float(fit.vcov[0, 0]))
     w_fe = 1.0 / v
-    s2 = (k - 1) * w_fe.sum() / (w_fe.sum() ** 2 - np.sum(w_fe ** 2))
-    if method == "FE":
-        i2 = max(0.0, 100 * (fit.qe - (k - 1)) / fit.qe) if fit.qe > 0 else 0.0
-        h2 = fit.qe / (k - 1)
-    else:
-        i2 = 100 * fit.tau2 / (fit.tau2 + s2)
-        h2 = (fit.tau2 + s2) / s2
+    # one trial: the typical within-trial variance s2, I2 and H2 are undefined (NaN), not a warning
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s2 = (k - 1) * w_fe.sum() / (w_fe.sum() ** 2 - np.sum(w_fe ** 2))
+        if method == "FE":
+            i2 = max(0.0, 100 * (fit.qe - (k - 1)) / fit.qe) if fit.qe > 0 else 0.0
+            h2 = fit.qe / (k - 1) if k > 1 else math.nan
+        else:
+            i2 = 100 * fit.tau2 / (fit.tau2 + s2) if k > 1 else math.nan
+            h2 = (fit.tau2 + s2) / s2 if k > 1 else math.nan
     tau2_ci = tau2_q_profile(y, v, X, level) if method != "FE" else (math.nan, math.nan)
     if k >= 3:
         t_pi = float(stats.t.ppf(0.5 + level / 2, k - 2))
