@@ -44,17 +44,29 @@ def _connect(scheduler: Any, timeout: float) -> tuple[Any, bool]:
     return client, True
 
 
+def local_workers(n_jobs: int) -> int:
+    """``n_jobs`` for local processes, never more than the cores this process may use (-1 stays -1: all)."""
+    import os
+
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return n_jobs if n_jobs < 0 else max(1, min(int(n_jobs), cores))
+
+
 @contextmanager
 def execution_backend(backend: str = "local", scheduler: Any = None, n_jobs: int = 1, *,
                       timeout: float = CONNECT_TIMEOUT) -> Iterator[int]:
     """Run the ``joblib.Parallel`` calls inside the block on ``backend``; yield the ``n_jobs`` to give them.
 
-    * ``local``: joblib's default backend (loky processes); yields ``n_jobs`` unchanged.
+    * ``local``: joblib's default backend (loky processes); yields ``n_jobs`` capped at the machine's cores
+      (`local_workers`: asking for 1000 workers on 2 cores spawned dozens of processes for no gain).
     * ``dask``: connects to ``scheduler`` (address, or an existing ``distributed.Client``, which is left open),
       and runs the block inside ``joblib.parallel_config(backend="dask")``; yields ``-1``.
     """
     if backend == "local":
-        yield n_jobs
+        yield local_workers(n_jobs)
         return
     if backend != "dask":
         raise ConfigError(f"validation.backend: unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")

@@ -26,6 +26,7 @@ import pandas as pd
 from mbi_predict.config import ExperimentConfig, load_config, parse_config
 from mbi_predict.errors import ConfigError
 from mbi_predict.io import sha256_file, write_json_atomic, write_parquet_atomic
+from mbi_predict.parallel import local_workers
 from mbi_predict.validate.loto import (ITT_NOTE, FoldPlan, FoldResult, PreparedData, make_jobs, plan_folds,
                                        prepare_data, run_jobs)
 from mbi_predict.validate.metrics import LOWER_IS_BETTER, PRIMARY_METRIC, paired_difference
@@ -872,7 +873,7 @@ def _run_experiment(config, uri, tracking, data, out_dir, save_predictions, prog
     try:
         # figures render in worker processes while this process logs to MLflow (sqlite commits, mostly waiting)
         plots = _PlotRenderer(_plot_tasks(config, staging / "plots", by_model, forests, shap_tables, null_refs,
-                                          prepared), n_jobs=config.validation.n_jobs)
+                                          prepared), n_jobs=local_workers(config.validation.n_jobs))
         try:
             run_id = _track(tracking, config, summary, staging, plots, final_models, prepared, frame) if uri else None
         finally:

@@ -145,3 +145,15 @@ def test_optuna_studies_share_an_sqlite_storage(tmp_path):
         study = optuna.load_study(study_name=name, storage=storage)
         assert len([t for t in study.trials if t.state.name == "COMPLETE"]) >= 2
     assert np.isfinite(summary["models"]["elastic_net"]["pooled"]["rmse"]["estimate"])
+
+
+def test_local_workers_are_capped_by_the_machine():
+    """n_jobs: 1000 on a small machine used to spawn dozens of processes; local workers never exceed the cores."""
+    import os
+
+    from mbi_predict.parallel import execution_backend, local_workers
+
+    cores = len(os.sched_getaffinity(0))
+    assert local_workers(1000) == cores and local_workers(1) == 1 and local_workers(-1) == -1
+    with execution_backend("local", None, 1000) as n_jobs:
+        assert n_jobs == cores
