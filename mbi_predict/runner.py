@@ -920,6 +920,15 @@ def _preflight(config: ExperimentConfig, data: PreparedData) -> None:
         if spec.kind == "prognostic":
             make_prognostic_model(spec.estimator, data.task, spec.params, 0, features=data.features,
                                   imputer=spec.imputer)
+            if spec.tuning.n_trials > 0:  # a misspelt search-space parameter fails here, not in a tuning worker
+                from mbi_predict.models.tuning import representative_params, search_space
+
+                space = search_space(spec.estimator, data.task, spec.tuning.search_space, spec.params)
+                try:
+                    make_prognostic_model(spec.estimator, data.task, {**spec.params, **representative_params(space)},
+                                          0, features=data.features, imputer=spec.imputer)
+                except ConfigError as exc:
+                    raise ConfigError(f"models.{spec.name}.tuning.search_space: {exc}") from None
         else:
             try:
                 from mbi_predict.models.effect import make_effect_model

@@ -87,6 +87,18 @@ def search_space(family: str, task: str, overrides: dict[str, Any] | None = None
     return space
 
 
+def representative_params(space: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """One point of the space (each numeric parameter's low end, each categorical's first choice): building a model
+    with it checks every parameter name and type before any tuning starts."""
+    point = {}
+    for name, spec in space.items():
+        if spec["type"] == "categorical":
+            point[name] = list(spec["choices"])[0]
+        else:
+            point[name] = int(spec["low"]) if spec["type"] == "int" else float(spec["low"])
+    return point
+
+
 def suggest(trial, space: dict[str, dict[str, Any]]) -> dict[str, Any]:
     params = {}
     for name, spec in space.items():
@@ -136,7 +148,7 @@ def tune(build: Callable[[dict[str, Any]], Any], predict: Callable[[Any, pd.Data
     """
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed trial is raised as one line, not logged
     metric = "log_loss" if task == "binary" else "rmse"
     start = time.perf_counter()
     if n_trials < 1 or not space:

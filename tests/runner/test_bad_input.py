@@ -109,3 +109,14 @@ def test_invalid_parameter_values_are_config_errors(make_config, tmp_path, n_job
         run_experiment(config, out_dir=tmp_path / "out", progress=False)
     assert _one_line(excinfo).startswith("models.enet.params") and "alpha" in str(excinfo.value)
     _assert_nothing_written(tmp_path / "out")
+
+
+def test_unknown_search_space_parameter_fails_before_tuning(make_config, tmp_path):
+    """A misspelt search-space parameter is one line naming the key, before any fold is fitted (it used to surface
+    as a traceback from a tuning worker)."""
+    config = make_config(models=[{"name": "enet", "estimator": "elastic_net", "tuning": {
+        "n_trials": 2, "search_space": {"alphaa": {"type": "float", "low": 0.01, "high": 1.0}}}}])
+    with pytest.raises(ConfigError) as excinfo:
+        run_experiment(config, out_dir=tmp_path / "out", progress=False)
+    assert _one_line(excinfo).startswith("models.enet.tuning.search_space") and "alphaa" in str(excinfo.value)
+    _assert_nothing_written(tmp_path / "out")
