@@ -28,9 +28,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_local_backend_yields_n_jobs_unchanged():
+def test_local_backend_yields_n_jobs_within_the_cores():
+    import os
+
     with execution_backend("local", n_jobs=3) as n_jobs:
-        assert n_jobs == 3
+        assert n_jobs == min(3, len(os.sched_getaffinity(0)))
+    with execution_backend("local", n_jobs=1) as n_jobs:
+        assert n_jobs == 1
 
 
 @pytest.mark.parametrize("backend, scheduler, needle", [
