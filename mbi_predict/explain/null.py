@@ -65,6 +65,7 @@ import numpy as np
 import pandas as pd
 
 from mbi_predict.errors import ConfigError
+from mbi_predict.validate.verdict_null import constant_effect_outcome  # the one constant-effect null outcome
 
 RULES = ("auto", "pvalue", "exceeds_null_max")
 #: s0 = this percentile of the per-feature SDs (module docstring)
@@ -100,20 +101,6 @@ def insufficient_B_message(B: int, alpha: float = 0.05) -> str | None:
         return None
     return (f"B = {B} cannot reach alpha {alpha:g} family-wise (needs B >= {required_B(alpha)}): SHAP rankings "
             "reported as not tested")
-
-
-def constant_effect_outcome(Y, T, T_star, groups) -> np.ndarray:
-    """Y* = Y - tau_k T + tau_k T*, tau_k the difference in means of trial k (0 when a trial lacks an arm)."""
-    y = np.asarray(Y, dtype=float).reshape(-1)
-    t, t_star = np.asarray(T, dtype=float).reshape(-1), np.asarray(T_star, dtype=float).reshape(-1)
-    codes = np.zeros(len(y), dtype=int) if groups is None else pd.factorize(np.asarray(groups).reshape(-1))[0]
-    tau = np.zeros(codes.max() + 1 if len(codes) else 0)
-    for code in range(len(tau)):
-        rows = codes == code
-        treated, control = y[rows & (t == 1)], y[rows & (t == 0)]
-        if treated.size and control.size:
-            tau[code] = treated.mean() - control.mean()
-    return y + tau[codes] * (t_star - t)
 
 
 def _is_binary(Y) -> bool:

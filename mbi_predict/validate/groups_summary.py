@@ -128,14 +128,14 @@ def groups_block(config, name: str, pooled: dict, forest: dict, null: dict | Non
 
 def harm_flagged(models: dict[str, dict], alpha: float) -> dict[str, Any]:
     """Run-level harm flag: Holm over the effect models' harm p-values (family-wise over models)."""
-    from mbi_predict.validate.heterogeneity import _holm
+    from mbi_predict.validate.heterogeneity import holm
 
     pvalues = {name: block["harm"]["p_value"] for name, block in models.items()
                if (block.get("harm") or {}).get("p_value") is not None}
     if not pvalues:
         return {"flagged": False, "tested": False, "models": {}, "alpha": alpha,
                 "reason": "no effect model had a calibrated harm test"}
-    adjusted = _holm(pvalues)
+    adjusted = holm(pvalues)
     flagged = sorted(name for name, p in adjusted.items() if p < alpha)
     return {"flagged": bool(flagged), "tested": True, "models": adjusted, "alpha": alpha,
             "reason": (f"harm in the predicted-harm group of {', '.join(flagged)} (Holm over {len(adjusted)} models)"

@@ -98,8 +98,8 @@ def _one_sided_p(entry: Mapping, rule: VerdictRule, metric: str) -> tuple[float,
     return se, float(dist.sf(est / se))
 
 
-def _holm(pvalues: Mapping[str, float]) -> dict[str, float]:
-    """Holm step-down adjusted p-values."""
+def holm(pvalues: Mapping[str, float]) -> dict[str, float]:
+    """Holm step-down adjusted p-values (Holm 1979)."""
     names = sorted(pvalues, key=lambda k: pvalues[k])
     m, running, adjusted = len(names), 0.0, {}
     for i, name in enumerate(names):
@@ -175,7 +175,7 @@ def heterogeneity_verdict(pooled: Mapping[str, Mapping], *, rule: VerdictRule | 
     interaction_evidence = False
     if use_interactions:
         alpha_inter = rule.alpha / 2 if alternative else rule.alpha
-        for name, p_adj in _holm(interaction_pvalues).items():
+        for name, p_adj in holm(interaction_pvalues).items():
             passed = bool(np.isfinite(p_adj) and p_adj < alpha_inter)
             interaction_evidence |= passed
             tests.append(dict(name=f"interaction:{name}", metric="interaction_p_holm", estimate=None, se=None,
@@ -249,7 +249,7 @@ def run_verdict(per_model: Mapping[str, Mapping], *, rule: VerdictRule, run_rule
     alpha_model = rule.alpha / 2 if alternative else rule.alpha
     pvalues = {name: (float(v["p_value"]) if v.get("p_value") is not None and np.isfinite(v["p_value"]) else 1.0)
                for name, v in tested.items()}
-    adjusted = _holm(pvalues)
+    adjusted = holm(pvalues)
     for name, p in adjusted.items():
         models[name]["p_holm"] = p
     winners = sorted((name for name, p in adjusted.items() if p < alpha_model), key=lambda n: adjusted[n])

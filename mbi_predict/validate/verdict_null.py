@@ -66,12 +66,27 @@ GROUP_STATISTICS = ("gates_top_minus_bottom", "harm_group_effect")
 MIN_NULL_DRAWS = 5
 
 
+def constant_effect_outcome(Y, T, T_star, groups) -> np.ndarray:
+    """``Y* = Y - tau_k T + tau_k T*``, tau_k the difference in means of trial k over its observed outcomes (0 when
+    a trial lacks an arm); missing outcomes stay missing. Shared by this calibration and SHAP's permutation null
+    (`mbi_predict.explain.null`)."""
+    y = np.asarray(Y, dtype=float).reshape(-1)
+    t, t_star = np.asarray(T, dtype=float).reshape(-1), np.asarray(T_star, dtype=float).reshape(-1)
+    codes = np.zeros(len(y), dtype=int) if groups is None else pd.factorize(np.asarray(groups).reshape(-1))[0]
+    observed = np.isfinite(y)
+    tau = np.zeros(codes.max() + 1 if len(codes) else 0)
+    for code in range(len(tau)):
+        rows = (codes == code) & observed
+        treated, control = y[rows & (t == 1)], y[rows & (t == 0)]
+        if treated.size and control.size:
+            tau[code] = treated.mean() - control.mean()
+    return y + tau[codes] * (t_star - t)
+
+
 def constant_effect_draw(data: PreparedData, rng: np.random.Generator) -> PreparedData:
     """One data set drawn under the null of a constant effect within each trial (see the module docstring)."""
     y, arm, trial = data.y.astype(float), data.arm.astype(int), np.asarray(data.trial)
     new_arm = arm.copy()
-    new_y = y.copy()
-    binary = data.task == "binary"
     observed_outcome = np.isfinite(y)
     for trial_id in pd.unique(trial):
         rows = np.flatnonzero(trial == trial_id)
@@ -79,13 +94,7 @@ def constant_effect_draw(data: PreparedData, rng: np.random.Generator) -> Prepar
         # number of observed participants per arm (the real data's; the held-out metrics need enough per arm)
         for stratum in (rows[observed_outcome[rows]], rows[~observed_outcome[rows]]):
             new_arm[stratum] = arm[stratum][rng.permutation(len(stratum))]
-        permuted = new_arm[rows]
-        if binary:
-            continue
-        observed = rows[np.isfinite(y[rows])]
-        treated, control = observed[arm[observed] == 1], observed[arm[observed] == 0]
-        tau = float(y[treated].mean() - y[control].mean()) if len(treated) and len(control) else 0.0
-        new_y[rows] = y[rows] - tau * arm[rows] + tau * permuted
+    new_y = y if data.task == "binary" else constant_effect_outcome(y, arm, new_arm, trial)
     X = data.X
     if "arm" in X.columns:
         X = X.assign(arm=new_arm)

@@ -6,7 +6,8 @@ from pydantic import ValidationError
 from statsmodels.stats.multitest import multipletests
 
 from mbi_predict.errors import ConfigError
-from mbi_predict.validate.heterogeneity import VerdictRule, _holm, heterogeneity_verdict
+from mbi_predict.validate.heterogeneity import VerdictRule, heterogeneity_verdict
+from mbi_predict.validate.heterogeneity import holm as _holm
 
 
 def pooled(rate=(0.15, 0.05), slope=(0.9, 0.3), **extra):
