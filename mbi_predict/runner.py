@@ -471,23 +471,12 @@ def _verdict_inputs(pooled: dict, forest: dict) -> dict[str, dict]:
     return entries
 
 
-def _observed_statistic(config: ExperimentConfig, forest: dict, metric: str) -> float:
-    """``pooled estimate / pooled SE`` of the real run, exactly as `verdict_null` computes it for the null draws."""
-    from mbi_predict.validate.verdict_null import pooled_statistic
-
-    entry = forest.get(metric)
-    if entry is None:
-        return float("nan")
-    return pooled_statistic(metric, entry["values"], entry["variances"], entry["labels"],
-                            method=config.validation.pooling_method, level=config.validation.level)
-
-
 def _model_verdict(config: ExperimentConfig, spec, block: dict, forest: dict, interactions: dict | None,
                    calibration: VerdictCalibration | None) -> dict[str, Any]:
     """One effect model's verdict: permutation-calibrated when the run calibrated this model, else ``not_tested``
     with the naive (independent held-out trials) tests kept for information."""
     from mbi_predict.validate.heterogeneity import heterogeneity_verdict
-    from mbi_predict.validate.verdict_null import calibrate
+    from mbi_predict.validate.verdict_null import calibrate, observed_statistic
 
     entries = _verdict_inputs(block["pooled"], forest)
     rule = config.heterogeneity
@@ -502,7 +491,7 @@ def _model_verdict(config: ExperimentConfig, spec, block: dict, forest: dict, in
     if null is not None:
         naive = heterogeneity_verdict(entries, rule=rule, interaction_pvalues=interaction_p)
         naive_p = {t["metric"]: t["p_value"] for t in naive["tests"] if t.get("p_value") is not None}
-        calibrated = {metric: calibrate(metric, _observed_statistic(config, forest, metric), null[metric],
+        calibrated = {metric: calibrate(metric, observed_statistic(config, forest, metric), null[metric],
                                         naive_p.get(metric, float("nan"))).to_dict() for metric in needed}
     verdict = heterogeneity_verdict(entries, rule=rule, interaction_pvalues=interaction_p, calibrated=calibrated)
     verdict["calibration"] = None if calibrated is None else {"B": rule.null_B, "tests": calibrated,

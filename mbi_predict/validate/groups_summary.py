@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from mbi_predict.validate.verdict_null import MIN_NULL_DRAWS, calibrate, pooled_statistic
+from mbi_predict.validate.verdict_null import MIN_NULL_DRAWS, calibrate, observed_statistic
 
 SCALE = "benefit in outcome SD units (positive = the MBI helps; MBI minus control, oriented)"
 
@@ -25,14 +25,6 @@ SCALE = "benefit in outcome SD units (positive = the MBI helps; MBI minus contro
 def _interval(entry: dict | None) -> dict[str, Any]:
     entry = entry or {}
     return {key: entry.get(key) for key in ("estimate", "ci_low", "ci_high", "pi_low", "pi_high", "k")}
-
-
-def _statistic(config, forest: dict, metric: str) -> float:
-    entry = forest.get(metric)
-    if entry is None:
-        return math.nan
-    return pooled_statistic(metric, entry["values"], entry["variances"], entry["labels"],
-                            method=config.validation.pooling_method, level=config.validation.level)
 
 
 def harm_pvalue(observed: float, null: np.ndarray | None) -> tuple[float | None, int]:
@@ -90,7 +82,7 @@ def groups_block(config, name: str, pooled: dict, forest: dict, null: dict | Non
     contrast = _interval(pooled.get("gates_top_minus_bottom"))
     null = null or {}
     if "gates_top_minus_bottom" in null:
-        test = calibrate("gates_top_minus_bottom", _statistic(config, forest, "gates_top_minus_bottom"),
+        test = calibrate("gates_top_minus_bottom", observed_statistic(config, forest, "gates_top_minus_bottom"),
                          null["gates_top_minus_bottom"])
         contrast.update(p_value=None if math.isnan(test.p_value) else test.p_value, B=test.B_used,
                         method="permutation-calibrated, one-sided (top > bottom)")
@@ -99,7 +91,8 @@ def groups_block(config, name: str, pooled: dict, forest: dict, null: dict | Non
     gates["top_minus_bottom"] = contrast
 
     effect = _interval(pooled.get("harm_group_effect"))
-    p_harm, used = harm_pvalue(_statistic(config, forest, "harm_group_effect"), null.get("harm_group_effect"))
+    p_harm, used = harm_pvalue(observed_statistic(config, forest, "harm_group_effect"),
+                               null.get("harm_group_effect"))
     alpha = config.heterogeneity.alpha
     members = np.concatenate([r.extras["harmed"] for r in results if "harmed" in r.extras]) if results else []
     described: list[str] = []

@@ -118,6 +118,16 @@ def pooled_statistic(metric: str, values: list[float], variances: list[float], l
     return float(result.estimate / result.se)
 
 
+def observed_statistic(config, forest: dict, metric: str) -> float:
+    """The real run's ``estimate / se`` of ``metric`` from its per-trial values (``forest[metric]``: values,
+    variances, labels), exactly as the null draws' statistics are computed (NaN when the metric is absent)."""
+    entry = forest.get(metric)
+    if entry is None:
+        return math.nan
+    return pooled_statistic(metric, entry["values"], entry["variances"], entry["labels"],
+                            method=config.validation.pooling_method, level=config.validation.level)
+
+
 @dataclass(frozen=True)
 class CalibratedTest:
     """One pooled statistic against its permutation null."""
