@@ -170,3 +170,14 @@ def test_effect_model_without_a_defensible_interval_gives_nan_bounds(model_frame
                              envelope=envelope_from_training(X[covariates]), preprocess=preprocess)
     out = wrapper.predict(None, X[covariates].iloc[:5])
     assert out["cate"].notna().all() and out["cate_low"].isna().all() and out["cate_high"].isna().all()
+
+
+def test_models_pickled_before_the_split_still_find_their_class():
+    """Final models logged when deploy was one module pickled ``mbi_predict.deploy.MBIPyfuncModel``; the package
+    still answers to that name (the class now lives in ``mbi_predict.deploy.pyfunc``)."""
+    import pickle
+
+    from mbi_predict.deploy import MBIPyfuncModel
+
+    assert pickle.loads(b"cmbi_predict.deploy\nMBIPyfuncModel\n.") is MBIPyfuncModel
+    assert MBIPyfuncModel.__module__ == "mbi_predict.deploy.pyfunc"

@@ -11,10 +11,10 @@ import pytest
 from mbi_predict.data.schema import check_ipd
 from mbi_predict.data.simulate import simulate_latent
 from mbi_predict.errors import ConfigError
+from mbi_predict.pipeline.summary import SCHEMA_VERSION, schema_errors
 from mbi_predict.runner import canonical_sha256, run_experiment
 from mbi_predict.track import compare, ui_command
 from mbi_predict.validate.metrics import CONTINUOUS_METRICS, rmse
-
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +27,7 @@ def tracked(tmp_path_factory, tracking_uri, make_config):
 def test_summary_json_shape(tracked):
     on_disk = json.loads(tracked.summary_path.read_text())
     assert on_disk["mlflow_run_id"] == tracked.mlflow_run_id and tracked.mlflow_run_id
+    assert on_disk["schema_version"] == SCHEMA_VERSION and schema_errors(on_disk) == []
     assert on_disk["experiment"] == "runner_test" and on_disk["outcome"] == "distress_fu1_6"
     sim = simulate_latent("galante2023", seed=5, n_trials=6, n=900).ipd
     assert on_disk["data"]["sha256"] == canonical_sha256(check_ipd(sim))
@@ -265,3 +266,4 @@ def test_final_models_are_logged_for_deployment(tmp_path, make_config):
         column = "cate" if block["task"] == "effect" else "prediction"
         assert len(out) == 20 and np.isfinite(out[column]).all() and "out_of_distribution" in out
     assert set(result.summary["models"]["path_risk"]["final_model_params"]) == {"alpha", "l1_ratio"}
+    assert schema_errors(json.loads(result.summary_path.read_text())) == []

@@ -1,0 +1,105 @@
+"""Stage "folds": every model validated leave-one-trial-out, one fold job per (model, held-out trial), run as one
+parallel call (`validate.loto.run_jobs`), and each model's performance block built from its folds.
+
+Contract: `fold_jobs` declares the jobs (before the execution backend is entered: a shared Optuna storage is
+created there); `run_folds` returns the `FoldOutputs` (per-fold results in job order, also grouped by model; in memory
+only). `model_block` is a pure function of one model's fold results: the summary's ``models.<name>`` block (task,
+estimator, features, per-trial metrics, the metrics pooled across held-out trials, timing, tuned parameters) and the
+forest-plot inputs (labels, values, variances, the `PoolResult`s) the verdict and the figures read. `subgroups`
+adds a prognostic model's performance by subgroup. SHAP is computed inside the fold jobs
+(`explain.run.explain_fold`, the jobs' explainer) and summarised by the explanations stage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from mbi_predict.config import ExperimentConfig, ModelConfig
+from mbi_predict.explain.run import explain_fold
+from mbi_predict.models.prognostic import input_columns
+from mbi_predict.pipeline.load import RunInputs
+from mbi_predict.pipeline.progress import Progress
+from mbi_predict.report.card_subgroups import subgroup_metrics
+from mbi_predict.validate.loto import FoldJob, FoldResult, PreparedData, make_jobs, run_jobs
+from mbi_predict.validate.pooling import pool_metric
+
+
+@dataclass(frozen=True)
+class FoldOutputs:
+    """The fold results of the run (in memory; the fitted models only with ``keep_models``)."""
+
+    results: tuple[FoldResult, ...]              # in job order: model, then held-out trial
+    by_model: dict[str, list[FoldResult]]
+
+
+def fold_jobs(inputs: RunInputs, *, keep_models: bool = False) -> list[FoldJob]:
+    """The stage's jobs: one per (model, held-out trial), SHAP in the fold when the model's explain settings ask."""
+    return make_jobs(inputs.config, inputs.plan, keep_models=keep_models, explainer=explain_fold)
+
+
+def group_by_model(config: ExperimentConfig, results: list[FoldResult]) -> dict[str, list[FoldResult]]:
+    by_model: dict[str, list[FoldResult]] = {m.name: [] for m in config.models}
+    for result in results:
+        by_model[result.model].append(result)
+    return by_model
+
+
+def run_folds(inputs: RunInputs, jobs: list[FoldJob], *, n_jobs: int, progress: bool = True) -> FoldOutputs:
+    """Run the fold jobs (in parallel when ``n_jobs != 1``) with a progress bar over folds and tuning trials."""
+    n_trials = sum(job.model.tuning.n_trials for job in jobs)
+    parallel = n_jobs != 1
+    with Progress(progress, len(jobs), n_trials) as bar:
+        results = run_jobs(jobs, inputs.data, n_jobs=n_jobs, on_result=bar.on_result(parallel),
+                           on_trial=None if parallel else bar.on_trial)
+    return FoldOutputs(tuple(results), group_by_model(inputs.config, results))
+
+
+def _per_trial_row(result: FoldResult) -> dict[str, Any]:
+    row: dict[str, Any] = {"trial_id": result.held_out, "n": result.n, "n_randomised": result.n_randomised,
+                           "n_missing_outcome": result.n_missing_outcome}
+    row.update({name: value.value for name, value in result.metrics.items()})
+    row["variances"] = {name: value.variance for name, value in result.metrics.items()}
+    return row
+
+
+def _features(spec: ModelConfig, data: PreparedData) -> list[str]:
+    if spec.kind == "prognostic":
+        return input_columns(spec.estimator, data.features)
+    return list(data.covariates)
+
+
+def model_block(spec: ModelConfig, results: list[FoldResult], config: ExperimentConfig,
+                data: PreparedData) -> tuple[dict, dict]:
+    """The summary block of one model, and what its forest plots (and the verdict) need."""
+    labels = [r.held_out for r in results]
+    metric_names = list(results[0].metrics) if results else []
+    pooled, forest = {}, {}
+    for metric in metric_names:
+        values = [r.metrics[metric].value for r in results]
+        variances = [r.metrics[metric].variance for r in results]
+        pooled[metric], pool_result = pool_metric(metric, values, variances, labels, model=spec.name,
+                                                  method=config.validation.pooling_method,
+                                                  hksj=config.validation.hksj, level=config.validation.level)
+        forest[metric] = {"labels": labels, "values": values, "variances": variances, "pooled": pool_result}
+    timing = {key: float(sum(r.timing.get(key, 0.0) for r in results))
+              for key in ("fit_seconds", "predict_seconds", "tune_seconds", "shap_seconds")}
+    block = {
+        "task": spec.kind, "estimator": spec.estimator, "outcome_type": data.task, "features": _features(spec, data),
+        "population": results[0].population if results else "all",
+        "per_trial": [_per_trial_row(r) for r in results], "pooled": pooled, "timing": timing,
+        "best_params": {r.held_out: r.best_params for r in results},
+        "tuning": {r.held_out: r.tuning for r in results if r.tuning is not None} or None,
+    }
+    return block, forest
+
+
+def subgroups(results: list[FoldResult], data: PreparedData) -> list[dict]:
+    """Performance by gender, education, age band and baseline-distress tertile on the pooled held-out predictions
+    (aggregates only; small groups suppressed by `report.card_subgroups`), for the model card's fairness section."""
+    rows = np.concatenate([r.test_rows[r.evaluated] for r in results]) if results else np.array([], dtype=int)
+    predicted = np.concatenate([r.predictions["prediction"].to_numpy()[r.evaluated] for r in results]) \
+        if results else np.array([])
+    return subgroup_metrics(data.y[rows], predicted, data.X.iloc[rows], data.task)

@@ -1,0 +1,89 @@
+"""The figures sink: one plotting task per model (forest plots, calibration for prognostic models, calibration for
+benefit for effect models, SHAP figures), rendered by `PlotRenderer` in a background thread that farms them out to
+worker processes (matplotlib's Agg rendering is CPU-bound Python), so the caller can log to MLflow meanwhile.
+
+Reads the finished results (fold predictions in memory, forest inputs, SHAP tables); writes only image files.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from joblib import Parallel, delayed
+
+from mbi_predict.explain.run import shap_plots
+from mbi_predict.pipeline.results import FinishedRun
+from mbi_predict.pipeline.subgroups import benefit_inputs
+from mbi_predict.report.plots import write_plots
+from mbi_predict.validate.loto import FoldResult, PreparedData
+
+
+def calibration_inputs(results: list[FoldResult], data: PreparedData) -> dict[str, Any]:
+    """Observed and predicted outcomes of the scored held-out rows of a prognostic model, with their trials."""
+    observed, predicted, trial = [], [], []
+    for result in results:
+        if "prediction" not in result.predictions:
+            continue
+        observed.append(data.y[result.test_rows][result.evaluated])
+        predicted.append(result.predictions["prediction"].to_numpy()[result.evaluated])
+        trial.append(np.full(int(result.evaluated.sum()), result.held_out))
+    cat = (lambda parts: np.concatenate(parts) if parts else np.array([]))
+    return {"observed": cat(observed), "predicted": cat(predicted), "trial": cat(trial), "task": data.task}
+
+
+def plot_tasks(finished: FinishedRun, folder: Path) -> list[tuple]:
+    """One plotting task per model: its forest plots, calibration (prognosis) or calibration for benefit (effect),
+    and SHAP figures."""
+    config, data = finished.inputs.config, finished.inputs.data
+    tasks = []
+    for spec in config.models:
+        fold_results = finished.folds.by_model[spec.name]
+        calibration = {spec.name: calibration_inputs(fold_results, data)} if spec.kind == "prognostic" else {}
+        benefit = {spec.name: benefit_inputs(fold_results)} if spec.kind == "effect" else {}
+        shap = None
+        if finished.shap_tables.get(spec.name) is not None:
+            shap = (spec.kind, fold_results, finished.shap_tables[spec.name], config.explain_settings(spec.name),
+                    finished.null_refs.get(spec.name))
+        tasks.append((folder, spec.name, finished.forests[spec.name], calibration, benefit, shap,
+                      data if shap else None))
+    return tasks
+
+
+def plot_model(folder: Path, name: str, forest: dict, calibration: dict, benefit: dict, shap, data) -> list[Path]:
+    written = write_plots(folder, forests={name: forest}, calibration=calibration, benefit_calibration=benefit)
+    if shap is not None:
+        kind, results, table, settings, null_ref = shap
+        written += shap_plots(folder, name, kind, results, table, settings=settings, null_ref=null_ref, data=data)
+    return written
+
+
+class PlotRenderer:
+    """Render the plotting tasks in a background thread that farms them out to worker processes, so the caller can
+    log to MLflow meanwhile. ``result()`` waits (and re-raises a rendering error in the caller's thread)."""
+
+    def __init__(self, tasks: list[tuple], n_jobs: int) -> None:
+        self._paths: list[Path] = []
+        self.by_model: dict[str, list[Path]] = {}
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(tasks, n_jobs), daemon=True)
+        self._thread.start()
+
+    def _run(self, tasks: list[tuple], n_jobs: int) -> None:
+        try:
+            if n_jobs == 1 or len(tasks) <= 1:
+                chunks = [plot_model(*task) for task in tasks]
+            else:
+                chunks = Parallel(n_jobs=n_jobs, backend="loky")(delayed(plot_model)(*task) for task in tasks)
+            self._paths = [path for chunk in chunks for path in chunk]
+            self.by_model = {task[1]: list(chunk) for task, chunk in zip(tasks, chunks)}
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread by result()
+            self._error = exc
+
+    def result(self) -> list[Path]:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return list(self._paths)
