@@ -106,7 +106,7 @@ def groups_block(config, name: str, pooled: dict, forest: dict, null: dict | Non
                     "the MBI made them worse); trials with fewer than 10 observed in the group are left out"}
 
     rules = [r.extras["rule"] for r in results if "rule" in r.extras]
-    common = max(set(rules), key=rules.count) if rules else None
+    common = max(dict.fromkeys(rules), key=rules.count) if rules else None  # ties: first seen (stable)
     policy = {"rule": common, "rule_in_folds": f"{rules.count(common)} of {len(rules)} held-out trials" if common
               else None, "value_vs_all": _interval(pooled.get("policy_value_vs_all")),
               "value_vs_none": _interval(pooled.get("policy_value_vs_none")),
