@@ -1,4 +1,6 @@
-"""File output that never leaves a half-written file (or half a set of files) behind, never overwrites an input
+"""File output that never leaves a half-written file (or half a set of files) behind - not on an error, not on
+Ctrl-C or SIGTERM (`sigterm_interrupts`, `deferred_interrupts`), and after a SIGKILL only a hidden staging folder that
+names its process, removed by the next writer (`remove_stale_staging`) - never overwrites an input
 (`check_outputs_apart`) and follows the user's umask; the one YAML reader (YAML 1.2 scalars, bounded aliases); content
 hashes for provenance."""
 
@@ -8,8 +10,12 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
+import signal
+import socket
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -59,9 +65,13 @@ def output_set(targets: Sequence[str | os.PathLike[str]]) -> Iterator[list[Path]
     Each temporary file lives in a hidden staging folder inside its target's folder (same file system, so each
     publish is an atomic `os.replace`). Only when the block succeeds are the files published, one rename each, in
     the order given: put the file whose presence means "the set is complete" (a table) LAST, so that a reader who
-    sees it also sees every other file of the set, even if the process is killed between two renames. On an error
-    nothing is published and the staging folders are removed; after a SIGKILL at most a hidden `.mbi-staging.*`
-    folder is left, never a partial target. Permissions follow the umask as in `atomic_path`.
+    sees it also sees every other file of the set, even if the process is killed between two renames. A previous
+    file at that last target is moved into the staging folder before the first rename, so a kill between two
+    renames never pairs the old table with the new set's other files. On an error nothing is published and the
+    staging folders are removed; so too on Ctrl-C and on SIGTERM (which raises `Terminated` for the duration, where
+    it would otherwise end the process on the spot), and an interrupt during the renames waits until they are
+    done. After a SIGKILL at most a hidden ``.mbi-staging.*`` folder is left, never a partial target, and the next
+    set written into that folder removes it. Permissions follow the umask as in `atomic_path`.
     """
     paths = [Path(t) for t in targets]
     if len({p.resolve() for p in paths}) != len(paths):
@@ -72,29 +82,144 @@ def output_set(targets: Sequence[str | os.PathLike[str]]) -> Iterator[list[Path]
     staging: dict[Path, Path] = {}
     created = [folder for p in paths for folder in (p.parent, *p.parent.parents) if not folder.exists()]
     published = False
-    try:
+    with sigterm_interrupts():
         try:
-            for parent in dict.fromkeys(p.parent for p in paths):
-                parent.mkdir(parents=True, exist_ok=True)
-                staging[parent] = Path(tempfile.mkdtemp(prefix=".mbi-staging.", dir=parent))
-        except OSError as exc:
-            raise DataError(f"cannot write here: {exc.strerror or type(exc).__name__}",
-                            file=str(exc.filename or paths[0])) from None
-        temps = [staging[p.parent] / p.name for p in paths]
-        yield temps
-        mode = 0o666 & ~current_umask()
-        for tmp in temps:
-            os.chmod(tmp, mode)
-        for tmp, path in zip(temps, paths):
-            os.replace(tmp, path)
-        published = True
+            try:
+                for parent in dict.fromkeys(p.parent for p in paths):
+                    parent.mkdir(parents=True, exist_ok=True)
+                    remove_stale_staging(parent)
+                    staging[parent] = Path(tempfile.mkdtemp(prefix=staging_prefix(), dir=parent))
+            except OSError as exc:
+                raise DataError(f"cannot write here: {exc.strerror or type(exc).__name__}",
+                                file=str(exc.filename or paths[0])) from None
+            temps = [staging[p.parent] / p.name for p in paths]
+            yield temps
+            mode = 0o666 & ~current_umask()
+            for tmp in temps:
+                os.chmod(tmp, mode)
+            with deferred_interrupts():  # the renames are one step for Ctrl-C and SIGTERM
+                commit = paths[-1]
+                previous = staging[commit.parent] / f".previous.{commit.name}"
+                if commit.exists():
+                    os.replace(commit, previous)
+                try:
+                    for tmp, path in zip(temps, paths):
+                        os.replace(tmp, path)
+                except BaseException:
+                    if previous.exists() and not commit.exists():
+                        os.replace(previous, commit)
+                    raise
+                published = True
+        finally:
+            for folder in staging.values():
+                shutil.rmtree(folder, ignore_errors=True)
+            if not published:  # folders made for this set go too: a failed command leaves nothing behind
+                for folder in sorted(set(created), key=lambda f: len(f.parts), reverse=True):
+                    with contextlib.suppress(OSError):
+                        folder.rmdir()
+
+
+# ---------------------------------------------------------------------------------- interrupts and staging
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived while outputs were staged: raised like Ctrl-C, so every ``finally`` removes what it staged and
+    the command ends with its one "interrupted" line instead of being cut off mid-write."""
+
+
+@contextlib.contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """For the block, SIGTERM raises `Terminated` in the main thread instead of ending the process at once (so
+    staging folders are removed). Installed only where SIGTERM would otherwise end the process without any cleanup
+    (the default action, in the main thread); a handler already installed (an experiment run's) is left alone."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        raise Terminated(f"signal {signum} (SIGTERM)")
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
     finally:
-        for folder in staging.values():
-            shutil.rmtree(folder, ignore_errors=True)
-        if not published:  # folders made for this set go too: a failed command leaves nothing behind
-            for folder in sorted(set(created), key=lambda f: len(f.parts), reverse=True):
-                with contextlib.suppress(OSError):
-                    folder.rmdir()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def deferred_interrupts(restore: dict[int, Any] | None = None) -> Iterator[None]:
+    """Hold SIGINT and SIGTERM for the duration of the block and deliver the first that arrived when it ends, to the
+    handlers in place before the block (or those in ``restore``): for the few renames that publish a set of files,
+    or the calls that end a tracked run, so that an interrupt cannot split them. Main thread only (elsewhere a
+    no-op: Python runs signal handlers in the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+
+    def hold(signum: int, frame: Any) -> None:
+        pending.append(signum)
+
+    previous = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous.update(restore or {})
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        if pending:
+            signal.raise_signal(pending[0])
+
+
+_STAGING = ".mbi-staging."
+
+
+def _host_label() -> str:
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:60] or "host"
+
+
+def staging_prefix() -> str:
+    """``.mbi-staging.<host>.<pid>.``: a staging folder names the process that owns it, so a later process on the
+    same host can tell one left behind by a killed process from one still in use."""
+    return f"{_STAGING}{_host_label()}.{os.getpid()}."
+
+
+def remove_stale_staging(folder: str | os.PathLike[str]) -> list[Path]:
+    """Remove the staging folders in ``folder`` whose owner (this host, a pid) is no longer running: what a SIGKILL
+    leaves. Folders of other hosts, of live processes, or without an owner in their name are left alone."""
+    folder = Path(folder)
+    pattern = re.compile(rf"^{re.escape(_STAGING)}(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.")
+    removed = []
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        match = pattern.match(entry.name)
+        if match and match["host"] == _host_label() and entry.is_dir() and not entry.is_symlink() \
+                and not process_alive(int(match["pid"])):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
+
+
+def process_alive(pid: int) -> bool:
+    """True if process ``pid`` of this machine (and PID namespace) exists and is not a zombie."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: it exists
+        return True
+    except OSError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def current_umask() -> int:

@@ -5,11 +5,16 @@ folder, and only when all of them are complete are they published, each by one a
 report pages, the missingness table, the sidecar, and the table LAST. So
 
 * a reader who sees the table (new or replaced) also sees its sidecar and missingness table from the same run:
-  killing the process (even with SIGKILL) at any point never leaves the table without them;
-* on any error, nothing at all is published and the staging folders are removed (after a SIGKILL a hidden
-  `.mbi-staging.*` folder may be left behind, never a partial or unaccompanied output);
-* the table is the commit point: if its rename did not happen, the previous table (if any) is still there whole.
-  A parquet table also carries the metadata inside itself, so it can never disagree with itself.
+  killing the process (even with SIGKILL) at any point never leaves the table without them, nor beside the
+  sidecar of another run (a previous table is moved aside just before the first rename);
+* on any error, on Ctrl-C and on SIGTERM nothing at all is published and the staging folders are removed; an
+  interrupt that arrives during the renames is held until they are done, so it never splits the set (after a
+  SIGKILL a hidden ``.mbi-staging.<host>.<pid>.*`` folder may be left behind, never a partial or unaccompanied
+  output, and the next harmonisation into that folder removes it);
+* the table is the commit point: if an error stops the set before publishing, the previous table (if any) is still
+  there whole. Only a SIGKILL in the instant between the first rename and the table's leaves the new report pages,
+  missingness table and sidecar without a table (never with the old one). A parquet table also carries the
+  metadata inside itself, so it can never disagree with itself.
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ import sys
 import pandas as pd
 
 from mbi_predict.errors import ConfigError
-from mbi_predict.track.run import BOUNDS, ESTIMATOR_TAG, HELD_OUT_PREFIX, KIND_TAG, RUN_TYPE_TAG
+from mbi_predict.track.liveness import reap_dead_runs
+from mbi_predict.track.mapping import BOUNDS, ESTIMATOR_TAG, HELD_OUT_PREFIX, KIND_TAG, RUN_TYPE_TAG
 from mbi_predict.track.store import DEFAULT_TRACKING_URI, check_tracking_uri, client, sqlite_path
 
 #: pooled metrics where a larger value is better (all others sort ascending by default)
@@ -24,7 +25,9 @@ def compare(experiment: str | None = None, tracking_uri: str | None = None, *, m
     e.g. r2, c_statistic, rate_autoc; ``ascending`` overrides).
 
     Columns: experiment, run_id (the experiment run), run_name, start_time, status, outcome, model, kind,
-    estimator, model_run_id, then every pooled metric with its bounds (``rmse``, ``rmse_ci_low``, ...).
+    estimator, model_run_id, then every pooled metric with its bounds (``rmse``, ``rmse_ci_low``, ...). A run left
+    RUNNING by a process of this host that no longer exists (SIGKILL) is ended KILLED first
+    (`mbi_predict.track.liveness`), so status says what happened to it.
     An unknown ``metric`` -> ConfigError naming the known ones.
     """
     uri = tracking_uri or DEFAULT_TRACKING_URI
@@ -41,6 +44,11 @@ def compare(experiment: str | None = None, tracking_uri: str | None = None, *, m
     else:
         experiments = made.search_experiments()
     names = {e.experiment_id: e.name for e in experiments}
+    if names:  # runs whose process died without ending them (SIGKILL) show as what they are: KILLED
+        try:
+            reap_dead_runs(made, list(names), by="mbi-predict compare")
+        except Exception:  # noqa: BLE001 - a read-only store still has a leaderboard
+            pass
     rows = []
     if names:
         parents = {run.info.run_id: run for run in _search_all(
@@ -93,12 +101,13 @@ def pooled_metric_columns(frame: pd.DataFrame) -> list[str]:
 
 
 def format_leaderboard(frame: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
-    """`compare`'s frame as text for a terminal: one row per (run, model), each pooled metric as
-    ``estimate (ci_low to ci_high)``; ``metric`` keeps only that metric."""
+    """`compare`'s frame as text for a terminal: one row per (run, model) with its run's status (FINISHED, or
+    KILLED / FAILED for a run that has no or partial metrics), each pooled metric as ``estimate (ci_low to ci_high)``;
+    ``metric`` keeps only that metric."""
     metrics = pooled_metric_columns(frame)
     if metric is not None:
         metrics = [m for m in metrics if m == metric]
-    rows = frame[["experiment", "run_id", "run_name", "model", "kind", "outcome"]].copy()
+    rows = frame[["experiment", "run_id", "run_name", "status", "model", "kind", "outcome"]].copy()
     rows["run_id"] = rows["run_id"].str[:8]
 
     def cell(value: float, low: float, high: float) -> str:

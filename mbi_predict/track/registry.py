@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from mbi_predict.errors import ConfigError
-from mbi_predict.track.run import KIND_TAG
+from mbi_predict.track.mapping import KIND_TAG
 from mbi_predict.track.store import check_tracking_uri, client
 
 DEFAULT_ALIAS = "candidate"

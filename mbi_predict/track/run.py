@@ -29,7 +29,10 @@ RMSE. The UI groups metrics into sections by the part before ``/``.
 Lifecycle: `ExperimentRun` is a context manager opened when the experiment starts, before any fitting; the parent
 and the model runs are RUNNING while models are fitted, and end FINISHED, FAILED on an exception, KILLED on
 KeyboardInterrupt or SIGTERM (a handler raising `RunTerminated` is installed for the duration, in the main thread
-only, and the previous handler restored).
+only, and the previous handler restored; an error raised while an interrupt was being handled still ends them
+KILLED; a second interrupt while the runs are being ended waits until they are). Every run records its host and
+process; a run whose process died without closing it (SIGKILL) is ended KILLED by the next experiment run in the same
+experiment (`mbi_predict.track.liveness`).
 
 The tracker only reads results: it never writes into the summary; it returns what the caller needs (run ids,
 model URIs). Nothing participant-level is logged: metrics are pooled or per-trial aggregates, the dataset is its
@@ -42,235 +45,45 @@ model, where MLflow needs a fluent active run: the global URI is switched for th
 
 from __future__ import annotations
 
-import datetime as dt
-import hashlib
-import json
 import math
 import signal
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from mbi_predict.errors import ConfigError
+from mbi_predict.io import Terminated, deferred_interrupts
+from mbi_predict.track.artifacts import check_artifact, log_artifacts_to, log_cards
+from mbi_predict.track.liveness import KILLED_REASON_TAG, process_tags, reap_dead_runs
+from mbi_predict.track.mapping import (_BATCH, _METRIC_BATCH, _MAX_PARAM_LENGTH, BOUNDS, ESTIMATOR_TAG,
+                                       HELD_OUT_PREFIX, KIND_TAG, RUN_TYPE_TAG, _clip_tags, _config_dict, _finite,
+                                       _is_unset, _model_specs, _now_ms, _run_name, _source_name, config_sha256,
+                                       flat_params, held_out_metrics, model_metrics, model_params, run_facts)
 from mbi_predict.track.store import check_tracking_uri, client, experiment_id, git_commit
 
-RUN_TYPE_TAG = "mbi_predict.run_type"
-KIND_TAG = "mbi_predict.model_kind"
-ESTIMATOR_TAG = "mbi_predict.estimator"
-HELD_OUT_PREFIX = "held_out/"
-BOUNDS = ("ci_low", "ci_high", "pi_low", "pi_high", "tau2")
-_MAX_PARAM_LENGTH = 6000   # mlflow.utils.validation.MAX_PARAM_VAL_LENGTH
-_MAX_TAG_LENGTH = 8000     # MAX_TAG_VAL_LENGTH
-_BATCH = 100               # params/tags per log_batch (MAX_PARAMS_TAGS_PER_BATCH); metrics allow 1000
-_METRIC_BATCH = 900
-#: files that hold (or typically hold) participant-level rows never go to the tracking store
-_REFUSED_SUFFIXES = {".parquet", ".feather", ".arrow", ".sav", ".zsav", ".dta", ".sas7bdat", ".xpt", ".xlsx", ".xls",
-                     ".rds", ".rdata", ".pkl", ".pickle"}
 
-
-class RunTerminated(KeyboardInterrupt):
+class RunTerminated(Terminated):
     """SIGTERM arrived while an experiment run was open (a KeyboardInterrupt, so the run ends KILLED)."""
 
 
-# ------------------------------------------------------------------------------------------------ helpers
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def _config_dict(config: Any) -> dict[str, Any]:
-    if config is None:
-        return {}
-    if hasattr(config, "model_dump"):
-        return config.model_dump(mode="json")
-    return dict(config)
-
-
-def config_sha256(config: Any) -> str:
-    """A hash of the resolved config (canonical JSON), the same for the same settings whatever the YAML layout."""
-    text = json.dumps(_config_dict(config), sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _is_unset(value: Any) -> bool:
-    return value is None or value == "" or (isinstance(value, (dict, list, tuple)) and not value) or (
-        isinstance(value, float) and not math.isfinite(value))
-
-
-def flat_params(node: Any, prefix: str = "") -> dict[str, str]:
-    """``a.b.c -> value`` strings, unset values (None, "", {}, [], NaN) omitted; lists as JSON."""
-    out: dict[str, str] = {}
-    if isinstance(node, Mapping):
-        for key, value in node.items():
-            out.update(flat_params(value, f"{prefix}.{key}" if prefix else str(key)))
-    elif not _is_unset(node):
-        text = json.dumps(node, default=str) if isinstance(node, (list, tuple)) else str(node)
-        out[prefix] = text[:_MAX_PARAM_LENGTH]
-    return out
-
-
-def _clip_tags(tags: Mapping[str, Any]) -> dict[str, str]:
-    return {k: str(v)[:_MAX_TAG_LENGTH] for k, v in tags.items() if v is not None and v != ""}
-
-
-def _model_specs(config: Any, models: Iterable[Any] | None) -> list[dict[str, str]]:
-    """[{name, kind, estimator}] from ``models`` (objects or dicts) or the config's models."""
-    source = models if models is not None else _config_dict(config).get("models", [])
-    specs = []
-    for m in source:
-        get = m.get if isinstance(m, Mapping) else lambda k, m=m: getattr(m, k, None)
-        specs.append({"name": str(get("name")), "kind": str(get("kind") or "prognostic"),
-                      "estimator": str(get("estimator") or "")})
-    return specs
-
-
-def _run_name(experiment: str) -> str:
-    return f"{experiment}-{dt.datetime.now(dt.timezone.utc).strftime('%Y%m%d-%H%M%S')}"
-
-
-def _source_name() -> str:
-    """What started the run: the console script (``mbi-predict``), the ``-m`` module, or the script's name."""
-    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-    if spec is not None and spec.name:
-        return spec.name.removesuffix(".__main__")
-    argv0 = sys.argv[0] if sys.argv and sys.argv[0] else "python"
-    return Path(argv0).name or "python"
-
-
-def check_artifact(path: Path) -> None:
-    """Refuse files that hold participant-level rows (tabular data formats; a CSV with a participant_id column)."""
-    suffix = path.suffix.lower()
-    if suffix in _REFUSED_SUFFIXES:
-        raise ValueError(f"refusing to log participant-level file {path.name} to MLflow")
-    if suffix in (".csv", ".tsv", ".txt") and path.is_file():
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            header = handle.readline().lower()
-        if "participant_id" in header:
-            raise ValueError(f"refusing to log participant-level file {path.name} to MLflow")
-
-
-# ----------------------------------------------------------------------------------------- metric mapping
-
-def model_metrics(name: str, summary: dict[str, Any]) -> dict[str, float]:
-    """The model run's pooled metrics: ``<metric>``, ``<metric>_<bound>``, ``<metric>_k``; the comparison with the
-    reference model (``<metric>_vs_reference`` and its CI), the clustered ATE, the heterogeneity verdict (0/1)
-    and its decisive tests' p-values, and timings. Names are the same for every model of a kind."""
-    block = summary["models"][name]
-    metrics: dict[str, float] = {}
-    for metric, pooled in (block.get("pooled") or {}).items():
-        if _finite(pooled.get("estimate")):
-            metrics[metric] = float(pooled["estimate"])
-        for bound in BOUNDS:
-            if _finite(pooled.get(bound)):
-                metrics[f"{metric}_{bound}"] = float(pooled[bound])
-        if _finite(pooled.get("k")):
-            metrics[f"{metric}_k"] = float(pooled["k"])
-    comparison = summary.get("comparison_to_reference") or {}
-    versus = (comparison.get("models") or {}).get(name) or {}
-    if versus and comparison.get("metric"):
-        stem = f"{comparison['metric']}_vs_reference"
-        for key, label in (("difference", stem), ("ci_low", f"{stem}_ci_low"), ("ci_high", f"{stem}_ci_high")):
-            if _finite(versus.get(key)):
-                metrics[label] = float(versus[key])
-        if isinstance(versus.get("beats_reference"), bool):
-            metrics[f"{stem}_beats"] = float(versus["beats_reference"])
-    ate = block.get("ate_clustered") or {}
-    for key in ("estimate", "se", "ci_low", "ci_high"):
-        if _finite(ate.get(key)):
-            metrics["ate_clustered" if key == "estimate" else f"ate_clustered_{key}"] = float(ate[key])
-    heterogeneity = block.get("heterogeneity") or {}
-    if heterogeneity.get("verdict") in ("evidence", "no_evidence"):
-        metrics["heterogeneity_evidence"] = float(heterogeneity["verdict"] == "evidence")
-    for test in heterogeneity.get("tests", []) or []:
-        if test.get("decisive") and _finite(test.get("p_value")):
-            metrics[f"heterogeneity_p_{test['name']}"] = float(test["p_value"])
-    for key, value in (block.get("timing") or {}).items():
-        if _finite(value):
-            metrics[key] = float(value)
-    return metrics
-
-
-def held_out_metrics(name: str, summary: dict[str, Any]) -> list[tuple[int, dict[str, float]]]:
-    """``held_out/<metric>`` per held-out trial, step = the trial's index in ``validation.held_out``; numeric
-    tuned hyper-parameters that differ between folds as ``held_out/param_<name>``."""
-    block = summary["models"][name]
-    order = {trial: i for i, trial in enumerate(summary["validation"]["held_out"])}
-    varying = _varying_params(block)
-    out = []
-    for row in block.get("per_trial") or []:
-        step = order.get(row["trial_id"])
-        if step is None:
+def _interrupted(exc: BaseException | None) -> KeyboardInterrupt | None:
+    """The interrupt that ended the block: the exception itself, or one it was raised while handling (an error
+    from cleanup code that ran because of Ctrl-C or SIGTERM - a worker pool broken by the same Ctrl-C, say - must
+    not turn a KILLED run into a FAILED one). Both links of the chain are followed: an exception raised ``from``
+    another still records the interrupt it replaced as its context."""
+    seen, todo = set(), [exc]
+    while todo:
+        current = todo.pop()
+        if current is None or id(current) in seen:
             continue
-        values = {f"{HELD_OUT_PREFIX}{k}": float(v) for k, v in row.items()
-                  if k not in ("trial_id", "variances") and _finite(v)}
-        best = (block.get("best_params") or {}).get(row["trial_id"]) or {}
-        values.update({f"{HELD_OUT_PREFIX}param_{k}": float(best[k]) for k in varying if _finite(best.get(k))})
-        out.append((step, values))
-    return out
-
-
-def _varying_params(block: dict[str, Any]) -> set[str]:
-    folds = [p or {} for p in (block.get("best_params") or {}).values()]
-    keys = {k for p in folds for k in p}
-    return {k for k in keys if len({json.dumps(p.get(k), default=str) for p in folds}) > 1}
-
-
-def model_params(name: str, summary: dict[str, Any]) -> dict[str, str]:
-    """The model's real hyper-parameters, no unset values: the config's params, overridden by the values every
-    fold's tuning agreed on, overridden by the final model's tuned values; plus estimator, kind, imputer,
-    tuning budget and ``held_out_trials`` (step -> trial id, comma-separated in step order)."""
-    block = summary["models"][name]
-    spec = next((m for m in (summary.get("config") or {}).get("models", []) if m.get("name") == name), {})
-    hyper: dict[str, Any] = dict(spec.get("params") or {})
-    folds = [p or {} for p in (block.get("best_params") or {}).values()]
-    if folds:
-        varying = _varying_params(block)
-        hyper.update({k: v for k, v in folds[0].items() if k not in varying})
-    hyper.update(block.get("final_model_params") or {})
-    params = flat_params(hyper)
-    meta = {"estimator": block.get("estimator") or spec.get("estimator"), "kind": spec.get("kind") or (
-        "effect" if block.get("task") == "effect" else "prognostic"), "imputer": spec.get("imputer"),
-        "tuning_n_trials": (spec.get("tuning") or {}).get("n_trials") or None,
-        "n_features": len(block.get("features") or []) or None}
-    params.update({f"mbi_predict.{k}" if k in params else k: str(v) for k, v in meta.items() if not _is_unset(v)})
-    held_out = ",".join(summary["validation"]["held_out"])
-    if held_out and len(held_out) <= _MAX_PARAM_LENGTH:
-        params["held_out_trials"] = held_out
-    return params
-
-
-def run_facts(summary: dict[str, Any]) -> tuple[dict[str, float], dict[str, str], dict[str, str]]:
-    """The parent run's (metrics, params, tags) from the summary."""
-    data = summary["data"]
-    analysed = data.get("analysed") or {}
-    metrics = {"n_participants": data.get("n_participants"), "n_trials": data.get("n_trials"),
-               "n_analysed": analysed.get("n_participants"), "n_trials_analysed": analysed.get("n_trials"),
-               "n_held_out": len(summary["validation"]["held_out"])}
-    heterogeneity = summary.get("heterogeneity") or {}
-    if heterogeneity.get("verdict") in ("evidence", "no_evidence"):
-        metrics["heterogeneity_evidence"] = float(heterogeneity["verdict"] == "evidence")
-    params = flat_params({"run": {
-        "outcome": summary.get("outcome"), "outcome_type": summary.get("outcome_type"),
-        "control_type": summary.get("control_type"), "data_sha256": data.get("sha256"),
-        "data_source": data.get("source"), "validation_scheme": summary["validation"].get("scheme"),
-        "primary_metric": summary["validation"].get("primary_metric"),
-        "heterogeneity_method": heterogeneity.get("method"), "heterogeneity_rule": heterogeneity.get("rule"),
-        "heterogeneity_alpha": heterogeneity.get("alpha"),
-        "heterogeneity_primary_model": heterogeneity.get("primary_model")}})
-    tags = _clip_tags({"mbi_predict.outcome": summary.get("outcome"), "mbi_predict.data_sha256": data.get("sha256"),
-                       "mbi_predict.validation": summary["validation"].get("scheme"),
-                       "mbi_predict.models": ",".join(summary["models"]),
-                       "mbi_predict.heterogeneity": heterogeneity.get("verdict"),
-                       "mbi_predict.heterogeneity_reason": heterogeneity.get("reason")})
-    return {k: float(v) for k, v in metrics.items() if _finite(v)}, params, tags
+        if isinstance(current, KeyboardInterrupt):
+            return current
+        seen.add(id(current))
+        todo += [current.__cause__, current.__context__]
+    return None
 
 
 # ------------------------------------------------------------------------------------------------ the run
@@ -305,24 +118,25 @@ class ExperimentRun:
         self._done: set[str] = set()              # child runs whose results are logged
         self._dataset = None
         self._old_handler: Any = None
-        self._closing = False
-        self._pending_sigterm = False
+        self._handler_installed = False
 
     # ---------------------------------------------------------------------------------------- lifecycle
 
     def __enter__(self) -> ExperimentRun:
         from mbi_predict import __version__
 
+        self._reap(f"experiment run {self.run_name}")
         commit = git_commit()
+        process = process_tags()
         tags = {RUN_TYPE_TAG: "experiment", "mlflow.source.name": _source_name(), "mlflow.source.type": "LOCAL",
                 "mlflow.source.git.commit": commit, "mbi_predict.git_commit": commit,
                 "mbi_predict.version": __version__,
                 "mbi_predict.config_sha256": config_sha256(self.config) if self.config else None,
-                "mbi_predict.models": ",".join(s["name"] for s in self.specs), **self.extra_tags}
-        run = self.client.create_run(self.experiment_id, run_name=self.run_name, tags=_clip_tags(tags))
-        self.run_id = run.info.run_id
-        self._install_sigterm()
+                "mbi_predict.models": ",".join(s["name"] for s in self.specs), **process, **self.extra_tags}
+        self._install_sigterm()  # before the first run exists: a SIGTERM from here on ends what was created KILLED
         try:
+            run = self.client.create_run(self.experiment_id, run_name=self.run_name, tags=_clip_tags(tags))
+            self.run_id = run.info.run_id
             config_params = {k: v for k, v in flat_params(self.config).items()
                              if not k.startswith(("models.", "tracking.uri"))}
             self._log(self.run_id, params=config_params)
@@ -330,7 +144,7 @@ class ExperimentRun:
                 child = self.client.create_run(self.experiment_id, run_name=spec["name"], tags=_clip_tags({
                     "mlflow.parentRunId": self.run_id, RUN_TYPE_TAG: "model", KIND_TAG: spec["kind"],
                     ESTIMATOR_TAG: spec["estimator"], "mlflow.source.name": tags["mlflow.source.name"],
-                    "mlflow.source.type": "LOCAL", "mlflow.source.git.commit": commit}))
+                    "mlflow.source.type": "LOCAL", "mlflow.source.git.commit": commit, **process}))
                 self.model_runs[spec["name"]] = child.info.run_id
         except BaseException:
             self.__exit__(*sys.exc_info())
@@ -338,47 +152,53 @@ class ExperimentRun:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        self._closing = True
-        try:
+        # a SIGTERM or a second Ctrl-C while the runs are being ended waits until they are (then goes to the
+        # handler that was in place before the run opened)
+        restore = {signal.SIGTERM: self._old_handler} if self._handler_installed else None
+        self._handler_installed, self._old_handler = False, None
+        with deferred_interrupts(restore=restore):
+            interrupt = _interrupted(exc)
             if exc_type is None:
                 status = "FINISHED"
-            elif issubclass(exc_type, KeyboardInterrupt):
+            elif interrupt is not None:
                 status = "KILLED"
             else:
                 status = "FAILED"
             ending = [run_id for name, run_id in self.model_runs.items()
                       if status != "FINISHED" or name not in self._done]
+            ending += [self.run_id] if self.run_id is not None else []
+            reason = None
+            if interrupt is not None:
+                reason = "SIGTERM" if isinstance(interrupt, Terminated) else "interrupted (Ctrl-C / SIGINT)"
             failures = []
-            for run_id in [*ending, *([self.run_id] if self.run_id is not None else [])]:
+            for run_id in ending:
                 try:
+                    if reason:
+                        self.client.set_tag(run_id, KILLED_REASON_TAG, reason)
                     self.client.set_terminated(run_id, status=status)
                 except Exception as error:  # best effort: the exception that ended the block matters more
                     failures.append(error)
             if failures and exc_type is None:
                 raise failures[0]
-        finally:
-            self._restore_sigterm()
         return False
+
+    def _reap(self, by: str) -> None:
+        """End KILLED the runs of this experiment left RUNNING by processes that no longer exist (best effort: a
+        problem here never stops a new run)."""
+        try:
+            reap_dead_runs(self.client, [self.experiment_id], by=by)
+        except Exception:  # noqa: BLE001
+            pass
 
     def _install_sigterm(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             return
 
         def on_sigterm(signum, frame):
-            if self._closing:  # ending the runs: finish that, then the previous handler gets the signal
-                self._pending_sigterm = True
-                return
             raise RunTerminated(f"signal {signum} (SIGTERM): the run is being ended as KILLED")
 
         self._old_handler = signal.signal(signal.SIGTERM, on_sigterm)
-
-    def _restore_sigterm(self) -> None:
-        if self._old_handler is not None and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, self._old_handler)
-            self._old_handler = None
-            if self._pending_sigterm:
-                self._pending_sigterm = False
-                signal.raise_signal(signal.SIGTERM)
+        self._handler_installed = True
 
     # ------------------------------------------------------------------------------------------ logging
 
@@ -501,41 +321,6 @@ class ExperimentRun:
                              "config.yaml")
 
 
-def log_artifacts_to(made, run_id: str, *, summary_path: str | Path | None = None,
-                     cards: Mapping[str, Iterable[str | Path]] | None = None,
-                     plots: Mapping[str, Iterable[str | Path]] | None = None,
-                     harmonisation_report: Iterable[str | Path] | str | Path | None = None,
-                     meta_analysis: Iterable[str | Path] | str | Path | None = None,
-                     extra: Mapping[str, Iterable[str | Path]] | None = None) -> None:
-    """`ExperimentRun.log_artifacts` for any run (``made``: an MlflowClient), all files checked before any is
-    logged."""
-    planned: list[tuple[Path, str | None]] = []
-    if summary_path is not None:
-        planned.append((Path(summary_path), None))
-    for folder, mapping in (("cards", cards), ("plots", plots)):
-        for model, paths in (mapping or {}).items():
-            planned += [(Path(p), f"{folder}/{model}") for p in paths]
-    for folder, paths in (("data", harmonisation_report), ("meta_analysis", meta_analysis)):
-        if paths is None:
-            continue
-        paths = [paths] if isinstance(paths, (str, Path)) else paths
-        planned += [(Path(p), folder) for p in paths]
-    for folder, paths in (extra or {}).items():
-        planned += [(Path(p), folder) for p in paths]
-    for path, _ in planned:
-        for inner in (path.rglob("*") if path.is_dir() else [path]):
-            check_artifact(inner)
-    for path, folder in planned:
-        if path.is_dir():
-            made.log_artifacts(run_id, str(path), artifact_path=f"{folder}/{path.name}" if folder else path.name)
-        elif path.is_file():
-            made.log_artifact(run_id, str(path), artifact_path=folder)
-
-
-def log_cards(tracking_uri: str, run_id: str, cards: Mapping[str, Iterable[str | Path]]) -> None:
-    """Add model cards written after the run (``mbi-predict card``) to its parent run as ``cards/<model>/...``."""
-    log_artifacts_to(client(check_tracking_uri(tracking_uri)), run_id, cards=cards)
-
 
 def _model_id(model_uri: str) -> str:
     """``models:/m-abc`` -> ``m-abc`` (MLflow 3 LoggedModel URIs)."""
@@ -551,5 +336,7 @@ def open_run(uri: str | None, experiment: str, **kwargs: Any) -> ExperimentRun:
     return ExperimentRun(uri, experiment, **kwargs)
 
 
+#: the names this module has always offered, now defined in mapping.py and artifacts.py (imports keep working)
 __all__ = ["ExperimentRun", "RunTerminated", "open_run", "model_metrics", "model_params", "held_out_metrics",
-           "run_facts", "config_sha256", "flat_params", "check_artifact", "log_artifacts_to", "log_cards"]
+           "run_facts", "config_sha256", "flat_params", "check_artifact", "log_artifacts_to", "log_cards",
+           "BOUNDS", "ESTIMATOR_TAG", "HELD_OUT_PREFIX", "KIND_TAG", "RUN_TYPE_TAG"]

@@ -4,7 +4,9 @@ global state, race-safe store and experiment creation, and the git facts a run i
 Two experiment runs that start together on a new sqlite store both find no tables and both run MLflow's schema
 migrations; one of them then fails half-way. The first access to an sqlite store therefore happens under an
 exclusive ``fcntl.flock`` on ``<db>.lock`` (beside the database), and creating an experiment that another process
-created a moment earlier is caught and re-read.
+created a moment earlier is caught and re-read. A new store is migrated under a hidden name and renamed into place
+when complete, so a process stopped while creating it (Ctrl-C, SIGTERM, SIGKILL) never leaves a store that no later
+run can open.
 """
 
 from __future__ import annotations
@@ -53,17 +55,73 @@ def store_lock(uri: str) -> Iterator[None]:
 
 def client(uri: str, registry_uri: str | None = None):
     """An ``MlflowClient`` on ``uri`` (MLflow's global tracking URI and active run are left alone). The first use
-    of an sqlite store in this process creates its schema under `store_lock`."""
+    of an sqlite store in this process happens under `store_lock`; a store that does not exist yet is created
+    whole (`_create_sqlite_store`)."""
     from mlflow.tracking import MlflowClient
 
-    if sqlite_path(uri) is None or uri in _INITIALISED:
+    db = sqlite_path(uri)
+    if db is None or uri in _INITIALISED:
         return MlflowClient(tracking_uri=uri, registry_uri=registry_uri or uri)
     with store_lock(uri):  # the store (and its schema) is made on first use, one process at a time
+        _remove_unfinished_stores(db)
+        if not db.exists() or db.stat().st_size == 0:
+            _create_sqlite_store(db)
         made = MlflowClient(tracking_uri=uri, registry_uri=registry_uri or uri)
         made.search_experiments(max_results=1)
         made.search_registered_models(max_results=1)
     _INITIALISED.add(uri)
     return made
+
+
+_UNFINISHED = ".creating-"
+
+
+def _create_sqlite_store(db: Path) -> None:
+    """Create a new sqlite store beside ``db`` under a hidden name, run MLflow's schema migrations there, and only
+    then rename it to ``db`` (atomic). MLflow migrates a new database in dozens of steps; a process stopped half-way
+    (Ctrl-C, SIGTERM, SIGKILL) used to leave a store no later run could open ("table _alembic_tmp_tags already
+    exists"). Now the store is either absent or complete; an unfinished file is removed by the next process
+    (`_remove_unfinished_stores`, under the store's lock). Called under `store_lock`."""
+    from mlflow.tracking import MlflowClient
+
+    from mbi_predict.io import sigterm_interrupts
+
+    temporary = db.with_name(f".{db.name}{_UNFINISHED}{os.getpid()}")
+    temporary_uri = f"sqlite:///{temporary}"
+    with sigterm_interrupts():  # SIGTERM, like Ctrl-C, removes the unfinished file on its way out
+        try:
+            made = MlflowClient(tracking_uri=temporary_uri, registry_uri=temporary_uri)
+            made.search_experiments(max_results=1)
+            made.search_registered_models(max_results=1)
+            _dispose_engines(temporary_uri)
+            os.replace(temporary, db)
+        finally:
+            _dispose_engines(temporary_uri)
+            for leftover in (temporary, temporary.with_name(temporary.name + "-journal")):
+                with contextlib.suppress(OSError):
+                    leftover.unlink()
+
+
+def _remove_unfinished_stores(db: Path) -> None:
+    """Remove the hidden half-created stores of processes that were stopped while creating ``db`` (only ever called
+    under `store_lock`, so none of them is in use)."""
+    for leftover in db.parent.glob(f".{db.name}{_UNFINISHED}*"):
+        with contextlib.suppress(OSError):
+            leftover.unlink()
+
+
+def _dispose_engines(uri: str) -> None:
+    """Close the connections MLflow keeps (per URI, class-wide) to a database, so the file can be renamed or
+    removed and no engine is left pointing at it."""
+    from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore as RegistryStore
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore as TrackingStore
+
+    for store in (TrackingStore, RegistryStore):
+        engines = getattr(store, "_engine_map", None)
+        if isinstance(engines, dict):
+            engine = engines.pop(uri, None)
+            if engine is not None:
+                engine.dispose()
 
 
 def _one_line(exc: BaseException) -> str:

@@ -177,7 +177,9 @@ def test_logged_model_carries_metrics_params_and_code(logged, store):
     assert any(r.startswith("scikit-learn==") for r in requirements)
     import os
 
-    assert os.path.isfile(f"{local}/code/mbi_predict/deploy.py")
+    # the code that loads the model travels with it (deploy: a module, now a package)
+    assert os.path.isfile(f"{local}/code/mbi_predict/deploy.py") or \
+        os.path.isfile(f"{local}/code/mbi_predict/deploy/__init__.py")
     assert not any("__pycache__" in d for d, _, _ in os.walk(f"{local}/code"))
 
 
@@ -238,5 +240,6 @@ def test_format_leaderboard_for_the_terminal(logged, store):
     from mbi_predict.track.compare import format_leaderboard
 
     text = format_leaderboard(compare("track_test", store, metric="rmse"), metric="rmse")
-    assert list(text.columns) == ["experiment", "run_id", "run_name", "model", "kind", "outcome", "rmse"]
+    assert list(text.columns) == ["experiment", "run_id", "run_name", "status", "model", "kind", "outcome",
+                                  "rmse"]
     assert text["rmse"].iloc[0] == "0.7 (0.6 to 0.8)"
