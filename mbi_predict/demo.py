@@ -1,7 +1,8 @@
 """The demo: every stage of the toolkit on the built-in simulated consortium, end to end.
 
 simulate raw trial files -> harmonise -> describe -> classical two-stage meta-analysis -> leave-one-trial-out
-experiment (prognostic and effect models, SHAP, MLflow) -> model card. `make demo` calls it through the CLI.
+experiment (prognostic and effect models, SHAP, MLflow) -> model cards -> the study report (one HTML page that
+reads the whole analysis, logged to the run's MLflow parent run). `make demo` calls it through the CLI.
 """
 
 from __future__ import annotations
@@ -59,9 +60,11 @@ def run_demo(out: str | Path, *, seed: int = 2023, console: Console | None = Non
     written["ipd"] = ipd_path
 
     stage("3. describe")
-    from mbi_predict.cli import _print_frame
+    from mbi_predict.cli import print_table
+    from mbi_predict.cli.data_commands import describe_views
 
-    _print_frame(describe_ipd(ipd).drop(columns=["outcomes_measured"], errors="ignore"), title="trials")
+    for title, frame in describe_views(describe_ipd(ipd).drop(columns=["outcomes_measured"], errors="ignore")):
+        print_table(frame, title=f"trials: {title}", keys=["trial"])
 
     stage("4. classical two-stage IPD meta-analysis")
     written.update(_meta_stage(ipd, out / "meta", console))
@@ -72,6 +75,9 @@ def run_demo(out: str | Path, *, seed: int = 2023, console: Console | None = Non
 
     stage("6. model cards (best prognostic model, primary effect model), logged to MLflow with the reports")
     written.update(_card_stage(out, console, tracking_uri=tracking_uri))
+
+    stage("7. the study report: the whole analysis on one page, logged to MLflow")
+    written.update(_report_stage(out, console, tracking_uri=tracking_uri))
 
     stage("done")
     console.print("seconds per stage: " + ", ".join(f"{title.split('. ')[0]}. {seconds:.1f}"
@@ -85,7 +91,8 @@ def _meta_stage(ipd, out: Path, console: Console) -> dict[str, Path]:
     import pandas as pd
 
     from mbi_predict.io import write_json_atomic
-    from mbi_predict.meta import run_meta, write_plots
+    from mbi_predict.meta import run_meta
+    from mbi_predict.meta.plots import write_meta_plots
 
     rows, written = [], {}
     analyses = [(DEMO_OUTCOME, "passive", ["baseline_distress", "baseline_mindfulness", "age"]),
@@ -96,7 +103,7 @@ def _meta_stage(ipd, out: Path, console: Console) -> dict[str, Path]:
             continue
         report = run_meta(ipd, outcome, control=control, modifiers=modifiers, m=5, seed=0)
         folder = out / f"{outcome}_vs_{control}"
-        plots = write_plots(report, folder)
+        plots = write_meta_plots(report, folder)
         write_json_atomic(folder / "meta.json", report.to_dict())
         written[f"forest_{outcome}_{control}"] = plots[0] if plots else folder
         pooled = report.two_stage.pooled
@@ -111,9 +118,10 @@ def _meta_stage(ipd, out: Path, console: Console) -> dict[str, Path]:
             console.print(f"  within-trial interaction arm x {item['modifier']}: {item['estimate']:.3f} "
                           f"({item['ci_low']:.3f} to {item['ci_high']:.3f}), p = {item['pvalue']:.3f}; "
                           f"across-trial (ecological) {item['across_trial_estimate']:.3f}", markup=False)
-    from mbi_predict.cli import _print_frame
+    from mbi_predict.cli import print_table
 
-    _print_frame(pd.DataFrame(rows), title="pooled effect of the MBI (random effects, REML)")
+    print_table(pd.DataFrame(rows), title="pooled effect of the MBI (random effects, REML)",
+                keys=["outcome", "vs"])
     console.print(f"forest and funnel plots in {out}")
     return written
 
@@ -132,7 +140,7 @@ def _experiment_stage(ipd_path: Path, truth_path: Path, out: Path, console: Cons
                       tracking_uri: str | None) -> dict[str, Path]:
     """The demo experiment on the table harmonised from the raw files in stage 2 (not harmonised again), scored
     against the simulator's truth file for PEHE."""
-    from mbi_predict.cli import _print_run, print_verdict
+    from mbi_predict.cli import print_run, print_verdict
     from mbi_predict.runner import run_experiment
 
     import yaml
@@ -141,7 +149,7 @@ def _experiment_stage(ipd_path: Path, truth_path: Path, out: Path, console: Cons
     config["data"] = {"path": str(ipd_path), "truth": str(truth_path)}
     result = run_experiment(config, out_dir=out, tracking_uri=tracking_uri)
     print_verdict(result.summary)
-    _print_run(result.summary, metrics=HEADLINE_METRICS)
+    print_run(result.summary, metrics=HEADLINE_METRICS)
     console.print(f"(all metrics, per trial and pooled: {result.summary_path})")
     comparison = result.summary.get("comparison_to_reference") or {}
     for name, row in (comparison.get("models") or {}).items():
@@ -182,3 +190,19 @@ def _card_stage(out: Path, console: Console, *, tracking_uri: str | None) -> dic
                          harmonisation_report=[out / "harmonisation_report"], meta_analysis=[out / "meta"])
         console.print("cards, harmonisation report and meta-analysis logged to the MLflow run")
     return paths
+
+
+def _report_stage(out: Path, console: Console, *, tracking_uri: str | None) -> dict[str, Path]:
+    """The study report of the demo run (``out/study_report.html`` and ``.md``), built from the run folder, the
+    meta-analyses, the harmonisation report and the cards, and logged to the run's MLflow parent run."""
+    import json
+
+    from mbi_predict.report.study import log_report, write_study_report
+
+    html_path, md_path = write_study_report(out / "run", out / "study_report", tracking_uri=tracking_uri)
+    console.print(f"study report: {html_path} (self-contained; Markdown: {md_path.name})", markup=False)
+    summary = json.loads((out / "run" / "summary.json").read_text(encoding="utf-8"))
+    note = log_report([html_path, md_path], summary, tracking_uri=tracking_uri)
+    if note is not None:
+        console.print(f"note: the study report was not logged to MLflow ({note})", markup=False)
+    return {"study_report": html_path, "study_report_md": md_path}

@@ -1,9 +1,12 @@
 """The harmonisation report: what went into the IPD table, trial by trial, for the people who must sign it off.
 
-Per trial: N by arm and control type, instruments and time points used, covariate coverage, missingness by arm and
-the distribution of baseline scores, as a Markdown page and a self-contained HTML page (plots embedded as PNG data
-URIs, so the file can be mailed or archived alone). Aggregates only: no participant-level row, id or point ever
-reaches the report (box plots are drawn without outlier points for that reason), and no distribution (mean, SD,
+Per trial: N by arm and control type, instruments and time points used, covariate coverage with the constructs a
+trial measured in few or none of its participants flagged, missingness by arm and the distribution of baseline
+scores on each instrument's own raw scale (before standardisation: within-trial standardised scores are mean 0 and
+SD 1 by construction and say nothing), as a Markdown page and a self-contained HTML page (plots embedded as
+PNG data URIs, so the file can be mailed or archived alone; wide tables scroll sideways instead of running off).
+Aggregates only: no participant-level row, id or point ever reaches the report (box plots are drawn without
+outlier points for that reason; the tables give no minimum or maximum), and no distribution (mean, SD,
 quartiles, box and whiskers) of fewer than `min_cell_size` participants (default `MIN_CELL_SIZE`, set by the spec's
 `min_cell_size`): in a trial of 4 the quartiles and whiskers are nearly the people themselves, so such a cell says
 "suppressed" instead. Every name that comes from a spec or a file (trial ids, consortium name) is escaped in both
@@ -27,6 +30,8 @@ from mbi_predict.data.schema import CONSTRUCTS
 REPORT_STEM = "harmonisation_report"
 MIN_CELL_SIZE = 10
 _COVARIATES = ("age", "gender", "education")
+#: a trial's coverage of a covariate or baseline construct below this share is flagged (0% = not measured)
+LOW_COVERAGE = 0.5
 
 
 def min_cell_size(metadata: dict[str, Any]) -> int:
@@ -39,11 +44,28 @@ def report_tables(ipd: pd.DataFrame, metadata: dict[str, Any], missingness: pd.D
     arms = described[["trial_id", "n", "n_mbi", "n_passive", "n_active", "control_types"]]
     instruments = _instrument_table(metadata)
     coverage = _coverage_table(ipd)
+    flags = coverage_flags(coverage)
     missing = _missingness_summary(missingness)
-    baseline = _baseline_table(ipd, min_cell_size(metadata))
+    baseline = _baseline_table(ipd, min_cell_size(metadata), metadata)
+    raw = any(f"baseline_{c}_raw" in ipd.columns for c in CONSTRUCTS)
     return {"Participants by arm": arms, "Instruments and time points": instruments,
-            "Covariate coverage (% non-missing)": coverage, "Missingness of outcomes (% missing, MBI / control)": missing,
-            "Baseline scores (standardised)": baseline}
+            "Covariate coverage (% non-missing)": coverage,
+            f"Coverage flags (variables measured in under {LOW_COVERAGE:.0%} of a trial)": flags,
+            "Missingness of outcomes (% missing, MBI / control)": missing,
+            ("Baseline scores (raw scale of each instrument, before standardisation)" if raw
+             else "Baseline scores (standardised)"): baseline}
+
+
+def coverage_flags(coverage: pd.DataFrame, threshold: float = LOW_COVERAGE) -> pd.DataFrame:
+    """One row per (trial, variable) whose coverage is below ``threshold``: "not measured" at 0%, else "low"."""
+    rows = []
+    for record in coverage.to_dict(orient="records"):
+        trial = record.pop("trial_id")
+        for variable, percent in record.items():
+            if pd.notna(percent) and percent < 100 * threshold:
+                rows.append({"trial_id": trial, "variable": variable, "coverage %": percent,
+                             "flag": "not measured" if percent == 0 else "low coverage"})
+    return pd.DataFrame(rows, columns=["trial_id", "variable", "coverage %", "flag"])
 
 
 def _instrument_table(metadata: dict[str, Any]) -> pd.DataFrame:
@@ -83,47 +105,82 @@ def _missingness_summary(missingness: pd.DataFrame) -> pd.DataFrame:
     return table[[v for v in dict.fromkeys(outcomes["variable"])]].reset_index()
 
 
-def _baseline_table(ipd: pd.DataFrame, min_cell: int = MIN_CELL_SIZE) -> pd.DataFrame:
+def _instrument(metadata: dict[str, Any], trial_id: str, construct: str) -> str:
+    points = (((metadata.get("trials") or {}).get(trial_id) or {}).get("constructs") or {}).get(construct) or {}
+    baseline = (points.get("timepoints") or {}).get("baseline") or {}
+    return str(baseline.get("instrument") or "")
+
+
+def _baseline_table(ipd: pd.DataFrame, min_cell: int = MIN_CELL_SIZE,
+                    metadata: dict[str, Any] | None = None) -> pd.DataFrame:
+    """Per construct and trial: n, mean, SD and quartiles of the baseline score, on the instrument's raw scale
+    (``baseline_<construct>_raw``) when the table keeps it, else standardised. No minimum or maximum (an extreme
+    is one person's value); cells under ``min_cell`` participants are suppressed."""
     rows = []
-    for column in [f"baseline_{c}" for c in CONSTRUCTS if f"baseline_{c}" in ipd.columns]:
-        for trial_id, values in ipd.groupby(ipd["trial_id"].astype(str))[column]:
-            values = values.dropna()
+    for construct in CONSTRUCTS:
+        column = f"baseline_{construct}"
+        if column not in ipd.columns:
+            continue
+        source = f"{column}_raw" if f"{column}_raw" in ipd.columns else column
+        for trial_id, values in ipd.groupby(ipd["trial_id"].astype(str))[source]:
+            values = pd.to_numeric(values, errors="coerce").dropna()
             if len(values) == 0:
                 continue
+            head = {"variable": column, "trial_id": trial_id,
+                    "instrument": _instrument(metadata or {}, trial_id, construct) or "–", "n": int(len(values))}
             if len(values) < min_cell:
-                rows.append({"variable": column, "trial_id": trial_id, "n": int(len(values)),
-                             "mean": f"suppressed (n < {min_cell})"})
+                rows.append({**head, "mean": f"suppressed (n < {min_cell})"})
                 continue
             quartiles = values.quantile([0.25, 0.5, 0.75])
-            rows.append({"variable": column, "trial_id": trial_id, "n": int(len(values)),
-                         "mean": round(float(values.mean()), 2), "sd": round(float(values.std(ddof=1)), 2),
+            rows.append({**head, "mean": round(float(values.mean()), 2), "sd": round(float(values.std(ddof=1)), 2),
                          "q1": round(float(quartiles[0.25]), 2), "median": round(float(quartiles[0.5]), 2),
                          "q3": round(float(quartiles[0.75]), 2)})
-    return pd.DataFrame(rows, columns=["variable", "trial_id", "n", "mean", "sd", "q1", "median", "q3"])
+    return pd.DataFrame(rows, columns=["variable", "trial_id", "instrument", "n", "mean", "sd", "q1", "median", "q3"])
 
 
-def _baseline_figures(ipd: pd.DataFrame, min_cell: int = MIN_CELL_SIZE) -> list[tuple[str, bytes]]:
-    """One PNG per measured baseline construct: box plots by trial, whiskers only (no individual points); trials
-    with fewer than `min_cell` scores are left out of the plot (the table says they are suppressed)."""
+def _baseline_figures(ipd: pd.DataFrame, min_cell: int = MIN_CELL_SIZE,
+                      metadata: dict[str, Any] | None = None) -> list[tuple[str, bytes]]:
+    """One PNG per measured baseline construct: box plots by trial on the raw scale, one panel per instrument
+    (scales differ between instruments), whiskers only (no individual points); trials with fewer than
+    `min_cell` scores are left out of the plot (the table says they are suppressed)."""
+    import os
+
     import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    # the package's figure resolution (report.figstyle, which this data-layer module does not import: the layers
+    # point down): MBI_FIGURE_DPI when a command set it, else 150
+    dpi = int(os.environ.get("MBI_FIGURE_DPI") or 150)
     figures = []
-    for column in [f"baseline_{c}" for c in CONSTRUCTS if f"baseline_{c}" in ipd.columns]:
-        groups = [(t, v.dropna().to_numpy()) for t, v in ipd.groupby(ipd["trial_id"].astype(str))[column]]
-        groups = [(t, v) for t, v in groups if len(v) >= min_cell]
-        if not groups:
+    for construct in CONSTRUCTS:
+        column = f"baseline_{construct}"
+        if column not in ipd.columns:
             continue
-        fig, ax = plt.subplots(figsize=(max(4.0, 0.55 * len(groups) + 1.5), 3.2))
-        ax.boxplot([v for _, v in groups], showfliers=False)
-        ax.set_xticks(range(1, len(groups) + 1), [t for t, _ in groups], rotation=45)
-        ax.set_ylabel(f"{column} (SD units)")
-        ax.set_title(f"Distribution of {column} by trial")
-        buffer = _io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-        plt.close(fig)
+        raw = f"{column}_raw" in ipd.columns
+        source = f"{column}_raw" if raw else column
+        panels: dict[str, list[tuple[str, Any]]] = {}
+        for trial_id, values in ipd.groupby(ipd["trial_id"].astype(str))[source]:
+            values = pd.to_numeric(values, errors="coerce").dropna().to_numpy()
+            if len(values) >= min_cell:
+                key = _instrument(metadata or {}, trial_id, construct) if raw else "standardised"
+                panels.setdefault(key or "instrument not recorded", []).append((trial_id, values))
+        if not panels:
+            continue
+        with matplotlib.rc_context({"font.size": 9, "axes.spines.top": False, "axes.spines.right": False}):
+            widths = [max(1.6, 0.5 * len(groups) + 0.9) for groups in panels.values()]
+            fig = Figure(figsize=(min(sum(widths) + 0.6, 11.0), 3.3), layout="constrained")
+            axes = fig.subplots(1, len(panels), squeeze=False, width_ratios=widths)[0]
+            for ax, (instrument, groups) in zip(axes, panels.items()):
+                ax.boxplot([v for _, v in groups], showfliers=False, widths=0.6,
+                           medianprops={"color": "#D55E00"})
+                ax.set_xticks(range(1, len(groups) + 1), [t for t, _ in groups], rotation=45)
+                ax.set_title(instrument, fontsize=9, fontweight="normal", loc="center")
+            axes[0].set_ylabel("raw total score" if raw else f"{column} (SD units)")
+            fig.suptitle(f"Baseline {construct} by trial" + (" (each instrument on its own scale)" if raw else ""),
+                         x=0.01, ha="left", fontsize=10, fontweight="bold")
+            buffer = _io.BytesIO()
+            fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight",
+                        metadata={"Software": None})
         figures.append((column, buffer.getvalue()))
     return figures
 
@@ -165,22 +222,28 @@ def render_html(tables: dict[str, pd.DataFrame], metadata: dict[str, Any],
                 figures: list[tuple[str, bytes]]) -> str:
     title = html.escape(f"Harmonisation report: {metadata.get('consortium', 'consortium')}")
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title>",
-             "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;"
-             "font-size:0.85em}td,th{border:1px solid #ccc;padding:2px 6px}th{background:#eee}</style></head><body>",
+             "<meta name='viewport' content='width=device-width, initial-scale=1'>",
+             "<style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;"
+             "line-height:1.45}.table-wrap{overflow-x:auto;margin:.4em 0 1.2em}table{border-collapse:collapse;"
+             "font-size:0.85em}td,th{border:1px solid #ccc;padding:2px 6px}th{background:#eee}"
+             "img{max-width:100%;height:auto}figcaption{color:#555;font-size:.9em}"
+             "@media print{figure,table{break-inside:avoid}.table-wrap{overflow:visible}}</style></head><body>",
              f"<h1>{title}</h1><p>{html.escape(str(metadata.get('n_participants')))} participants in "
              f"{html.escape(str(metadata.get('n_trials')))} trials; standardisation "
              f"<b>{html.escape(str(metadata.get('standardisation')))}</b>: "
              f"{html.escape(str(metadata.get('standardisation_rule', '')))}.</p>"]
     for heading, table in tables.items():
         parts.append(f"<h2>{html.escape(heading)}</h2>")
-        parts.append(table.to_html(index=False, na_rep="", border=0, escape=True) if not table.empty else "<p>none</p>")
+        parts.append("<div class='table-wrap'>" + table.to_html(index=False, na_rep="", border=0, escape=True)
+                     + "</div>" if not table.empty else "<p>none</p>")
     if figures:
         parts.append("<h2>Baseline distributions</h2>")
     for column, png in figures:
         data = base64.b64encode(png).decode("ascii")
         parts.append(f"<figure><img alt='{html.escape(column)}' src='data:image/png;base64,{data}'>"
-                     f"<figcaption>{html.escape(column)} by trial (box: quartiles; whiskers: 1.5 IQR)"
-                     "</figcaption></figure>")
+                     f"<figcaption>Baseline {html.escape(column.removeprefix('baseline_'))} by trial before "
+                     "standardisation (box: quartiles; whiskers: 1.5 IQR; no individual points).</figcaption>"
+                     "</figure>")
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -195,7 +258,7 @@ def render_report(ipd: pd.DataFrame, metadata: dict[str, Any], missingness: pd.D
     tables = report_tables(ipd, metadata, missingness)
     markdown, page = report_paths(".")
     return {markdown.name: render_markdown(tables, metadata),
-            page.name: render_html(tables, metadata, _baseline_figures(ipd, min_cell_size(metadata)))}
+            page.name: render_html(tables, metadata, _baseline_figures(ipd, min_cell_size(metadata), metadata))}
 
 
 def write_report(ipd: pd.DataFrame, metadata: dict[str, Any], missingness: pd.DataFrame,

@@ -24,6 +24,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from mbi_predict.explain.explanation import check_features
+from mbi_predict.report.numbers import number
 
 MIN_CELL = 10
 
@@ -75,7 +76,7 @@ def beeswarm(explanation, *, max_display: int = 10, title: str | None = None, pa
         raw, _ = _numeric(explanation.data.iloc[:, j])
         colour = pd.Series(raw).rank(pct=True).to_numpy()
         y = position + _swarm_offsets(shap_j)
-        scatter = ax.scatter(shap_j, y, c=colour, cmap="coolwarm", vmin=0, vmax=1, s=8, alpha=0.8, linewidths=0)
+        scatter = ax.scatter(shap_j, y, c=colour, cmap="RdBu_r", vmin=0, vmax=1, s=8, alpha=0.8, linewidths=0)
     ax.set_yticks(range(len(order)), [explanation.feature_names[j] for j in reversed(order)])
     ax.axvline(0, color="0.5", lw=0.8)
     ax.set_xlabel(f"SHAP value ({explanation.output})")
@@ -113,7 +114,7 @@ def _binned_summary(explanation, *, max_display: int, title: str | None, min_cel
     order = _order(explanation, max_display)
     fig = Figure(figsize=(7, 0.55 * len(order) + 1.6))
     ax = fig.add_subplot()
-    cmap, suppressed = colormaps["coolwarm"], 0
+    cmap, suppressed = colormaps["RdBu_r"], 0
     for position, j in enumerate(reversed(order)):
         raw, _ = _numeric(explanation.data.iloc[:, j])
         labels, k = _bin_labels(raw, n_bins)
@@ -142,32 +143,52 @@ def _binned_summary(explanation, *, max_display: int, title: str | None, min_cel
 
 
 def importance_bars(stability_df: pd.DataFrame, null_ref=None, *, top: int = 10, title: str | None = None) -> Figure:
-    """Pooled mean |SHAP| with its CI per feature; grey band = null importance (null mean to 95th percentile)."""
+    """Pooled mean |SHAP| with its CI per feature, coloured by whether it beats the permutation null; the null's
+    importance (mean to 95th percentile) is drawn as a hatched band behind each bar. Every colour is in the
+    legend."""
+    from matplotlib.patches import Patch
+
+    from mbi_predict.report import figstyle
+
     frame = stability_df.head(top).iloc[::-1]
-    fig = Figure(figsize=(7, 0.45 * len(frame) + 1.5))
-    ax = fig.add_subplot()
-    y = np.arange(len(frame))
-    est = frame["importance"].to_numpy(dtype=float)
-    low = np.nan_to_num(est - frame["ci_low"].to_numpy(dtype=float), nan=0.0)
-    high = np.nan_to_num(frame["ci_high"].to_numpy(dtype=float) - est, nan=0.0)
-    # blue: beats the null family-wise (or no null given); grey: does not, or not tested (B too small)
-    beats = [null_ref.beats_null.get(f) is True if null_ref is not None else True for f in frame["feature"]]
-    ax.barh(y, est, xerr=[low, high], color=["tab:blue" if b else "tab:gray" for b in beats], alpha=0.85,
-            capsize=3, label="pooled importance (95% CI)")
-    if null_ref is not None:
-        null = null_ref.null
-        for yi, feature in zip(y, frame["feature"]):
-            if feature in null.columns:
-                ax.fill_betweenx([yi - 0.4, yi + 0.4], float(null[feature].mean()),
-                                 float(null[feature].quantile(0.95)), color="0.2", alpha=0.25, lw=0)
-        tested = "" if getattr(null_ref, "test_status", "tested") == "tested" else ", not tested"
-        ax.fill_betweenx([], [], [], color="0.2", alpha=0.25,
-                         label=f"null (mean to 95th pct, B={null_ref.B}{tested})")
-    ax.set_yticks(y, list(frame["feature"]))
-    ax.set_xlabel("mean |SHAP|")
-    ax.legend(loc="lower right", fontsize=8)
-    ax.set_title(title or "Importance across held-out trials")
-    fig.tight_layout()
+    with figstyle.style():
+        fig = Figure(figsize=(7, 0.42 * len(frame) + 1.7))
+        ax = fig.add_subplot()
+        y = np.arange(len(frame))
+        est = frame["importance"].to_numpy(dtype=float)
+        low = np.nan_to_num(est - frame["ci_low"].to_numpy(dtype=float), nan=0.0)
+        high = np.nan_to_num(frame["ci_high"].to_numpy(dtype=float) - est, nan=0.0)
+        tested = null_ref is not None and getattr(null_ref, "test_status", "tested") == "tested"
+        beats = [null_ref.beats_null.get(f) is True if null_ref is not None else None for f in frame["feature"]]
+        colours = {True: figstyle.PALETTE["estimate"], False: figstyle.PALETTE["muted"],
+                   None: figstyle.PALETTE["secondary"]}
+        ax.barh(y, est, height=0.6, color=[colours[b if tested or b is None else None] for b in beats],
+                zorder=2)
+        ax.errorbar(est, y, xerr=[low, high], fmt="none", ecolor="black", elinewidth=1, capsize=2.5, zorder=3)
+        handles = []
+        if null_ref is None:
+            handles.append(Patch(color=colours[None], label="pooled importance (95% CI); no permutation null"))
+        elif tested:
+            handles += [Patch(color=colours[True], label="beats the permutation null (family-wise)"),
+                        Patch(color=colours[False], label="does not beat the null")]
+        else:
+            handles.append(Patch(color=colours[None], label="not tested (too few null draws)"))
+        if null_ref is not None:
+            null = null_ref.null
+            for yi, feature in zip(y, frame["feature"]):
+                if feature in null.columns:
+                    ax.fill_betweenx([yi - 0.38, yi + 0.38], float(null[feature].mean()),
+                                     float(null[feature].quantile(0.95)), facecolor="none",
+                                     edgecolor=figstyle.PALETTE["highlight"], hatch="////", lw=0.8, zorder=4)
+            handles.append(Patch(facecolor="none", edgecolor=figstyle.PALETTE["highlight"], hatch="////",
+                                 label=f"null importance, mean to 95th percentile (B = {null_ref.B})"))
+        ax.set_yticks(y, list(frame["feature"]))
+        ax.set_xlabel("mean |SHAP| across held-out trials (95% CI)")
+        ax.set_xlim(left=0)
+        ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.14 - 0.6 / max(len(frame), 1)),
+                  ncol=1, fontsize=7.5)
+        ax.set_title(title or "Importance across held-out trials")
+        fig.tight_layout()
     return fig
 
 
@@ -216,31 +237,43 @@ def dependence(explanation, features=None, *, top: int = 3, color_by=None, color
     groups = None if color_by is None else np.asarray(color_by)
     if groups is not None and len(groups) != explanation.n_rows:
         raise ValueError(f"color_by has {len(groups)} values for {explanation.n_rows} explained rows")
-    fig = Figure(figsize=(4.2 * len(features), 3.6))
-    axes = fig.subplots(1, len(features), squeeze=False)[0]
-    for ax, feature in zip(axes, features):
-        j = explanation.feature_names.index(feature)
-        x, labels = _numeric(explanation.data[feature])
-        y = explanation.values[:, j]
-        levels = [None] if groups is None else list(pd.unique(groups))
-        if anonymise:
-            for level, colour in zip(levels, ("tab:blue", "tab:orange", "tab:green", "tab:red")):
+    from mbi_predict.report import figstyle
+
+    with figstyle.style():
+        fig = Figure(figsize=(4.2 * len(features), 3.8))
+        axes = fig.subplots(1, len(features), squeeze=False)[0]
+        levels = [None] if groups is None else sorted(pd.unique(groups), key=str)
+        colours = figstyle.CYCLE
+        for ax, feature in zip(axes, features):
+            j = explanation.feature_names.index(feature)
+            x, labels = _numeric(explanation.data[feature])
+            y = explanation.values[:, j]
+            distinct = np.unique(x[np.isfinite(x)])
+            discrete = labels is not None or distinct.size <= 2
+            for i, (level, colour) in enumerate(zip(levels, colours)):
                 rows = np.ones(len(y), bool) if level is None else groups == level
-                b = _binned(x[rows], y[rows], n_bins, min_cell)
-                ax.errorbar(b[:, 0], b[:, 1], yerr=b[:, 2], marker="o", ms=4, color=colour, capsize=2,
-                            label=None if level is None else f"{color_label} {level}")
-        else:
-            for level, colour in zip(levels, ("tab:blue", "tab:orange", "tab:green", "tab:red")):
-                rows = np.ones(len(y), bool) if level is None else groups == level
-                ax.scatter(x[rows], y[rows], s=6, alpha=0.5, color=colour,
-                           label=None if level is None else f"{color_label} {level}")
-        _axis_labels(ax, labels)
-        ax.axhline(0, color="0.5", lw=0.8)
-        ax.set_xlabel(feature)
-        ax.set_ylabel(f"SHAP ({explanation.output})")
-        if groups is not None:
-            ax.legend(fontsize=7)
-    fig.tight_layout()
+                name = None if level is None else f"{color_label} {level}"
+                if anonymise:
+                    b = _binned(x[rows], y[rows], n_bins, min_cell)
+                    shift = (i - (len(levels) - 1) / 2) * 0.12 if discrete else 0.0
+                    ax.errorbar(b[:, 0] + shift, b[:, 1], yerr=b[:, 2], marker="o", ms=4, color=colour, capsize=2,
+                                ls="none" if discrete else "-", label=name)
+                else:
+                    ax.scatter(x[rows], y[rows], s=6, alpha=0.5, color=colour, label=name)
+            if labels is None and discrete:  # a binary covariate: two categories, not a continuous axis
+                labels = [number(v) for v in distinct]
+                ax.set_xticks(list(distinct), labels)
+                ax.set_xlim(distinct.min() - 0.5, distinct.max() + 0.5)
+            else:
+                _axis_labels(ax, labels)
+            ax.axhline(0, color="0.5", lw=0.8)
+            ax.set_xlabel(feature + (" (category)" if discrete else ""))
+            ax.set_ylabel(f"SHAP ({explanation.output})")
+            if groups is not None:
+                ax.legend(fontsize=7)
+        fig.suptitle("SHAP by covariate value: bin means with 95% CIs" if anonymise else "SHAP by covariate value",
+                     x=0.01, ha="left", fontsize=10, fontweight="bold")
+        fig.tight_layout()
     return fig
 
 
@@ -260,13 +293,13 @@ def benefit_profile(cate, X_frame: pd.DataFrame, features, *, n_bins: int = 10, 
     for ax, feature in zip(axes, features):
         x, labels = _numeric(X_frame[feature])
         b = _binned(x, cate, n_bins, min_cell)
-        ax.errorbar(b[:, 0], b[:, 1], yerr=b[:, 2], marker="o", ms=4, color="tab:blue", capsize=2, ls="none",
+        ax.errorbar(b[:, 0], b[:, 1], yerr=b[:, 2], marker="o", ms=4, color="#0072B2", capsize=2, ls="none",
                     label="binned mean (95% CI)")
         ok = np.isfinite(x) & np.isfinite(cate)
         if labels is None and np.unique(x[ok]).size > n_bins and ok.sum() >= 3 * min_cell:
             grid = np.quantile(x[ok], np.linspace(0.02, 0.98, 50))
             curve = lowess(cate[ok], x[ok], frac=smooth_frac, xvals=grid)
-            ax.plot(grid, curve, color="tab:red", lw=1.5, label="LOWESS")
+            ax.plot(grid, curve, color="#D55E00", lw=1.5, label="LOWESS")
         _axis_labels(ax, labels)
         ax.axhline(0, color="0.5", lw=0.8)
         ax.set_xlabel(feature)

@@ -70,8 +70,8 @@ def _model_details(summary, name, entry, loaded, chosen_automatically, metric, l
     kind = entry.get("task", "prognostic")
     data = summary.get("data") or {}
     selection = (f"chosen automatically: the best prognostic model of the run by pooled {metric} "
-                 f"({'lower' if lower_is_better else 'higher'} is better)" if chosen_automatically
-                 else "named by the user")
+                 f"({'lower' if lower_is_better else 'higher'} is better), the reference comparator left out"
+                 if chosen_automatically else "named by the user")
     return {
         "name": name,
         "kind": kind,
@@ -152,13 +152,17 @@ def _evaluation(summary: dict[str, Any], entry: dict[str, Any], metric: str) -> 
 
 
 def _figures(plots: dict[str, bytes], name: str, all_models: list[str]) -> list[dict[str, Any]]:
-    """The run's plots for this model (file name contains it), else the run-wide ones (no model's name in them)."""
+    """The run's plots for this model (file name contains it), else the run-wide ones (no model's name in them),
+    each with a caption written as sentences."""
+    from mbi_predict.report.captions import caption
+    from mbi_predict.report.figstyle import media_type
+
     def mentions(path: str, model: str) -> bool:  # plots are named like forest_<model>_<metric>.png
         return f"_{model}_" in f"_{Path(path).stem}_"
 
     own = [path for path in plots if mentions(path, name)]
     shared = [path for path in plots if not any(mentions(path, other) for other in all_models)]
-    return [{"path": path, "caption": Path(path).stem.replace("_", " "), "media_type": "image/png",
+    return [{"path": path, "caption": caption(path, all_models), "media_type": media_type(path),
              "data_base64": base64.b64encode(plots[path]).decode("ascii")} for path in own + shared]
 
 
@@ -204,7 +208,8 @@ def validate_card(card: dict[str, Any]) -> None:
 def write_card(card: dict[str, Any], out_path: str | Path, fmt: str = "md") -> Path:
     """Validate the card and write it atomically as Markdown (figures beside it), self-contained HTML, or JSON."""
     from mbi_predict.io import to_json, write_text_atomic
-    from mbi_predict.report.card_render import to_html, to_markdown, write_markdown_figures
+    from mbi_predict.report.card_html import to_html
+    from mbi_predict.report.card_render import to_markdown, write_markdown_figures
 
     if fmt not in FORMATS:
         raise ConfigError(f"unknown card format {fmt!r}; use one of {', '.join(FORMATS)}")

@@ -9,7 +9,6 @@ Numbers are formatted to three significant digits for reading; the JSON card kee
 from __future__ import annotations
 
 import base64
-import html
 from pathlib import Path
 from typing import Any
 
@@ -17,17 +16,50 @@ Block = tuple  # ("h", level, text) | ("p", text) | ("ul", [text]) | ("table", h
 
 
 def fmt(value: Any) -> str:
+    """A cell as text: numbers to three significant digits (`report.numbers`), lists joined; a mapping as
+    "key value" pairs only as a last resort (the known mappings are rendered as tables or sentences)."""
+    from mbi_predict.report.numbers import number
+
     if value is None:
         return "–"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:.3g}"
+    if isinstance(value, (bool, int, float)):
+        return number(value)
     if isinstance(value, (list, tuple)):
         return ", ".join(fmt(v) for v in value) or "–"
     if isinstance(value, dict):
-        return "; ".join(f"{k}: {fmt(v)}" for k, v in value.items()) or "–"
+        return ", ".join(f"{str(k).replace('_', ' ')} {fmt(v)}" for k, v in value.items()) or "–"
     return str(value)
+
+
+def fmt_p(value: Any) -> str:
+    from mbi_predict.report.numbers import p_value
+
+    return p_value(value)
+
+
+def hyperparameter_blocks(per_fold: dict[str, Any]) -> list[Block]:
+    """Hyper-parameters as one row per parameter: its value, or its range over the folds when tuned per fold.
+    Folds with no parameters set, and parameters never set, make no rows; none at all is one sentence."""
+    folds = {fold: params for fold, params in (per_fold or {}).items() if isinstance(params, dict) and params}
+    if not folds:
+        return [("p", "No hyper-parameter was set or tuned: the estimator's defaults were used in every fold.")]
+    names = list(dict.fromkeys(key for params in folds.values() for key in params))
+    rows = []
+    for name in names:
+        values = [params[name] for params in folds.values() if name in params and params[name] is not None]
+        if not values:
+            continue
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        if len({repr(v) for v in values}) == 1:
+            shown, how = fmt(values[0]), "the same in every fold"
+        elif numeric:
+            shown, how = f"{fmt(min(values))} to {fmt(max(values))}", f"tuned in each of {len(values)} folds"
+        else:
+            distinct = list(dict.fromkeys(map(str, values)))
+            shown, how = ", ".join(distinct), f"tuned in each of {len(values)} folds"
+        rows.append([name.replace("_", " "), shown, how])
+    return [("p", "Hyper-parameters (tuned inside each training fold, never on the held-out trial):"),
+            ("table", ["Parameter", "Value", "Across folds"], rows)]
 
 
 def _or_not_recorded(value: Any) -> str:
@@ -46,10 +78,10 @@ def _details(card: dict) -> list[Block]:
             ["Run date", d["run_date"]], ["Card date", d["card_date"]], ["Experiment", d["experiment"]],
             ["MLflow run", d["mlflow_run_id"]], ["Final model", d["final_model_uri"]], ["Source", d["source"]]]
     blocks: list[Block] = [("h", 2, "Model details"), ("table", ["Field", "Value"], rows)]
-    if d["hyperparameters"]:
-        blocks += [("p", "Hyperparameters (per held-out trial when tuned inside each fold):"),
-                   ("table", ["Fold", "Parameters"], [[k, fmt(v)] for k, v in d["hyperparameters"].items()])]
-    return blocks
+    params = d["hyperparameters"] or {}
+    if params and not all(isinstance(v, dict) for v in params.values()):  # one set of parameters, not per fold
+        params = {"all": params}
+    return blocks + hyperparameter_blocks(params)
 
 
 def _intended_use(card: dict) -> list[Block]:
@@ -59,19 +91,45 @@ def _intended_use(card: dict) -> list[Block]:
             ("h", 3, "Out-of-scope uses"), ("ul", use["out_of_scope"])]
 
 
+def _standardisation_text(value: Any) -> str:
+    if isinstance(value, dict):
+        method = str(value.get("method") or "").replace("_", "-")
+        rule = value.get("rule")
+        return f"{method}: {rule}" if method and rule else (method or str(rule or "")) or "–"
+    return _or_not_recorded(value)
+
+
 def _training_data(card: dict) -> list[Block]:
     t = card["training_data"]
     rows = [["Participants", _or_not_recorded(t["n_participants"])], ["Trials", _or_not_recorded(t["n_trials"])],
             ["Countries", _or_not_recorded(t["countries"])], ["Settings", _or_not_recorded(t["settings"])],
             ["Control conditions", _or_not_recorded(t["control_types"])],
-            ["Instruments", _or_not_recorded(t["instruments"])],
-            ["Standardisation", _or_not_recorded(t["standardisation"])],
-            ["Missingness", _or_not_recorded(t["missingness"])], ["Data SHA-256", t["sha256"]]]
+            ["Standardisation", _standardisation_text(t["standardisation"]) if t["standardisation"]
+             else _or_not_recorded(None)],
+            ["Data SHA-256", t["sha256"]]]
+    instruments, missing = t["instruments"], t["missingness"]
+    if not isinstance(instruments, dict):
+        rows.insert(5, ["Instruments", _or_not_recorded(instruments)])
+    if not isinstance(missing, dict):
+        rows.insert(6, ["Missingness", _or_not_recorded(missing)])
     blocks: list[Block] = [("h", 2, "Training data"), ("table", ["Field", "Value"], rows)]
+    if isinstance(instruments, dict) and instruments:
+        blocks += [("h", 3, "Instruments"),
+                   ("table", ["Construct", "Instruments used by the trials"],
+                    [[construct, fmt(names)] for construct, names in instruments.items()])]
+    if isinstance(missing, dict) and missing:
+        shares = sorted(((name, value) for name, value in missing.items() if isinstance(value, (int, float))),
+                        key=lambda item: -item[1])
+        complete = [name for name, value in shares if value == 0]
+        blocks += [("h", 3, "Missing values"),
+                   ("table", ["Variable", "Missing"], [[name, f"{100 * value:.1f}%"] for name, value in shares
+                                                      if value > 0])]
+        if complete:
+            blocks.append(("p", f"Complete in every participant: {', '.join(complete)}."))
     if t["trials"]:
         headers = list(dict.fromkeys(key for trial in t["trials"] for key in trial))
-        blocks += [("h", 3, "Trials"), ("table", headers, [[fmt(trial.get(h)) for h in headers]
-                                                           for trial in t["trials"]])]
+        blocks += [("h", 3, "Trials"), ("table", [h.replace("_", " ") for h in headers],
+                                         [[fmt(trial.get(h)) for h in headers] for trial in t["trials"]])]
     else:
         blocks.append(("p", "Per-trial descriptions (N per arm, country, setting, control type): not recorded in "
                             "this run."))
@@ -92,18 +150,26 @@ def _evaluation(card: dict) -> list[Block]:
     if e["validation"].get("itt_note"):
         blocks.append(("p", e["validation"]["itt_note"]))
     if e["pooled"]:
-        rows = [[row["metric"], fmt(row.get("estimate")), f"{fmt(row.get('ci_low'))} to {fmt(row.get('ci_high'))}",
-                 f"{fmt(row.get('pi_low'))} to {fmt(row.get('pi_high'))}", fmt(row.get("tau2"))]
-                for row in e["pooled"]]
+        rows = [[row["metric"], fmt(row.get("estimate")), _ci(row.get("ci_low"), row.get("ci_high")),
+                 _ci(row.get("pi_low"), row.get("pi_high")), fmt(row.get("tau2"))]
+                for row in e["pooled"] if not row["metric"].endswith("_cc")]
         blocks += [("h", 3, "Pooled across held-out trials"),
                    ("table", ["Metric", "Estimate", f"{pct} CI", f"{pct} prediction interval", "tau²"], rows)]
     if e["per_trial"]:
-        headers = list(dict.fromkeys(key for row in e["per_trial"] for key in row))
+        shown = {row["metric"] for row in e["pooled"]}
+        headers = [key for key in dict.fromkeys(key for row in e["per_trial"] for key in row)
+                   if key in ("trial_id", "n", "n_events") or (key in shown and key in _PER_TRIAL_METRICS)]
         blocks += [("h", 3, "Per held-out trial"),
                    ("table", headers, [[fmt(row.get(h)) for h in headers] for row in e["per_trial"]])]
     if e["metric_definitions"]:
         blocks += [("h", 3, "Metrics"), ("ul", [f"{k}: {v}" for k, v in e["metric_definitions"].items()])]
     return blocks
+
+
+#: the per-trial columns a reader needs (all metrics are in the JSON card and summary.json)
+_PER_TRIAL_METRICS = ("rmse", "r2", "calibration_slope", "calibration_intercept", "c_statistic", "brier",
+                      "oe_ratio", "benefit_calibration_slope", "c_for_benefit", "rate_autoc", "ate",
+                      "dr_loss_vs_constant", "pehe")
 
 
 def _figures(card: dict) -> list[Block]:
@@ -133,12 +199,14 @@ def beats_null_label(row: dict) -> str:
 
 def _shap_table(ranking: list[dict]) -> Block:
     rows = [[row.get("feature"), fmt(row.get("importance")), f"{fmt(row.get('ci_low'))} to {fmt(row.get('ci_high'))}",
-             fmt(row.get("top_k_frequency")), fmt(row.get("null_p")), beats_null_label(row)] for row in ranking]
+             fmt(row.get("top_k_frequency")), fmt_p(row.get("null_p")), beats_null_label(row)] for row in ranking]
     return ("table", ["Feature", "Importance", "CI", "Top-k frequency", "Null p", "Beats null"], rows)
 
 
 def _ci(low: Any, high: Any) -> str:
-    return "–" if low is None and high is None else f"{fmt(low)} to {fmt(high)}"
+    from mbi_predict.report.numbers import interval
+
+    return interval(low, high)
 
 
 def _estimate_ci(cells: list[dict] | None, method_ran: bool, absent: str) -> tuple[str, str]:
@@ -150,7 +218,7 @@ def _estimate_ci(cells: list[dict] | None, method_ran: bool, absent: str) -> tup
     prefix = [f"{c['term']}: " if labelled else "" for c in cells]
     est = "; ".join(f"{p}{fmt(c['estimate'])} ({fmt(c['ci_low'])} to {fmt(c['ci_high'])})"
                     for p, c in zip(prefix, cells))
-    return est, "; ".join(f"{p}{fmt(c['pvalue'])}" for p, c in zip(prefix, cells))
+    return est, "; ".join(f"{p}{fmt_p(c['pvalue'])}" for p, c in zip(prefix, cells))
 
 
 def _who_benefits(w: dict) -> list[Block]:
@@ -209,9 +277,9 @@ def _run_verdict(run: dict | None) -> list[Block]:
     rule = "the primary model's verdict" if run.get("rule") == "primary" else "Holm's step-down over the models"
     head = (f"Run-level verdict: {_verdict_label(run['verdict'])} (rule: {rule}"
             + (f", primary model {run['primary_model']}" if run.get("primary_model") else "")
-            + f"; alpha {fmt(run.get('alpha'))}; method: {fmt(run.get('method'))}).")
-    rows = [[name, _verdict_label(m.get("verdict")), fmt(m.get("p_value")), fmt(m.get("p_rate")),
-             fmt(m.get("p_slope")), fmt(m.get("p_holm")), fmt(m.get("beats_constant")), fmt(m.get("calibrated"))]
+            + f"; alpha {fmt(run.get('alpha'))}). Method: {fmt(run.get('method'))}.")
+    rows = [[name, _verdict_label(m.get("verdict")), fmt_p(m.get("p_value")), fmt_p(m.get("p_rate")),
+             fmt_p(m.get("p_slope")), fmt_p(m.get("p_holm")), fmt(m.get("beats_constant")), fmt(m.get("calibrated"))]
             for name, m in run["models"].items()]
     blocks: list[Block] = [("p", head)]
     if rows:
@@ -230,15 +298,17 @@ def _model_verdict(name: str, own: dict | None) -> list[Block]:
                             f"{_verdict_label(own['naive_verdict'])}."))
     if own.get("tests"):
         rows = [[t.get("name"), t.get("metric"), fmt(t.get("estimate")),
-                 _ci(t.get("ci_low"), t.get("ci_high")), fmt(t.get("p_value")), fmt(t.get("naive_p")),
+                 _ci(t.get("ci_low"), t.get("ci_high")), fmt_p(t.get("p_value")), fmt_p(t.get("naive_p")),
                  fmt(t.get("alpha")), fmt(t.get("passed")), fmt(t.get("decisive")), fmt(t.get("note"))]
                 for t in own["tests"]]
         blocks.append(("table", ["Test", "Metric", "Estimate", "CI", "p", "Naive p", "Alpha", "Passed", "Decisive",
                                  "Note"], rows))
     rule = own.get("rule") or {}
     if rule:
-        blocks.append(("p", "Declared rule: " + "; ".join(f"{k.replace('_', ' ')} {fmt(v)}" for k, v in rule.items())
-                       + f". Method: {fmt(own.get('method'))}."))
+        blocks += [("p", f"The rule was declared in the config before the results were seen; the p-values are "
+                         f"{fmt(own.get('method'))}."),
+                   ("table", ["Declared setting", "Value"],
+                    [[str(k).replace("_", " ").capitalize(), fmt(v).replace("_", " ")] for k, v in rule.items()])]
     return blocks
 
 
@@ -315,35 +385,3 @@ def to_markdown(card: dict, figure_links: dict[str, str]) -> str:
             lines += [f"![{figure['caption']}]({figure_links[figure['path']]})", "", f"*{figure['caption']}*", ""]
     return "\n".join(lines).rstrip() + "\n"
 
-
-# ----------------------------------------------------------------------------------------------------- html
-
-_STYLE = """body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
-line-height:1.45;color:#222}table{border-collapse:collapse;margin:.5em 0 1.2em;font-size:.9em}
-th,td{border:1px solid #ccc;padding:.25em .5em;text-align:left;vertical-align:top}th{background:#f3f3f3}
-figure{margin:1em 0}img{max-width:100%}figcaption{font-style:italic;color:#555}"""
-
-
-def to_html(card: dict) -> str:
-    esc = html.escape
-    parts = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
-             f"<title>{esc(card['title'])}</title>", f"<style>{_STYLE}</style>", "</head>", "<body>"]
-    for block in card_blocks(card):
-        kind = block[0]
-        if kind == "h":
-            parts.append(f"<h{block[1]}>{esc(block[2])}</h{block[1]}>")
-        elif kind == "p":
-            parts.append(f"<p>{esc(block[1])}</p>")
-        elif kind == "ul":
-            parts.append("<ul>" + "".join(f"<li>{esc(str(item))}</li>" for item in block[1]) + "</ul>")
-        elif kind == "table":
-            head = "".join(f"<th>{esc(str(h))}</th>" for h in block[1])
-            body = "".join("<tr>" + "".join(f"<td>{esc(str(c))}</td>" for c in row) + "</tr>" for row in block[2])
-            parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
-        elif kind == "fig":
-            figure = block[1]
-            src = f"data:{figure['media_type']};base64,{figure['data_base64']}"
-            parts.append(f'<figure><img src="{src}" alt="{esc(figure["caption"])}">'
-                         f"<figcaption>{esc(figure['caption'])}</figcaption></figure>")
-    parts += ["</body>", "</html>"]
-    return "\n".join(parts) + "\n"

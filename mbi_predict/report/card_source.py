@@ -16,7 +16,7 @@ from typing import Any
 
 from mbi_predict.deploy import ModelLookupError
 
-PLOT_SUFFIXES = (".png",)
+PLOT_SUFFIXES = (".png", ".svg")  # the formats a card or a report can embed (PDFs are linked)
 
 
 @dataclass(frozen=True)
@@ -123,25 +123,35 @@ def primary_metric(summary: dict[str, Any]) -> tuple[str, bool]:
     return metric, LOWER_IS_BETTER.get(metric, True)
 
 
+def reference_models(summary: dict[str, Any]) -> set[str]:
+    """The run's reference comparators: the model the others are compared with, and any ``reference`` estimator
+    (the outcome on its own baseline: a yardstick, not a model to deploy)."""
+    named = (summary.get("comparison_to_reference") or {}).get("reference_model")
+    return {name for name, entry in summary["models"].items()
+            if name == named or entry.get("estimator") == "reference"}
+
+
 def select_model(summary: dict[str, Any], name: str | None = None) -> str:
-    """The named model (checked to exist), or the best prognostic model by its pooled primary metric."""
+    """The named model (checked to exist), or the best prognostic model by its pooled primary metric that is not
+    the reference comparator (the reference itself only when it is the run's only prognostic model)."""
     models = summary["models"]
     if name is not None:
         if name not in models:
             raise ModelLookupError(f"the run has no model {name!r} (it has {', '.join(models)})")
         return name
     metric, lower = primary_metric(summary)
+    references = reference_models(summary)
     scored = []
     for model_name, entry in models.items():
         if entry.get("task", "prognostic") != "prognostic":
             continue
         estimate = ((entry.get("pooled") or {}).get(metric) or {}).get("estimate")
-        if isinstance(estimate, (int, float)):
-            scored.append((estimate if lower else -estimate, model_name))
+        if isinstance(estimate, (int, float)) and math.isfinite(estimate):
+            scored.append((model_name in references, estimate if lower else -estimate, model_name))
     if not scored:
         raise ModelLookupError(f"the run has no prognostic model with a pooled {metric}; name a model "
                                f"(it has {', '.join(models)})")
-    return min(scored)[1]
+    return min(scored)[2]
 
 
 # ------------------------------------------------------------------------------------- who benefits / verdict

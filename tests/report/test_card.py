@@ -23,12 +23,22 @@ def test_card_numbers_are_the_runs_numbers(run_folder, run_summary):
     assert card["training_data"]["countries"] == sorted({t["country"] for t in run_summary["data"]["trials"]})
 
 
-def test_default_model_is_the_best_by_pooled_rmse(run_folder, run_summary):
-    rmse = {name: entry["pooled"]["rmse"]["estimate"] for name, entry in run_summary["models"].items()}
+def test_default_model_is_the_best_by_pooled_rmse_leaving_out_the_reference(run_folder, run_summary):
+    # the reference comparator (estimator "reference") is a yardstick: never the default card, whatever its RMSE
     card = build_card(run_folder)
-    assert card["model_details"]["name"] == min(rmse, key=rmse.get)
+    assert card["model_details"]["name"] == "elastic_net"
     assert card["model_details"]["primary_metric"] == "rmse"
     assert "chosen automatically" in card["model_details"]["selection"]
+    assert "reference comparator left out" in card["model_details"]["selection"]
+    summary = json.loads((run_folder / "summary.json").read_text())
+    summary["models"]["elastic_net"]["pooled"]["rmse"]["estimate"] = 1e9   # still chosen over the reference
+    summary["models"]["extra"] = {**summary["models"]["elastic_net"], "estimator": "random_forest",
+                                  "pooled": {"rmse": {"estimate": 0.5}}}
+    (run_folder / "summary.json").write_text(json.dumps(summary))
+    assert build_card(run_folder)["model_details"]["name"] == "extra"
+    del summary["models"]["extra"], summary["models"]["elastic_net"]
+    (run_folder / "summary.json").write_text(json.dumps(summary))
+    assert build_card(run_folder)["model_details"]["name"] == "reference"   # the only prognostic model
 
 
 def test_figures_are_the_models_own_plots(run_folder):
