@@ -168,12 +168,31 @@ class ValidationConfig(_Strict):
 
 
 class TrackingConfig(_Strict):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_by_name=True, validate_by_alias=True,
+                              serialize_by_alias=True)
+
     enabled: bool = True
     uri: str = "sqlite:///mlflow.db"
     experiment: str | None = None  # MLflow experiment name; defaults to the config's experiment
     #: refit every model on all analysed trials and log it as an MLflow pyfunc model (``mbi_predict.deploy``)
     #: inside the parent run, so ``mbi-predict predict`` and model cards can use it
     log_final_models: bool = False
+    #: register a final model in the MLflow Model Registry under this name when the run ends (its model card as the
+    #: version's description, alias ``candidate``), as ``mbi-predict card RUN --register NAME`` does; needs
+    #: ``log_final_models: true``
+    #: (``register`` in the YAML; the attribute is ``registry_name`` because pydantic models have a ``register``)
+    registry_name: str | None = Field(None, min_length=1, alias="register")
+    #: which model to register (default: the model the default card describes)
+    register_model: str | None = None
+
+    @model_validator(mode="after")
+    def _registering_needs_final_models(self) -> TrackingConfig:
+        if self.registry_name and not (self.enabled and self.log_final_models):
+            raise ValueError("register needs tracking enabled and log_final_models: true (only a logged final "
+                             "model can be registered)")
+        if self.register_model and not self.registry_name:
+            raise ValueError("register_model names the model to register: give register (the registry name) too")
+        return self
 
 
 class ExperimentConfig(_Strict):

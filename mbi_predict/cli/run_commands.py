@@ -103,6 +103,7 @@ def run(
                                 save_predictions=save_predictions, progress=progress)
     if fmt:
         emit(run_rows(result.summary), fmt)
+        register_from_config(result, tracking_uri)
         return
     print_verdict(result.summary)
     print_run(result.summary)
@@ -110,6 +111,24 @@ def run(
     if result.predictions_path:
         console.print(f"held-out predictions (participant-level): {result.predictions_path}")
     console.print(f"MLflow run {result.mlflow_run_id}; open the UI with: mbi-predict ui")
+    register_from_config(result, tracking_uri)
+
+
+def register_from_config(result: Any, tracking_uri: str | None) -> None:
+    """``tracking.register``: register the chosen final model with its card as the description, as
+    ``mbi-predict card RUN --register NAME`` does (the card also written to the run folder)."""
+    tracking = (result.summary.get("config") or {}).get("tracking") or {}
+    name = tracking.get("register")
+    if not name:
+        return
+    from mbi_predict.cli.report_commands import _card_to_mlflow
+    from mbi_predict.report.card import build_card, write_card
+
+    run_folder = Path(result.summary_path).parent
+    uri = tracking_uri or tracking.get("uri")
+    built = build_card(str(run_folder), model=tracking.get("register_model"), tracking_uri=uri)
+    path = write_card(built, run_folder / "model_card_registered.md", fmt="md")
+    _card_to_mlflow(str(run_folder), built, path, tracking_uri=uri, register=name)
 
 
 def print_verdict(summary: dict[str, Any]) -> None:

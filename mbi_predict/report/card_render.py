@@ -382,6 +382,8 @@ def to_markdown(card: dict, figure_links: dict[str, str]) -> str:
             lines.append("")
         elif kind == "fig":
             figure = block[1]
-            lines += [f"![{figure['caption']}]({figure_links[figure['path']]})", "", f"*{figure['caption']}*", ""]
+            link = figure_links.get(figure["path"])
+            # without a link (the registry's description has no files beside it) the caption stands alone
+            lines += ([f"![{figure['caption']}]({link})", ""] if link else []) + [f"*{figure['caption']}*", ""]
     return "\n".join(lines).rstrip() + "\n"
 
