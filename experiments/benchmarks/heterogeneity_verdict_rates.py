@@ -83,7 +83,7 @@ def report(rows: list[dict]) -> str:
     from scipy import stats
 
     lines = []
-    scenarios = [s for s in ("null", "modest", "strong", "harm_subgroup") if any(r["scenario"] == s for r in rows)]
+    scenarios = [s for s in ("null", "modest", "strong", "harm", "harm_subgroup") if any(r["scenario"] == s for r in rows)]
     models = rows[0]["models"] if rows else []
     lines.append("| scenario | who | seeds | \"evidence\" | share | Wilson 95% |")
     lines.append("|---|---|---|---|---|---|")
