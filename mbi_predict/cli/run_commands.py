@@ -193,11 +193,17 @@ def compare_views(frame: Any, metric: str | None, *, every: bool = False) -> lis
 
     available = pooled_metric_columns(frame)
     single = frame["run_id"].nunique() == 1   # one run: its id goes in the title, not in every row
-    where = f" (run {str(frame['run_id'].iloc[0])[:8]})" if single else ""
+    status = frame["status"].astype(str) if "status" in frame else pd.Series(["FINISHED"] * len(frame))
+    ended_otherwise = bool((status != "FINISHED").any())  # KILLED, FAILED, RUNNING: say so, never read as finished
+    where = ""
+    if single:
+        where = f" (run {str(frame['run_id'].iloc[0])[:8]}" + (f", {status.iloc[0]})" if ended_otherwise else ")")
 
     def base(rows: Any) -> Any:
         table = pd.DataFrame({"run": rows["run_id"].astype(str).str[:8].to_numpy(),
                               "model": rows["model"].to_numpy()})
+        if ended_otherwise and not single:
+            table.insert(1, "status", status.loc[rows.index].to_numpy())
         return table.drop(columns=["run"]) if single else table
 
     if metric is not None:

@@ -117,8 +117,6 @@ def test_an_error_raised_while_handling_an_interrupt_still_ends_the_runs_killed(
     assert reason.startswith("interrupted")
 
 
-@pytest.mark.xfail(strict=True, reason="cli/run_commands.py `compare_views` (was cli.py): the leaderboard tables have "
-                   "no status column, so a KILLED run reads like a finished one without metrics; `--json` has it")
 def test_the_compare_table_says_a_run_was_killed(store, dead_pid):
     from typer.testing import CliRunner
 
