@@ -353,6 +353,9 @@ def test_run_killed_early_middle_and_late_then_the_next_run_works(kit, tmp_path,
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(strict=False, reason="a group Ctrl-C can land while a worker or the parent is still importing "
+                   "(joblib's cloudpickle wrapper), before the CLI's interrupt boundary: Python prints the traceback; "
+                   "seen once in the slow suite under load, open in issue 13")
 def test_ctrl_c_to_the_group_while_fitting(kit, tmp_path):
     """Ctrl-C in a terminal reaches the workers too."""
     experiment = "kill_group_middle"
