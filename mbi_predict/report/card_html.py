@@ -5,6 +5,19 @@ from __future__ import annotations
 import html
 
 
+def list_html(items) -> str:
+    """An escaped ``<ul>`` (cards and the study report)."""
+    return "<ul>" + "".join(f"<li>{html.escape(str(item))}</li>" for item in items) + "</ul>"
+
+
+def table_html(headers, rows, *, header_attrs: str = "") -> str:
+    """An escaped table in a horizontally scrolling wrapper (cards and the study report)."""
+    esc = html.escape
+    head = "".join(f"<th{header_attrs}>{esc(str(h))}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{esc(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f'<div class="table-wrap"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+
+
 _STYLE = """body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
 line-height:1.45;color:#222}.table-wrap{overflow-x:auto;margin:.5em 0 1.2em}
 table{border-collapse:collapse;font-size:.9em}th,td{border:1px solid #ccc;padding:.25em .5em;text-align:left;
@@ -29,12 +42,9 @@ def to_html(card: dict) -> str:
         elif kind == "p":
             parts.append(f"<p>{esc(block[1])}</p>")
         elif kind == "ul":
-            parts.append("<ul>" + "".join(f"<li>{esc(str(item))}</li>" for item in block[1]) + "</ul>")
+            parts.append(list_html(block[1]))
         elif kind == "table":
-            head = "".join(f"<th>{esc(str(h))}</th>" for h in block[1])
-            body = "".join("<tr>" + "".join(f"<td>{esc(str(c))}</td>" for c in row) + "</tr>" for row in block[2])
-            parts.append(f'<div class="table-wrap"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody>'
-                         "</table></div>")
+            parts.append(table_html(block[1], block[2]))
         elif kind == "fig":
             figure = block[1]
             src = f"data:{figure['media_type']};base64,{figure['data_base64']}"

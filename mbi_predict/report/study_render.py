@@ -17,6 +17,7 @@ import html
 import re
 from typing import Any
 
+from mbi_predict.report.card_html import list_html, table_html
 from mbi_predict.report.card_render import _md_cell
 
 CSS = """
@@ -132,12 +133,9 @@ def to_html(blocks: list[tuple], *, title: str) -> str:
             lead = ' class="lead"' if len(body) == 1 else ""
             body.append(f"<p{lead}>{esc(full_stop(block[1]))}</p>")
         elif kind == "ul":
-            body.append("<ul>" + "".join(f"<li>{esc(str(item))}</li>" for item in block[1]) + "</ul>")
+            body.append(list_html(block[1]))
         elif kind == "table":
-            head = "".join(f'<th scope="col">{esc(str(h))}</th>' for h in block[1])
-            rows = "".join("<tr>" + "".join(f"<td>{esc(str(c))}</td>" for c in row) + "</tr>" for row in block[2])
-            body.append(f'<div class="table-wrap"><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody>'
-                        "</table></div>")
+            body.append(table_html(block[1], block[2], header_attrs=' scope="col"'))
         elif kind == "figs":
             body.append('<div class="figs">' + "".join(_figure_html(f) for f in block[1]) + "</div>")
         elif kind == "note":
