@@ -2,7 +2,7 @@
 Ctrl-C or SIGTERM (`sigterm_interrupts`, `deferred_interrupts`), and after a SIGKILL only a hidden staging folder that
 names its process, removed by the next writer (`remove_stale_staging`) - never overwrites an input
 (`check_outputs_apart`) and follows the user's umask; the one YAML reader (YAML 1.2 scalars, bounded aliases); content
-hashes for provenance."""
+hashes for provenance. The interrupt and staging-folder helpers are in `mbi_predict.interrupts`, re-exported here."""
 
 from __future__ import annotations
 
@@ -10,17 +10,15 @@ import contextlib
 import hashlib
 import json
 import os
-import re
 import shutil
-import signal
-import socket
 import tempfile
-import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from mbi_predict.errors import DataError
+from mbi_predict.interrupts import (Terminated, deferred_interrupts, interrupt_in_chain,  # noqa: F401
+                                    process_alive, remove_stale_staging, sigterm_interrupts, staging_prefix)
 
 
 @contextlib.contextmanager
@@ -117,109 +115,6 @@ def output_set(targets: Sequence[str | os.PathLike[str]]) -> Iterator[list[Path]
                 for folder in sorted(set(created), key=lambda f: len(f.parts), reverse=True):
                     with contextlib.suppress(OSError):
                         folder.rmdir()
-
-
-# ---------------------------------------------------------------------------------- interrupts and staging
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM arrived while outputs were staged: raised like Ctrl-C, so every ``finally`` removes what it staged and
-    the command ends with its one "interrupted" line instead of being cut off mid-write."""
-
-
-@contextlib.contextmanager
-def sigterm_interrupts() -> Iterator[None]:
-    """For the block, SIGTERM raises `Terminated` in the main thread instead of ending the process at once (so
-    staging folders are removed). Installed only where SIGTERM would otherwise end the process without any cleanup
-    (the default action, in the main thread); a handler already installed (an experiment run's) is left alone."""
-    if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-        yield
-        return
-
-    def on_sigterm(signum: int, frame: Any) -> None:
-        raise Terminated(f"signal {signum} (SIGTERM)")
-
-    signal.signal(signal.SIGTERM, on_sigterm)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
-@contextlib.contextmanager
-def deferred_interrupts(restore: dict[int, Any] | None = None) -> Iterator[None]:
-    """Hold SIGINT and SIGTERM for the duration of the block and deliver the first that arrived when it ends, to the
-    handlers in place before the block (or those in ``restore``): for the few renames that publish a set of files,
-    or the calls that end a tracked run, so that an interrupt cannot split them. Main thread only (elsewhere a
-    no-op: Python runs signal handlers in the main thread)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    pending: list[int] = []
-
-    def hold(signum: int, frame: Any) -> None:
-        pending.append(signum)
-
-    previous = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
-    previous.update(restore or {})
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
-        if pending:
-            signal.raise_signal(pending[0])
-
-
-_STAGING = ".mbi-staging."
-
-
-def _host_label() -> str:
-    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:60] or "host"
-
-
-def staging_prefix() -> str:
-    """``.mbi-staging.<host>.<pid>.``: a staging folder names the process that owns it, so a later process on the
-    same host can tell one left behind by a killed process from one still in use."""
-    return f"{_STAGING}{_host_label()}.{os.getpid()}."
-
-
-def remove_stale_staging(folder: str | os.PathLike[str]) -> list[Path]:
-    """Remove the staging folders in ``folder`` whose owner (this host, a pid) is no longer running: what a SIGKILL
-    leaves. Folders of other hosts, of live processes, or without an owner in their name are left alone."""
-    folder = Path(folder)
-    pattern = re.compile(rf"^{re.escape(_STAGING)}(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.")
-    removed = []
-    try:
-        entries = list(folder.iterdir())
-    except OSError:
-        return removed
-    for entry in entries:
-        match = pattern.match(entry.name)
-        if match and match["host"] == _host_label() and entry.is_dir() and not entry.is_symlink() \
-                and not process_alive(int(match["pid"])):
-            shutil.rmtree(entry, ignore_errors=True)
-            removed.append(entry)
-    return removed
-
-
-def process_alive(pid: int) -> bool:
-    """True if process ``pid`` of this machine (and PID namespace) exists and is not a zombie."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process: it exists
-        return True
-    except OSError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 def current_umask() -> int:

@@ -5,7 +5,8 @@ Each command parses its options, calls one API function and prints with rich, in
 line on stderr with exit status 2 and no traceback (`--debug` shows it). Heavy modules (pandas, mlflow, econml) are
 imported inside the commands so that `--help` stays instant.
 
-Modules: ``_common`` (the app, the error boundary, consoles, table printing), ``data_commands`` (simulate,
+Modules: ``_common`` (the app, the error boundary, consoles, table printing), ``printers`` (the verdict, the
+run's leaderboard and the per-trial description, which the demo prints too), ``data_commands`` (simulate,
 harmonise, describe, meta), ``run_commands`` (run, compare, ui, explain), ``report_commands`` (card, report,
 predict, demo). ``python -m mbi_predict.cli`` runs the same app as the console script.
 """
@@ -33,11 +34,15 @@ def main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks in
     if not debug:
         # MLflow's INFO lines (database creation, migrations) and its nudges about type hints are noise on a CLI
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    # Ctrl-C reaches the worker processes too: they leave it to the CLI instead of printing tracebacks
+    from mbi_predict.workers import start_workers_without_ctrl_c
+
+    start_workers_without_ctrl_c()
 
 
 from mbi_predict.cli import data_commands, run_commands  # noqa: E402,F401,I001  (registers commands in order)
 from mbi_predict.cli import report_commands  # noqa: E402,F401
-from mbi_predict.cli.run_commands import print_run, print_verdict  # noqa: E402
+from mbi_predict.cli.printers import print_run, print_verdict  # noqa: E402
 
 # older names, kept for callers of the single-module CLI
 _print_frame = print_table

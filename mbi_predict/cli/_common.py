@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from mbi_predict.errors import MBIError
+from mbi_predict.io import Terminated, interrupt_in_chain
 
 app = typer.Typer(
     name="mbi-predict",
@@ -80,15 +81,23 @@ def boundary(command: F) -> F:
             err_console.print(f"[bold red]error:[/] {escape(f'file {error.filename}: {text}')}", markup=True,
                               highlight=False, soft_wrap=True)
             raise typer.Exit(code=2) from None
-        except KeyboardInterrupt:
-            err_console.print("interrupted: no partial output was left behind")
-            raise typer.Exit(code=130) from None
+        except KeyboardInterrupt as interrupt:
+            interrupted(interrupt)
         except Exception as error:  # noqa: BLE001 - the boundary: one line, not a traceback
             if state["debug"]:
                 raise
+            interrupt = interrupt_in_chain(error)
+            if interrupt is not None:  # cleanup that failed because of Ctrl-C or SIGTERM: still an interrupt
+                interrupted(interrupt)
             internal(error)
 
     return wrapper  # type: ignore[return-value]
+
+
+def interrupted(interrupt: KeyboardInterrupt) -> None:
+    """Ctrl-C (exit 130) or SIGTERM (exit 143, 128 + the signal, as a batch scheduler expects): one line."""
+    err_console.print("interrupted: no partial output was left behind")
+    raise typer.Exit(code=143 if isinstance(interrupt, Terminated) else 130) from None
 
 
 def internal(error: BaseException) -> None:
@@ -121,8 +130,8 @@ def quiet_optuna() -> None:
 # ----------------------------------------------------------------------------------------------- tables
 
 def cell(value: Any) -> str:
-    """A table cell as text (numbers via `report.numbers`, never ``-1.96e-17``)."""
-    from mbi_predict.report.numbers import number
+    """A table cell as text (numbers via `mbi_predict.numbers`, never ``-1.96e-17``)."""
+    from mbi_predict.numbers import number
 
     if value is None:
         return ""

@@ -76,8 +76,10 @@ def _write(finished: FinishedRun, run: Any, out_dir: Path, save_predictions: boo
                              n_jobs=local_workers(finished.inputs.config.validation.n_jobs))
         try:
             summary = tracking.log_run(run, finished, staging, plots) if run is not None else finished.summary
-        finally:
-            plots.result()
+        except BaseException:
+            plots.wait()  # the interrupt or error that ended logging is the one reported, not a broken plot pool
+            raise
+        plots.result()
         if run is None:
             run_folder.write_summary(staging, summary)
         if save_predictions:

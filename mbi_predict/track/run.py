@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from mbi_predict.errors import ConfigError
-from mbi_predict.io import Terminated, deferred_interrupts
+from mbi_predict.io import Terminated, deferred_interrupts, interrupt_in_chain
 from mbi_predict.track.artifacts import check_artifact, log_artifacts_to, log_cards
 from mbi_predict.track.liveness import KILLED_REASON_TAG, process_tags, reap_dead_runs
 from mbi_predict.track.mapping import (_BATCH, _METRIC_BATCH, _MAX_PARAM_LENGTH, BOUNDS, ESTIMATOR_TAG,
@@ -67,23 +67,6 @@ from mbi_predict.track.store import check_tracking_uri, client, experiment_id, g
 
 class RunTerminated(Terminated):
     """SIGTERM arrived while an experiment run was open (a KeyboardInterrupt, so the run ends KILLED)."""
-
-
-def _interrupted(exc: BaseException | None) -> KeyboardInterrupt | None:
-    """The interrupt that ended the block: the exception itself, or one it was raised while handling (an error
-    from cleanup code that ran because of Ctrl-C or SIGTERM - a worker pool broken by the same Ctrl-C, say - must
-    not turn a KILLED run into a FAILED one). Both links of the chain are followed: an exception raised ``from``
-    another still records the interrupt it replaced as its context."""
-    seen, todo = set(), [exc]
-    while todo:
-        current = todo.pop()
-        if current is None or id(current) in seen:
-            continue
-        if isinstance(current, KeyboardInterrupt):
-            return current
-        seen.add(id(current))
-        todo += [current.__cause__, current.__context__]
-    return None
 
 
 # ------------------------------------------------------------------------------------------------ the run
@@ -157,7 +140,7 @@ class ExperimentRun:
         restore = {signal.SIGTERM: self._old_handler} if self._handler_installed else None
         self._handler_installed, self._old_handler = False, None
         with deferred_interrupts(restore=restore):
-            interrupt = _interrupted(exc)
+            interrupt = interrupt_in_chain(exc)
             if exc_type is None:
                 status = "FINISHED"
             elif interrupt is not None:

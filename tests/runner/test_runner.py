@@ -64,7 +64,7 @@ def test_summary_json_shape(tracked):
     assert "NaN" not in tracked.summary_path.read_text()
     assert (tracked.out_dir / "plots" / "forest_xgboost_rmse.png").is_file()
     assert (tracked.out_dir / "plots" / "calibration_reference.png").is_file()
-    assert not list(tracked.out_dir.glob(".staging-*"))
+    assert not list(tracked.out_dir.glob(".*staging*"))
 
 
 def test_comparison_to_reference_block_is_right(tracked):

@@ -1,8 +1,11 @@
 """The run-folder sink: ``summary.json`` (+ plots, + held-out predictions on request) in the run folder.
 
-Nothing is half-written: outputs are built in a hidden staging folder (``.staging-*``) inside the run folder and
-moved into place by `publish`, plots first and ``summary.json`` last, so a reader who sees ``summary.json`` sees a
-complete run; the staging folder is removed whatever happens. Held-out predictions are participant-level and are
+Nothing is half-written: outputs are built in a hidden staging folder (``.mbi-staging.<host>.<pid>.*``, see
+`io.staging_prefix`) inside the run folder and moved into place by `publish`, plots first and ``summary.json`` last,
+in one step for Ctrl-C and SIGTERM, so a reader who sees ``summary.json`` sees a complete run. The staging folder is
+removed whatever happens, and so are the folders this run created for --out when nothing was published (an
+interrupted or failed run leaves no empty run folder); one left by a SIGKILLed process is removed by the next run
+into the same folder. Held-out predictions are participant-level and are
 written only with ``save_predictions``.
 """
 
@@ -12,14 +15,15 @@ import datetime as dt
 import shutil
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from mbi_predict.config import ExperimentConfig
-from mbi_predict.io import write_json_atomic, write_parquet_atomic
+from mbi_predict.io import (deferred_interrupts, remove_stale_staging, staging_prefix, write_json_atomic,
+                             write_parquet_atomic)
 from mbi_predict.validate.loto import FoldResult
 
 SUMMARY = "summary.json"
@@ -34,13 +38,24 @@ def default_out_dir(config: ExperimentConfig) -> Path:
 
 @contextmanager
 def staging_folder(out_dir: Path) -> Iterator[Path]:
-    """A hidden staging folder inside ``out_dir`` (created), removed when the block ends."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir))
+    """A hidden staging folder inside ``out_dir`` (created), removed when the block ends; the folders created for
+    ``out_dir`` are removed too when the block did not end normally (nothing was published)."""
+    created = [folder for folder in (out_dir, *out_dir.parents) if not folder.exists()]
+    finished = False
     try:
-        yield staging
+        out_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_staging(out_dir)
+        staging = Path(tempfile.mkdtemp(prefix=staging_prefix(), dir=out_dir))
+        try:
+            yield staging
+            finished = True
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if not finished:
+            for folder in created:  # deepest first; a folder that is not empty stays
+                with suppress(OSError):
+                    folder.rmdir()
 
 
 def write_summary(staging: Path, summary: dict[str, Any]) -> Path:
@@ -64,15 +79,24 @@ def write_predictions(staging: Path, results: tuple[FoldResult, ...] | list[Fold
 
 
 def publish(staging: Path, out_dir: Path) -> list[Path]:
-    """Move staged outputs into ``out_dir`` (plots first, summary.json last); the published plot paths."""
-    plots = []
-    if (staging / "plots").is_dir():
-        (out_dir / "plots").mkdir(exist_ok=True)
-        for path in sorted((staging / "plots").iterdir()):
-            target = out_dir / "plots" / path.name
-            path.replace(target)
-            plots.append(target)
-    if (staging / PREDICTIONS).exists():
-        (staging / PREDICTIONS).replace(out_dir / PREDICTIONS)
-    (staging / SUMMARY).replace(out_dir / SUMMARY)
+    """Move staged outputs into ``out_dir`` (plots, predictions, summary.json last); the published plot paths.
+
+    The run folder then holds this run's outputs only: a previous run's ``plots/`` folder is replaced as a whole
+    (one rename; its figures of models this run does not have must not sit beside the new summary, where a card
+    would show them), and its participant-level ``predictions.parquet`` is removed when this run did not ask for
+    predictions. Its ``summary.json`` goes first, so a kill between two moves never pairs the old summary with new
+    figures; the moves are one step for Ctrl-C and SIGTERM."""
+    retired = staging / ".previous"
+    retired.mkdir()
+    with deferred_interrupts():
+        for name in (SUMMARY, "plots", PREDICTIONS):
+            if (out_dir / name).exists():
+                (out_dir / name).replace(retired / name)
+        plots = []
+        if (staging / "plots").is_dir():
+            (staging / "plots").replace(out_dir / "plots")
+            plots = sorted((out_dir / "plots").iterdir())
+        if (staging / PREDICTIONS).exists():
+            (staging / PREDICTIONS).replace(out_dir / PREDICTIONS)
+        (staging / SUMMARY).replace(out_dir / SUMMARY)
     return plots

@@ -1,0 +1,143 @@
+"""Interrupts and staging folders: how a process that writes outputs survives Ctrl-C, SIGTERM and SIGKILL cleanly.
+
+* `Terminated`: SIGTERM raised like Ctrl-C (`sigterm_interrupts` installs it for a block), so every ``finally``
+  removes what it staged; `interrupt_in_chain` finds the interrupt behind an error raised during that cleanup.
+* `deferred_interrupts`: hold SIGINT and SIGTERM for the few renames that publish a set of files (or the calls that
+  end a tracked run), so an interrupt cannot split them.
+* Staging folders name their owner (`staging_prefix`: host and pid), so the next writer removes the ones a SIGKILLed
+  process left (`remove_stale_staging`, `process_alive`).
+
+Split out of ``io`` (whose atomic writers use it, and which re-exports every name: ``from mbi_predict.io import
+Terminated, ...`` keeps working); standard library only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived while outputs were staged: raised like Ctrl-C, so every ``finally`` removes what it staged and
+    the command ends with its one "interrupted" line instead of being cut off mid-write."""
+
+
+def interrupt_in_chain(exc: BaseException | None) -> KeyboardInterrupt | None:
+    """The interrupt that ended a block: the exception itself, or one it was raised while handling (an error from
+    cleanup code that ran because of Ctrl-C or SIGTERM - a worker pool broken by the same Ctrl-C, say, or a thread
+    joined before it started - is the interrupt's consequence, not a separate failure). Both links of the chain are
+    followed: an exception raised ``from`` another still records the interrupt it replaced as its context."""
+    seen, todo = set(), [exc]
+    while todo:
+        current = todo.pop()
+        if current is None or id(current) in seen:
+            continue
+        if isinstance(current, KeyboardInterrupt):
+            return current
+        seen.add(id(current))
+        todo += [current.__cause__, current.__context__]
+    return None
+
+
+@contextlib.contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """For the block, SIGTERM raises `Terminated` in the main thread instead of ending the process at once (so
+    staging folders are removed). Installed only where SIGTERM would otherwise end the process without any cleanup
+    (the default action, in the main thread); a handler already installed (an experiment run's) is left alone."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        raise Terminated(f"signal {signum} (SIGTERM)")
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def deferred_interrupts(restore: dict[int, Any] | None = None) -> Iterator[None]:
+    """Hold SIGINT and SIGTERM for the duration of the block and deliver the first that arrived when it ends, to the
+    handlers in place before the block (or those in ``restore``): for the few renames that publish a set of files,
+    or the calls that end a tracked run, so that an interrupt cannot split them. Main thread only (elsewhere a
+    no-op: Python runs signal handlers in the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+
+    def hold(signum: int, frame: Any) -> None:
+        pending.append(signum)
+
+    previous = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous.update(restore or {})
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        if pending:
+            signal.raise_signal(pending[0])
+
+
+_STAGING = ".mbi-staging."
+
+
+def _host_label() -> str:
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:60] or "host"
+
+
+def staging_prefix() -> str:
+    """``.mbi-staging.<host>.<pid>.``: a staging folder names the process that owns it, so a later process on the
+    same host can tell one left behind by a killed process from one still in use."""
+    return f"{_STAGING}{_host_label()}.{os.getpid()}."
+
+
+def remove_stale_staging(folder: str | os.PathLike[str]) -> list[Path]:
+    """Remove the staging folders in ``folder`` whose owner (this host, a pid) is no longer running: what a SIGKILL
+    leaves. Folders of other hosts, of live processes, or without an owner in their name are left alone."""
+    folder = Path(folder)
+    pattern = re.compile(rf"^{re.escape(_STAGING)}(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.")
+    removed = []
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        match = pattern.match(entry.name)
+        if match and match["host"] == _host_label() and entry.is_dir() and not entry.is_symlink() \
+                and not process_alive(int(match["pid"])):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
+
+
+def process_alive(pid: int) -> bool:
+    """True if process ``pid`` of this machine (and PID namespace) exists and is not a zombie."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: it exists
+        return True
+    except OSError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
