@@ -8,14 +8,15 @@ different experiment than the one written down. Every error is turned into one l
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from mbi_predict.io import parse_yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mbi_predict import figstyle
 from mbi_predict.errors import ConfigError
-from mbi_predict.validate.heterogeneity import VerdictRule
 
 #: Prognostic estimator families known to ``mbi_predict.models.prognostic`` (kept here so a config is checked
 #: before any data is read; the model module asserts the two lists agree).
@@ -195,6 +196,78 @@ class TrackingConfig(_Strict):
         return self
 
 
+class FiguresConfig(_Strict):
+    """Format and resolution of every figure a run writes (forest, calibration, benefit calibration, TOC, SHAP):
+    png, svg or pdf at ``dpi`` dots per inch. Presentation only: it changes no number. ``mbi-predict run
+    --figure-format/--dpi`` override it; the figures sink hands it to the plotting workers (`mbi_predict.figstyle`)."""
+
+    format: Literal["png", "svg", "pdf"] = figstyle.DEFAULT_FORMAT
+    dpi: int = figstyle.DEFAULT_DPI
+
+    @field_validator("format", mode="before")
+    @classmethod
+    def _format(cls, value: Any) -> str:
+        problem = figstyle.format_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return str(value).lower().lstrip(".")
+
+    @field_validator("dpi", mode="before")
+    @classmethod
+    def _dpi(cls, value: Any) -> int:
+        problem = figstyle.dpi_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return int(float(value))
+
+    def settings(self) -> figstyle.FigureSettings:
+        return figstyle.FigureSettings(self.format, self.dpi)
+
+
+class VerdictRule(BaseModel):
+    """The declared heterogeneity rule; see the module docstring for its rationale."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    alpha: float = Field(0.05, gt=0, lt=0.5, description="familywise false-positive rate of an 'evidence' verdict")
+    rate_metric: str = "rate_autoc"
+    slope_metric: str = "benefit_calibration_slope"
+    require_calibration_slope: bool = True
+    interaction_role: Literal["report", "alternative", "ignore"] = "report"
+    #: classical interactions: all modifiers in one within-trial model (``joint``, default: a covariate correlated
+    #: with a true modifier is not "significant" for it) or one modifier at a time (``separate``)
+    interaction_model: Literal["joint", "separate"] = "joint"
+    min_trials: int = Field(3, ge=2)
+    ci_level: float = Field(0.95, gt=0, lt=1, description="level of pooled intervals, used only when se is missing")
+    #: how the pooled held-out statistics are made dependence-aware (`mbi_predict.validate.verdict_null`):
+    #: ``permutation`` refits the validation on ``null_B`` constant-effect draws; ``none`` gives no verdict (the
+    #: naive p-values, which treat held-out trials as independent, are shown but do not decide)
+    calibration: Literal["permutation", "none"] = "permutation"
+    null_B: int = Field(19, ge=0, le=2000, description="constant-effect draws of the permutation calibration")
+    #: one verdict per run: ``primary`` (only ``primary_model`` decides), ``holm`` (family-wise over every effect
+    #: model, Holm's step-down on the models' p-values) or ``auto`` (primary when ``primary_model`` is given or
+    #: there is one effect model, else holm)
+    run_rule: Literal["auto", "primary", "holm"] = "auto"
+    primary_model: str | None = None
+    #: "evidence" also needs the model to beat predicting its training average effect for everyone, on the held-out
+    #: doubly robust loss (pooled ``dr_loss_vs_constant`` below 0)
+    require_beats_constant: bool = True
+    constant_metric: str = "dr_loss_vs_constant"
+    #: participant-level K-fold over several trials gives no verdict unless asked for explicitly
+    internal_validation: bool = False
+
+
+@dataclass(frozen=True)
+class GroupSettings:
+    """What `validate.groups.held_out_groups` computes (from the config's ``who_benefits`` block)."""
+
+    n_groups: int = 5
+    harm_threshold: float = 0.0
+    rule_depth: int = 2
+    min_leaf: int = 20
+    rules: bool = True
+
+
 class ExperimentConfig(_Strict):
     experiment: str = Field(min_length=1)
     data: DataConfig
@@ -211,6 +284,9 @@ class ExperimentConfig(_Strict):
     heterogeneity: VerdictRule = Field(default_factory=VerdictRule)
     explain: ExplainConfig = Field(default_factory=ExplainConfig)
     who_benefits: WhoBenefitsConfig = Field(default_factory=WhoBenefitsConfig)
+    #: left out of the dumped config (summary.json, MLflow params) while it has the default values, so a config
+    #: without a ``figures:`` block is recorded as before the block existed
+    figures: FiguresConfig = Field(default_factory=FiguresConfig, exclude_if=lambda block: block == FiguresConfig())
     seed: int = Field(0, ge=0)
 
     @field_validator("models")
@@ -231,11 +307,9 @@ class ExperimentConfig(_Strict):
         return own if own is not None else self.explain
 
     def group_settings(self):
-        """``validate.groups.GroupSettings`` for the fold jobs, or None when switched off."""
+        """`GroupSettings` (used by ``validate.groups``) for the fold jobs, or None when switched off."""
         if not self.who_benefits.enabled:
             return None
-        from mbi_predict.validate.groups import GroupSettings
-
         block = self.who_benefits
         return GroupSettings(n_groups=block.n_groups, harm_threshold=block.harm_threshold,
                              rule_depth=block.rule_depth, min_leaf=block.min_leaf)

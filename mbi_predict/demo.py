@@ -26,7 +26,8 @@ def run_demo(out: str | Path, *, seed: int = 2023, console: Console | None = Non
     directory, so `mbi-predict ui` finds it).
     """
     from mbi_predict.data.describe import describe_ipd
-    from mbi_predict.data.harmonise import harmonise, write_harmonised
+    from mbi_predict.data.harmonise import harmonise
+    from mbi_predict.data.publish import write_harmonised
     from mbi_predict.data.rawsim import simulate_consortium_files
 
     console = console or Console()
@@ -60,8 +61,8 @@ def run_demo(out: str | Path, *, seed: int = 2023, console: Console | None = Non
     written["ipd"] = ipd_path
 
     stage("3. describe")
-    from mbi_predict.cli import print_table
-    from mbi_predict.cli.data_commands import describe_views
+    from mbi_predict.cli._common import print_table
+    from mbi_predict.cli.printers import describe_views
 
     for title, frame in describe_views(describe_ipd(ipd).drop(columns=["outcomes_measured"], errors="ignore")):
         print_table(frame, title=f"trials: {title}", keys=["trial"])
@@ -118,7 +119,7 @@ def _meta_stage(ipd, out: Path, console: Console) -> dict[str, Path]:
             console.print(f"  within-trial interaction arm x {item['modifier']}: {item['estimate']:.3f} "
                           f"({item['ci_low']:.3f} to {item['ci_high']:.3f}), p = {item['pvalue']:.3f}; "
                           f"across-trial (ecological) {item['across_trial_estimate']:.3f}", markup=False)
-    from mbi_predict.cli import print_table
+    from mbi_predict.cli._common import print_table
 
     print_table(pd.DataFrame(rows), title="pooled effect of the MBI (random effects, REML)",
                 keys=["outcome", "vs"])
@@ -127,12 +128,15 @@ def _meta_stage(ipd, out: Path, console: Console) -> dict[str, Path]:
 
 
 def demo_config_path() -> Path:
-    """configs/demo.yaml of the source tree (the README's commands install the package from it, editable)."""
+    """The demo experiment's config, ``mbi_predict/resources/demo.yaml``: package data, so an installed wheel runs
+    the demo as a source checkout does (``mbi-predict run`` takes the same file)."""
+    from importlib.resources import files
+
     from mbi_predict.errors import ConfigError
 
-    path = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
-    if not path.exists():
-        raise ConfigError(f"the demo config {path} is missing: run the demo from a source checkout")
+    path = Path(str(files("mbi_predict.resources").joinpath("demo.yaml")))
+    if not path.is_file():
+        raise ConfigError(f"the demo config {path} is missing: the installed package is incomplete, reinstall it")
     return path
 
 
@@ -140,7 +144,7 @@ def _experiment_stage(ipd_path: Path, truth_path: Path, out: Path, console: Cons
                       tracking_uri: str | None) -> dict[str, Path]:
     """The demo experiment on the table harmonised from the raw files in stage 2 (not harmonised again), scored
     against the simulator's truth file for PEHE."""
-    from mbi_predict.cli import print_run, print_verdict
+    from mbi_predict.cli.printers import print_run, print_verdict
     from mbi_predict.runner import run_experiment
 
     import yaml

@@ -29,3 +29,10 @@ class SpecError(MBIError):
 
 class ConfigError(SpecError):
     """An experiment config is malformed or does not fit the data."""
+
+
+class ModelLookupError(MBIError):
+    """A run, run folder or model that was asked for does not exist (or has no such model).
+
+    Raised where runs are read (``report.card_source``) and where a final model is found (``deploy``, which
+    re-exports it): defined here so neither has to import the other for it."""

@@ -4,7 +4,7 @@ Every module of ``mbi_predict`` is parsed with ``ast`` (nothing is imported), an
 is an edge, including imports inside functions and under ``TYPE_CHECKING``. The layers, lowest first (the same
 table is in docs/DESIGN.md):
 
-    0 base      errors, io, config, parallel
+    0 base      errors, io, interrupts, config, parallel, workers, figstyle, numbers
     1 data      data
     2 science   meta, models
     3 validate  validate
@@ -33,7 +33,8 @@ ROOT = "mbi_predict"
 
 #: module-name prefix -> layer; the longest matching prefix wins
 LAYERS: dict[str, int] = {
-    "mbi_predict.errors": 0, "mbi_predict.io": 0, "mbi_predict.config": 0, "mbi_predict.parallel": 0,
+    "mbi_predict.errors": 0, "mbi_predict.io": 0, "mbi_predict.interrupts": 0, "mbi_predict.config": 0,
+    "mbi_predict.parallel": 0, "mbi_predict.figstyle": 0, "mbi_predict.numbers": 0, "mbi_predict.workers": 0,
     "mbi_predict.data": 1,
     "mbi_predict.meta": 2, "mbi_predict.models": 2,
     "mbi_predict.validate": 3,
@@ -45,51 +46,10 @@ LAYERS: dict[str, int] = {
 LAYER_NAMES = ("base", "data", "science", "validate", "explain", "pipeline", "outputs", "app")
 
 #: known upward edges (importer, imported) -> why it exists and how to remove it
-KNOWN_UPWARD: dict[tuple[str, str], str] = {
-    ("mbi_predict.config", "mbi_predict.validate.heterogeneity"):
-        "config.py (not the pipeline's) declares `heterogeneity: VerdictRule`; move VerdictRule into config (or a "
-        "settings module of the base layer) and let validate.heterogeneity import it",
-    ("mbi_predict.config", "mbi_predict.validate.groups"):
-        "config.ExperimentConfig.group_settings builds validate.groups.GroupSettings; build it in the pipeline "
-        "(or move GroupSettings to the base layer)",
-    ("mbi_predict.explain.run", "mbi_predict.runner"):
-        "explain/run.py `_recompute` (mbi-predict explain --recompute) re-runs the explain stage through the "
-        "runner shim; the recompute belongs in the pipeline (pipeline.explanations) or the CLI",
-    ("mbi_predict.explain.run", "mbi_predict.report.card_source"):
-        "explain/run.py `explain_run` reads a finished run through report.card_source.load_summary; reading runs "
-        "belongs below report (a results loader in the pipeline) or `explain_run` belongs to the CLI layer",
-    ("mbi_predict.meta.plots", "mbi_predict.report.figstyle"):
-        "meta/plots.py takes the figure style (format, dpi) from report.figstyle; move figstyle (and numbers) to "
-        "the base layer, e.g. mbi_predict.figstyle, which report re-exports",
-    ("mbi_predict.meta.plots", "mbi_predict.report.numbers"):
-        "meta/plots.py formats numbers with report.numbers; as for figstyle",
-    ("mbi_predict.explain.plots", "mbi_predict.report.figstyle"):
-        "explain/plots.py takes the figure style from report.figstyle; as for meta/plots.py",
-    ("mbi_predict.explain.plots", "mbi_predict.report.numbers"):
-        "explain/plots.py formats numbers with report.numbers; as for meta/plots.py",
-    ("mbi_predict.pipeline.folds", "mbi_predict.report.card_subgroups"):
-        "the folds stage computes prognostic performance by subgroup with report.card_subgroups.subgroup_metrics, "
-        "a computation that lives in report; move subgroup_metrics to validate (report/card.py re-exports it)",
-}
+KNOWN_UPWARD: dict[tuple[str, str], str] = {}
 
 #: known import cycles, each by the edge to cut (importer, imported) -> why it exists and how to remove it
-KNOWN_CYCLE_EDGES: dict[tuple[str, str], str] = {
-    ("mbi_predict.demo", "mbi_predict.cli"):
-        "demo.py reuses cli.py's private printers (_print_frame, _print_run, print_verdict) while the CLI's demo "
-        "command imports demo; move the printers to a module both import",
-    ("mbi_predict.report.card_render", "mbi_predict.report.card"):
-        "report/card_render.py imports report.card, which imports card_render; move the shared pieces to a module "
-        "both import",
-    ("mbi_predict.report.card_tripod", "mbi_predict.report.card"):
-        "report/card_tripod.py imports report.card, which imports card_tripod (lazily); as above",
-    ("mbi_predict.report.card_source", "mbi_predict.deploy"):
-        "report/card_source.py imports ModelLookupError from deploy, while deploy.resolve_model_uri reads runs "
-        "through card_source.load_summary/select_model; move ModelLookupError to errors.py (deploy re-exports it) "
-        "so card_source need not import deploy",
-    ("mbi_predict.data.harmonise", "mbi_predict.data.publish"):
-        "data/harmonise.py re-exports data.publish's writers at its end while publish imports harmonise; import "
-        "the writers from data.publish where they are used",
-}
+KNOWN_CYCLE_EDGES: dict[tuple[str, str], str] = {}
 
 
 def module_name(path: Path) -> str:

@@ -99,16 +99,18 @@ def _pooled_estimates(summary: dict) -> dict[tuple[str, str], float]:
             for metric, entry in block["pooled"].items()}
 
 
-def _runner_has_backend() -> bool:
+def _pipeline_has_backend() -> bool:
+    """The run's fold jobs go through `execution_backend` (in `pipeline.batch`, where the pipeline picks the
+    backend for its parallel calls)."""
     import inspect
 
-    from mbi_predict import runner
-    return "execution_backend" in inspect.getsource(runner)
+    from mbi_predict.pipeline import batch
+    return "execution_backend" in inspect.getsource(batch)
 
 
-@pytest.mark.skipif(not _runner_has_backend(), reason="runner does not use execution_backend yet")
+@pytest.mark.skipif(not _pipeline_has_backend(), reason="the pipeline does not use execution_backend yet")
 def test_dask_backend_gives_the_local_backend_summary(cluster, tmp_path):
-    from mbi_predict.runner import run_experiment
+    from mbi_predict.pipeline.run import run_experiment
 
     local = run_experiment(_small_config(n_jobs=1), out_dir=tmp_path / "local", progress=False).summary
     dask = run_experiment(_small_config(backend="dask", scheduler=cluster.scheduler_address),

@@ -1,10 +1,10 @@
-"""The demo study: configs/demo.yaml (prognostic models on the built-in simulated consortium) validated
+"""The demo study: mbi_predict/resources/demo.yaml (prognostic models on the built-in simulated consortium) validated
 leave-one-trial-out, tracked to experiments/demo/runs/mlflow.db.
 
     .venv/bin/python experiments/demo/run.py [--quick]
 
-Same as ``mbi-predict run configs/demo.yaml`` with the output kept in this folder. ``--quick``: no tuning, 20
-bootstrap draws. The other half of the demo (simulate raw files -> harmonise -> describe -> two-stage
+Same as ``mbi-predict run mbi_predict/resources/demo.yaml`` with the output kept in this folder. ``--quick``: no
+tuning, 20 bootstrap draws. The other half of the demo (simulate raw files -> harmonise -> describe -> two-stage
 meta-analysis) is ``mbi-predict demo --out experiments/demo/runs/demo`` (what ``make demo`` runs).
 """
 
@@ -18,8 +18,9 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _shared.study import REPO, output_dir, pooled_rows, show  # noqa: E402
+from _shared.study import output_dir, pooled_rows, show  # noqa: E402
 
+from mbi_predict.demo import demo_config_path  # noqa: E402
 from mbi_predict.runner import run_experiment  # noqa: E402
 
 STUDY = "demo"
@@ -29,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="no tuning, 20 bootstrap draws")
     args = parser.parse_args(argv)
-    config = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text(encoding="utf-8"))
+    config = yaml.safe_load(demo_config_path().read_text(encoding="utf-8"))
     if args.quick:
         for model in config["models"]:
             model.pop("tuning", None)

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from mbi_predict.cli._common import app, boundary, console, emit, output_format, print_table
+from mbi_predict.cli.printers import describe_views
 from mbi_predict.errors import MBIError
 from mbi_predict.io import check_outputs_apart as _outputs_apart
 
@@ -58,38 +59,6 @@ def harmonise(
         console.print(f"  wrote {path}")
 
 
-def describe_views(described: Any) -> list[tuple[str, Any]]:
-    """The per-trial description as narrow tables: participants, baseline profile, study traits.
-
-    Baseline means that are 0 with SD 1 in every trial (scores standardised within trial) say nothing and are
-    left out, with a note pointing at the harmonisation report's raw-scale table."""
-    import pandas as pd
-
-    from mbi_predict.data.schema import STUDY_TRAITS
-
-    d = described
-    people = pd.DataFrame({"trial": d["trial_id"], "n": d["n"], "MBI": d["n_mbi"], "passive": d["n_passive"],
-                           "active": d["n_active"],
-                           "outcome %": (100 * d["outcome_coverage"]).round(0) if "outcome_coverage" in d else None})
-    profile = pd.DataFrame({"trial": d["trial_id"]})
-    mean, sd = d.get("mean_baseline_distress"), d.get("sd_baseline_distress")
-    standardised = mean is not None and sd is not None and bool(
-        ((mean.abs() < 1e-6) | mean.isna()).all() and (((sd - 1).abs() < 1e-6) | sd.isna()).all())
-    if mean is not None and not standardised:
-        profile["distress mean"], profile["SD"] = mean.round(2), sd.round(2)
-    for source, name in (("pct_female", "female %"), ("median_age", "median age"), ("pct_tertiary", "tertiary %")):
-        if source in d:
-            profile[name] = d[source].round(0)
-    traits = [t for t in STUDY_TRAITS if t in d.columns]
-    views = [("participants (outcome %: with the 1-6 month distress outcome)", people),
-             ("baseline profile" + (" (baseline scores are standardised within trial: raw-scale means are in "
-                                    "the harmonisation report)" if standardised else ""), profile)]
-    if traits:
-        study = d[["trial_id", *traits]].rename(columns={"trial_id": "trial"})
-        views.append(("study traits", study.rename(columns={t: t.replace("_", " ") for t in traits})))
-    return views
-
-
 @app.command()
 @boundary
 def describe(ipd: Annotated[Path, typer.Argument(help="A harmonised IPD table (.parquet or .csv).")],
@@ -129,7 +98,7 @@ def meta(
     from mbi_predict.io import to_json, write_json_atomic
     from mbi_predict.meta import run_meta
     from mbi_predict.meta.plots import write_meta_plots
-    from mbi_predict.report import figstyle
+    from mbi_predict import figstyle
 
     if control not in ("passive", "active"):
         raise MBIError(f"--control must be passive or active, not {control!r}")

@@ -87,7 +87,7 @@ def report(
     log: Annotated[bool, typer.Option(help="Log the report to the run's MLflow parent run.")] = True,
 ) -> None:
     """One study report of a finished run (self-contained HTML and Markdown), logged to the run in MLflow."""
-    from mbi_predict.report import figstyle
+    from mbi_predict import figstyle
     from mbi_predict.report.study import log_report, report_paths, write_study_report
 
     if figure_format is not None and figstyle.check_format(figure_format) not in figstyle.EMBEDDABLE:

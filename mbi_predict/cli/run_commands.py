@@ -1,19 +1,20 @@
-"""Commands on experiments: run, compare, ui, explain (and the run's printed leaderboard)."""
+"""Commands on experiments: run, compare, ui, explain (the run's printed leaderboard is in `cli.printers`)."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from mbi_predict.cli._common import app, boundary, console, emit, output_format, print_table, quiet_optuna
+from mbi_predict.cli.printers import print_run, print_verdict, run_rows
 from mbi_predict.errors import ConfigError
 from mbi_predict.io import check_outputs_apart as _outputs_apart
 from mbi_predict.io import files_under as _files_in
+
+if TYPE_CHECKING:
+    from mbi_predict.config import ExperimentConfig
 
 JSON_OPTION = typer.Option("--json", help="Print the table as JSON (one array of records) instead.")
 CSV_OPTION = typer.Option("--csv", help="Print the table as CSV instead.")
@@ -22,41 +23,15 @@ HEADLINE = {"prognostic": ("rmse", "r2", "calibration_slope", "c_statistic", "br
             "effect": ("rate_autoc", "benefit_calibration_slope", "c_for_benefit", "dr_loss_vs_constant")}
 
 
-@contextlib.contextmanager
-def figure_settings(figure_format: str | None, dpi: int | None, config: Any = None) -> Iterator[Any]:
-    """The run's figure format and resolution (options over the config's ``figures:`` block over defaults), in
-    force for the block in this process and the worker processes it starts; restored afterwards."""
-    from mbi_predict.report import figstyle
+def with_figure_options(config: ExperimentConfig, figure_format: str | None, dpi: int | None) -> ExperimentConfig:
+    """The validated config with ``run --figure-format/--dpi`` over its ``figures:`` block (the options win)."""
+    if figure_format is None and dpi is None:
+        return config
+    from mbi_predict import figstyle
 
-    saved = {key: os.environ.get(key) for key in (figstyle.FORMAT_ENV, figstyle.DPI_ENV)}
-    base = figstyle.from_config(config) if config is not None else figstyle.settings()
-    try:
-        yield figstyle.set_defaults(figure_format or base.format, dpi if dpi is not None else base.dpi)
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-def _config_without_figures(config: Path) -> tuple[Any, dict | None]:
-    """The config to run (its path, or its mapping without the ``figures:`` block the CLI handles) and that
-    block's mapping (None when absent)."""
-    from mbi_predict.io import parse_yaml
-
-    try:
-        loaded = parse_yaml(config.read_text(encoding="utf-8"), source=str(config), error=ConfigError)
-    except OSError:
-        return config, None
-    if not isinstance(loaded, dict) or "figures" not in loaded:
-        return config, None
-    from mbi_predict.config import ExperimentConfig, _resolve_paths, parse_config
-
-    if "figures" in getattr(ExperimentConfig, "model_fields", {}):   # the config schema knows the block itself
-        return config, {"figures": loaded["figures"]}
-    rest = {k: v for k, v in loaded.items() if k != "figures"}
-    return _resolve_paths(parse_config(rest, source=str(config)), config.parent), {"figures": loaded["figures"]}
+    chosen = figstyle.settings(figure_format, dpi, base=config.figures.settings())
+    return config.model_copy(update={"figures": config.figures.model_copy(update={"format": chosen.format,
+                                                                                    "dpi": chosen.dpi})})
 
 
 @app.command()
@@ -77,8 +52,8 @@ def run(
     as_csv: Annotated[bool, typer.Option("--csv", help="Print the pooled leaderboard as CSV.")] = False,
 ) -> None:
     """Validate every model of an experiment leave-one-trial-out; write summary.json and log the run to MLflow."""
+    from mbi_predict import figstyle
     from mbi_predict.config import load_config
-    from mbi_predict.report import figstyle
     from mbi_predict.runner import run_experiment
 
     fmt = output_format(as_json, as_csv)
@@ -86,21 +61,19 @@ def run(
         figstyle.check_format(figure_format)
     if dpi is not None:
         figstyle.check_dpi(dpi)
-    to_run, figures = _config_without_figures(config)
-    if figures is not None:
-        figstyle.from_config(figures)  # a bad figures: block is a one-line error before anything runs
+    # a bad config (its figures: block included) is a one-line error before anything runs
+    to_run = with_figure_options(load_config(config), figure_format, dpi)
     quiet_optuna()
     if out is not None:
-        source = (load_config(config) if to_run is config else to_run).data
+        source = to_run.data
         inputs = [config, data, source.path, source.spec, source.truth]
         if source.spec is not None:
             from mbi_predict.data.spec import input_paths, load_spec
 
             inputs += input_paths(load_spec(source.spec))
         _outputs_apart([out, Path(out) / "summary.json"], inputs, folder=Path(out))
-    with figure_settings(figure_format, dpi, figures):
-        result = run_experiment(to_run, data=data, outcome=outcome, out_dir=out, tracking_uri=tracking_uri,
-                                save_predictions=save_predictions, progress=progress)
+    result = run_experiment(to_run, data=data, outcome=outcome, out_dir=out, tracking_uri=tracking_uri,
+                            save_predictions=save_predictions, progress=progress)
     if fmt:
         emit(run_rows(result.summary), fmt)
         register_from_config(result, tracking_uri)
@@ -131,64 +104,12 @@ def register_from_config(result: Any, tracking_uri: str | None) -> None:
     _card_to_mlflow(str(run_folder), built, path, tracking_uri=uri, register=name)
 
 
-def print_verdict(summary: dict[str, Any]) -> None:
-    """The run's one heterogeneity verdict first, then each effect model's in a line."""
-    from mbi_predict.report.numbers import p_value
-
-    run = summary.get("heterogeneity")
-    if not run:
-        return
-    console.print(f"heterogeneity of the effect: {run['verdict'].replace('_', ' ').upper()} - {run['reason']}",
-                  markup=False)
-    for name, model in (run.get("models") or {}).items():
-        p = model.get("p_holm", model.get("p_value"))
-        beats = model.get("beats_constant")
-        console.print(f"  {name}: {str(model.get('verdict')).replace('_', ' ')}"
-                      + (f", p = {p_value(p)}" if isinstance(p, float) and model.get("calibrated") else "")
-                      + ("" if beats is None else ("; beats" if beats else "; does not beat")
-                         + " one average effect for everyone"), markup=False)
-
-
-def run_rows(summary: dict[str, Any], metrics: set[str] | None = None) -> list[dict[str, Any]]:
-    """One record per (model, pooled metric) of a run: estimate, CI, PI, tau², k."""
-    rows = []
-    for name, block in summary.get("models", {}).items():
-        for metric, value in (block.get("pooled") or {}).items():
-            if not isinstance(value, dict) or (metrics is not None and metric not in metrics):
-                continue
-            rows.append({"model": name, "task": block.get("task"), "metric": metric,
-                         **{key: value.get(key) for key in ("estimate", "ci_low", "ci_high", "pi_low", "pi_high",
-                                                            "tau2", "k")}})
-    return rows
-
-
-def print_run(summary: dict[str, Any], *, metrics: set[str] | None = None) -> None:
-    """The run's leaderboard to fit the terminal: per kind of model, one row per model and one "estimate (95% CI)"
-    column per pooled metric (prediction intervals and every other number: ``--json``, summary.json)."""
-    import pandas as pd
-
-    from mbi_predict.report.numbers import estimate_ci, label
-
-    records = run_rows(summary, metrics)
-    for kind in ("prognostic", "effect"):
-        chosen = [r for r in records if (r["task"] or "prognostic") == kind]
-        if not chosen:
-            continue
-        table = pd.DataFrame({"model": list(dict.fromkeys(r["model"] for r in chosen))})
-        for metric in dict.fromkeys(r["metric"] for r in chosen):
-            cells = {r["model"]: estimate_ci(r["estimate"], r["ci_low"], r["ci_high"]) for r in chosen
-                     if r["metric"] == metric}
-            table[label(metric)] = [cells.get(model, "") for model in table["model"]]
-        print_table(table, title=f"{summary.get('experiment')}: {summary.get('outcome')}, {kind} models pooled over "
-                                 "held-out trials (95% CI)", keys=["model"])
-
-
 def compare_views(frame: Any, metric: str | None, *, every: bool = False) -> list[tuple[str, Any]]:
     """Narrow leaderboard tables: with ``metric`` one table (that metric, CI and PI); else one table per kind of
     model with its headline metrics (``every``: all metrics), each metric one "estimate (CI)" column."""
     import pandas as pd
 
-    from mbi_predict.report.numbers import estimate_ci, interval, label
+    from mbi_predict.numbers import estimate_ci, interval, label
     from mbi_predict.track.compare import pooled_metric_columns
 
     available = pooled_metric_columns(frame)
@@ -306,7 +227,7 @@ def explain(
     """SHAP rankings of a finished run: importance with CI, fold stability, null p-value, classical interactions."""
     import pandas as pd
 
-    from mbi_predict.explain.run import explain_run
+    from mbi_predict.cli.explain_run import explain_run
 
     fmt = output_format(as_json, as_csv)
     if out is not None:

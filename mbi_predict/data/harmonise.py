@@ -385,8 +385,3 @@ def _looks_numeric(series: pd.Series, missing: set[str]) -> bool:
         return False
     present = [v for v in series if not _is_blank(v) and label_key(v) not in missing]
     return bool(present) and all(_is_number(str(v)) for v in present)
-
-
-# --- writing: in publish.py (kept importable from here) -------------------------------------------------------------
-from mbi_predict.data.publish import (PARQUET_METADATA_KEY, harmonised_paths,  # noqa: E402,F401
-                                      read_parquet_metadata, sidecar_path, write_harmonised)

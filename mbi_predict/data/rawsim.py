@@ -3,8 +3,9 @@
 `simulate_latent` gives every participant's standardised scores and true effects; this module turns each trial into
 what a data manager would actually receive: one file per trial (CSV, TSV, SPSS, Stata, Excel, parquet), its own column
 names, arm and covariate codings (value labels in SPSS/Stata), its own missing-value codes, instruments given as totals
-or as items (with reverse-keyed items stored as on the form), and its own follow-up schedule in weeks. It also writes
-`consortium.yaml`, the spec that harmonises them, the truth table and the scenario's parameters.
+or as items (with reverse-keyed items stored as on the form), and its own follow-up schedule in weeks (the teams'
+habits are the profiles of `rawsim_profiles`). It also writes `consortium.yaml`, the spec that harmonises them, the
+truth table and the scenario's parameters.
 
 Raw scores: total = round(norm_mean + orientation * z * norm_sd), clipped to the instrument's range; item-level trials
 get integer items that sum to that total, then a few items go missing at random (so prorating is exercised), and
@@ -29,84 +30,12 @@ import yaml
 
 from mbi_predict import io
 from mbi_predict.data.instruments import Instrument, default_registry
+from mbi_predict.data.rawsim_profiles import PROFILES, SPSS_ARM_NAMES, Profile
 from mbi_predict.data.schema import WINDOWS
 from mbi_predict.data.simulate import LatentConsortium, simulate_latent
 
 ITEM_MISSING_RATE = 0.03  # share of single items skipped by participants who answered the questionnaire
 PRORATE_MIN_SHARE = 0.8
-
-
-@dataclass(frozen=True)
-class _Profile:
-    """How one simulated trial team records its data."""
-
-    fmt: str
-    instruments: dict[str, tuple[str, str]]  # construct -> (instrument, "items" | "total")
-    style: str  # "snake" (phq9_t0, phq9_3_t0) or "upper" (PHQ9_T0, PHQ9_3_T0)
-    arm_labels: tuple[Any, Any, Any]  # MBI, passive control, active control (codes where value labels are used)
-    gender: dict[str, Any]
-    education: dict[str, Any]
-    missing: Any  # the code written for a missing value (None: left empty / system missing)
-    schedule: tuple[int, int, int]  # weeks after the programme: post, fu1_6, fu6plus
-    integer_ids: bool
-
-
-_F, _M, _O = "female", "male", "other"
-_S, _T = "secondary_or_less", "tertiary"
-PROFILES: tuple[_Profile, ...] = (
-    _Profile("csv", {"distress": ("CORE-10", "items"), "anxiety": ("GAD-7", "total"), "depression": ("PHQ-9", "items"),
-                     "wellbeing": ("WEMWBS", "items"), "mindfulness": ("FFMQ-15", "items")},
-             "snake", ("MBSR", "waitlist", "active control: exercise"), {_F: "F", _M: "M", _O: "X"},
-             {_S: "school", _T: "university"}, -99, (0, 12, 52), False),
-    _Profile("sav", {"distress": ("K10", "total"), "anxiety": ("HADS-A", "items"), "depression": ("HADS-D", "items"),
-                     "wellbeing": ("SWEMWBS", "total"), "mindfulness": ("MAAS", "items")},
-             "upper", (1, 2, 3), {_F: 1, _M: 2, _O: 3}, {_S: 1, _T: 2}, 999, (2, 8, 36), True),
-    _Profile("dta", {"distress": ("GHQ-12", "items"), "anxiety": ("GAD-7", "items"), "depression": ("BDI-II", "total"),
-                     "wellbeing": ("WEMWBS", "total"), "mindfulness": ("MAAS", "total")},
-             "snake", (1, 0, 2), {_F: 2, _M: 1, _O: 3}, {_S: 0, _T: 1}, None, (0, 26, 78), True),
-    _Profile("xlsx", {"distress": ("DASS21", "total"), "anxiety": ("DASS21-A", "total"),
-                      "depression": ("DASS21-D", "total"), "wellbeing": ("SWEMWBS", "items"),
-                      "mindfulness": ("FFMQ-15", "total")},
-             "upper", ("MBI", "Control", "Health education"), {_F: "Female", _M: "Male", _O: "Other"},
-             {_S: "Secondary or less", _T: "Tertiary"}, None, (1, 16, 52), False),
-    _Profile("parquet", {"distress": ("CORE-10", "total"), "anxiety": ("STAI-T", "items"),
-                         "depression": ("PHQ-9", "total"), "wellbeing": ("WEMWBS", "items"),
-                         "mindfulness": ("FFMQ-15", "items")},
-             "snake", ("mindfulness", "TAU", "relaxation"), {_F: "f", _M: "m", _O: "o"},
-             {_S: "secondary", _T: "higher"}, None, (0, 12, 52), False),
-    _Profile("tsv", {"distress": ("K10", "items"), "anxiety": ("GAD-7", "total"), "depression": ("PHQ-9", "items"),
-                     "wellbeing": ("WEMWBS", "total"), "mindfulness": ("MAAS", "total")},
-             "upper", ("Intervention", "Wait list", "Active comparator"), {_F: 1, _M: 2, _O: 3}, {_S: 1, _T: 2},
-             "NA", (0, 8, 52), True),
-    _Profile("csv", {"distress": ("GHQ-12", "total"), "anxiety": ("HADS-A", "total"),
-                     "depression": ("HADS-D", "total"), "wellbeing": ("SWEMWBS", "total"),
-                     "mindfulness": ("FFMQ-15", "total")},
-             "snake", ("MBCT", "usual care", "psychoeducation"), {_F: "woman", _M: "man", _O: "non-binary"},
-             {_S: "GCSE/A-level", _T: "degree"}, " ", (2, 12, 36), False),
-    _Profile("sav", {"distress": ("CORE-10", "items"), "anxiety": ("GAD-7", "items"), "depression": ("BDI-II", "items"),
-                     "wellbeing": ("WEMWBS", "items"), "mindfulness": ("FFMQ-15", "items")},
-             "upper", (1, 2, 3), {_F: 1, _M: 2, _O: 3}, {_S: 1, _T: 2}, -99, (0, 26, 52), True),
-    _Profile("dta", {"distress": ("K10", "total"), "anxiety": ("STAI-T", "total"), "depression": ("PHQ-9", "total"),
-                     "wellbeing": ("WEMWBS", "total"), "mindfulness": ("MAAS", "total")},
-             "snake", (1, 0, 2), {_F: 1, _M: 0, _O: 2}, {_S: 1, _T: 2}, -99, (1, 12, 52), True),
-    _Profile("xlsx", {"distress": ("GHQ-12", "items"), "anxiety": ("GAD-7", "total"), "depression": ("PHQ-9", "total"),
-                      "wellbeing": ("SWEMWBS", "total"), "mindfulness": ("FFMQ-15", "total")},
-             "snake", ("MBSR", "waiting list", "stress management"), {_F: "F", _M: "M", _O: "X"},
-             {_S: "school", _T: "university"}, -99, (0, 10, 52), False),
-    _Profile("parquet", {"distress": ("DASS21", "total"), "anxiety": ("GAD-7", "total"),
-                         "depression": ("PHQ-9", "total"), "wellbeing": ("SWEMWBS", "total"),
-                         "mindfulness": ("MAAS", "items")},
-             "upper", ("MBI", "no intervention", "active control"), {_F: "female", _M: "male", _O: "other"},
-             {_S: "secondary_or_less", _T: "tertiary"}, -99, (0, 24, 48), True),
-    _Profile("csv", {"distress": ("CORE-10", "total"), "anxiety": ("GAD-7", "total"), "depression": ("PHQ-9", "total"),
-                     "wellbeing": ("WEMWBS", "total"), "mindfulness": ("FFMQ-15", "total")},
-             "snake", ("MBCT", "TAU", "group CBT"), {_F: 2, _M: 1, _O: 9}, {_S: 1, _T: 2}, 999, (0, 12, 52), True),
-    _Profile("sav", {"distress": ("K10", "total"), "anxiety": ("DASS21-A", "items"),
-                     "depression": ("DASS21-D", "items"), "wellbeing": ("WEMWBS", "total"),
-                     "mindfulness": ("FFMQ-15", "total")},
-             "upper", (1, 2, 3), {_F: 1, _M: 2, _O: 3}, {_S: 1, _T: 2}, None, (0, 6, 30), True),
-)
-_SPSS_ARM_NAMES = ("Mindfulness programme", "Wait-list control", "Active control")
 
 
 @dataclass
@@ -125,7 +54,7 @@ class _MeasureData:
 @dataclass
 class _TrialRaw:
     trial_id: str
-    profile: _Profile
+    profile: Profile
     frame: pd.DataFrame  # the raw file's content, NaN/None where missing (codes are substituted on writing)
     value_labels: dict[str, dict[Any, str]]
     spec: dict[str, Any]
@@ -170,7 +99,7 @@ def _coded(values: pd.Series) -> pd.Series:
     return values.astype(object).where(values.notna(), None)
 
 
-def _schedule(profile: _Profile, has_fu6plus: bool) -> dict[str, tuple[str, float]]:
+def _schedule(profile: Profile, has_fu6plus: bool) -> dict[str, tuple[str, float]]:
     """Latent window -> (follow-up label, weeks after the end of the programme)."""
     windows = WINDOWS if has_fu6plus else WINDOWS[:2]
     out = {}
@@ -181,7 +110,7 @@ def _schedule(profile: _Profile, has_fu6plus: bool) -> dict[str, tuple[str, floa
 
 
 def _build_trial(rng: np.random.Generator, latent: LatentConsortium, design: pd.Series,
-                 profile: _Profile) -> _TrialRaw:
+                 profile: Profile) -> _TrialRaw:
     trial_id = str(design["trial_id"])
     people = latent.ipd[latent.ipd["trial_id"] == trial_id].reset_index(drop=True)
     registry = default_registry()
@@ -207,7 +136,7 @@ def _build_trial(rng: np.random.Generator, latent: LatentConsortium, design: pd.
     value_labels: dict[str, dict[Any, str]] = {}
     if labelled:
         # SPSS/Stata teams store codes and attach labels; the spec then names the labels it will read back
-        value_labels[names["arm"]] = {code: text for code, text in zip(profile.arm_labels, _SPSS_ARM_NAMES)
+        value_labels[names["arm"]] = {code: text for code, text in zip(profile.arm_labels, SPSS_ARM_NAMES)
                                       if code in arm_roles.values()}
         value_labels[names["gender"]] = {code: level.capitalize() for level, code in profile.gender.items()}
         value_labels[names["education"]] = {code: level.replace("_", " ").capitalize()

@@ -143,14 +143,12 @@ def _baseline_figures(ipd: pd.DataFrame, min_cell: int = MIN_CELL_SIZE,
     """One PNG per measured baseline construct: box plots by trial on the raw scale, one panel per instrument
     (scales differ between instruments), whiskers only (no individual points); trials with fewer than
     `min_cell` scores are left out of the plot (the table says they are suppressed)."""
-    import os
-
     import matplotlib
     from matplotlib.figure import Figure
 
-    # the package's figure resolution (report.figstyle, which this data-layer module does not import: the layers
-    # point down): MBI_FIGURE_DPI when a command set it, else 150
-    dpi = int(os.environ.get("MBI_FIGURE_DPI") or 150)
+    from mbi_predict.figstyle import DEFAULT_DPI
+
+    dpi = DEFAULT_DPI  # embedded in the report's HTML as PNG: the package's default resolution
     figures = []
     for construct in CONSTRUCTS:
         column = f"baseline_{construct}"

@@ -12,15 +12,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mbi_predict.errors import DataError, MBIError
+from mbi_predict.errors import DataError, ModelLookupError
 
 ID_COLUMN = "participant_id"
 _NUMERIC_TYPES = {"double", "float", "long", "integer"}
-
-
-class ModelLookupError(MBIError):
-    """A run, run folder or model that was asked for does not exist (or has no such model)."""
-
 
 
 def resolve_model_uri(model_uri_or_run: str, *, model_name: str | None = None,

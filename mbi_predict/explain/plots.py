@@ -1,7 +1,8 @@
 """Figures for model cards and MLflow: beeswarm, importance with CIs and the null band, dependence, benefit profile.
 
-All functions build a ``matplotlib.figure.Figure`` directly (no pyplot state, safe in parallel workers) and return
-it; the caller saves it. Nothing here writes data.
+All functions build a ``matplotlib.figure.Figure`` directly (no pyplot state, safe in parallel workers) in the
+package style (`mbi_predict.figstyle`) and return it; the caller saves it with ``figstyle.save_figure`` in the run's
+format and resolution (``explain.run.shap_plots``). Nothing here writes data.
 
 Disclosure choices (the figures go to MLflow artifacts): by default no figure shows a participant.
 * the beeswarm defaults to an aggregate "binned summary": per feature, participants are grouped into quantile bins
@@ -23,8 +24,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from mbi_predict import figstyle
 from mbi_predict.explain.explanation import check_features
-from mbi_predict.report.numbers import number
+from mbi_predict.numbers import number
 
 MIN_CELL = 10
 
@@ -67,25 +69,27 @@ def beeswarm(explanation, *, max_display: int = 10, title: str | None = None, pa
     dots = explained participants, colour = the covariate's within-sample percentile (blue low, red high)."""
     if not participant_level:
         return _binned_summary(explanation, max_display=max_display, title=title, min_cell=min_cell, n_bins=n_bins)
-    order = _order(explanation, max_display)
-    fig = Figure(figsize=(7, 0.45 * len(order) + 1.5))
-    ax = fig.add_subplot()
-    scatter = None
-    for position, j in enumerate(reversed(order)):
-        shap_j = explanation.values[:, j]
-        raw, _ = _numeric(explanation.data.iloc[:, j])
-        colour = pd.Series(raw).rank(pct=True).to_numpy()
-        y = position + _swarm_offsets(shap_j)
-        scatter = ax.scatter(shap_j, y, c=colour, cmap="RdBu_r", vmin=0, vmax=1, s=8, alpha=0.8, linewidths=0)
-    ax.set_yticks(range(len(order)), [explanation.feature_names[j] for j in reversed(order)])
-    ax.axvline(0, color="0.5", lw=0.8)
-    ax.set_xlabel(f"SHAP value ({explanation.output})")
-    if scatter is not None:
-        bar = fig.colorbar(scatter, ax=ax, ticks=[0, 1])
-        bar.ax.set_yticklabels(["low", "high"])
-        bar.set_label("covariate value (percentile)")
-    ax.set_title(title or f"SHAP summary ({explanation.n_rows} participants, {explanation.kind})")
-    fig.tight_layout()
+    with figstyle.style():
+        order = _order(explanation, max_display)
+        fig = Figure(figsize=(7, 0.45 * len(order) + 1.5))
+        ax = fig.add_subplot()
+        scatter = None
+        for position, j in enumerate(reversed(order)):
+            shap_j = explanation.values[:, j]
+            raw, _ = _numeric(explanation.data.iloc[:, j])
+            colour = pd.Series(raw).rank(pct=True).to_numpy()
+            y = position + _swarm_offsets(shap_j)
+            scatter = ax.scatter(shap_j, y, c=colour, cmap=figstyle.DIVERGING, vmin=0, vmax=1, s=8, alpha=0.8,
+                                 linewidths=0)
+        ax.set_yticks(range(len(order)), [explanation.feature_names[j] for j in reversed(order)])
+        ax.axvline(0, color="0.5", lw=0.8)
+        ax.set_xlabel(f"SHAP value ({explanation.output})")
+        if scatter is not None:
+            bar = fig.colorbar(scatter, ax=ax, ticks=[0, 1])
+            bar.ax.set_yticklabels(["low", "high"])
+            bar.set_label("covariate value (percentile)")
+        ax.set_title(title or f"SHAP summary ({explanation.n_rows} participants, {explanation.kind})")
+        fig.tight_layout()
     return fig
 
 
@@ -112,33 +116,35 @@ def _binned_summary(explanation, *, max_display: int, title: str | None, min_cel
     if min_cell < 1:
         raise ValueError(f"min_cell must be at least 1, got {min_cell}")
     order = _order(explanation, max_display)
-    fig = Figure(figsize=(7, 0.55 * len(order) + 1.6))
-    ax = fig.add_subplot()
-    cmap, suppressed = colormaps["RdBu_r"], 0
-    for position, j in enumerate(reversed(order)):
-        raw, _ = _numeric(explanation.data.iloc[:, j])
-        labels, k = _bin_labels(raw, n_bins)
-        shap_j = explanation.values[:, j]
-        for b in range(k):
-            values = shap_j[labels == b]
-            if values.size < min_cell:
-                suppressed += 1
-                continue
-            offset = (b - (k - 1) / 2) * (0.7 / max(k, 1))
-            sd = values.std(ddof=1) if values.size > 1 else 0.0
-            ax.errorbar([values.mean()], [position + offset], xerr=[[sd], [sd]], fmt="o", ms=4, capsize=0, lw=2,
-                        color=cmap(b / max(k - 1, 1)))
-    ax.set_yticks(range(len(order)), [explanation.feature_names[j] for j in reversed(order)])
-    ax.set_ylim(-0.6, len(order) - 0.4)
-    ax.axvline(0, color="0.5", lw=0.8)
+    with figstyle.style():
+        fig = Figure(figsize=(7, 0.55 * len(order) + 1.6))
+        ax = fig.add_subplot()
+        cmap, suppressed = colormaps[figstyle.DIVERGING], 0
+        for position, j in enumerate(reversed(order)):
+            raw, _ = _numeric(explanation.data.iloc[:, j])
+            labels, k = _bin_labels(raw, n_bins)
+            shap_j = explanation.values[:, j]
+            for b in range(k):
+                values = shap_j[labels == b]
+                if values.size < min_cell:
+                    suppressed += 1
+                    continue
+                offset = (b - (k - 1) / 2) * (0.7 / max(k, 1))
+                sd = values.std(ddof=1) if values.size > 1 else 0.0
+                ax.errorbar([values.mean()], [position + offset], xerr=[[sd], [sd]], fmt="o", ms=4, capsize=0,
+                            lw=2, color=cmap(b / max(k - 1, 1)))
+        ax.set_yticks(range(len(order)), [explanation.feature_names[j] for j in reversed(order)])
+        ax.set_ylim(-0.6, len(order) - 0.4)
+        ax.axvline(0, color="0.5", lw=0.8)
 
-    bar = fig.colorbar(ScalarMappable(Normalize(0, 1), cmap), ax=ax, ticks=[0, 1])
-    bar.ax.set_yticklabels(["low", "high"])
-    bar.set_label("covariate bin (quantile)")
-    note = f", {suppressed} smaller bin(s) suppressed" if suppressed else ""
-    ax.set_xlabel(f"SHAP value ({explanation.output}): bin mean ± 1 SD\n(bins of >= {min_cell} participants{note})")
-    ax.set_title(title or f"SHAP by covariate bin ({explanation.n_rows} participants, {explanation.kind})")
-    fig.tight_layout()
+        bar = fig.colorbar(ScalarMappable(Normalize(0, 1), cmap), ax=ax, ticks=[0, 1])
+        bar.ax.set_yticklabels(["low", "high"])
+        bar.set_label("covariate bin (quantile)")
+        note = f", {suppressed} smaller bin(s) suppressed" if suppressed else ""
+        ax.set_xlabel(f"SHAP value ({explanation.output}): bin mean ± 1 SD\n"
+                      f"(bins of >= {min_cell} participants{note})")
+        ax.set_title(title or f"SHAP by covariate bin ({explanation.n_rows} participants, {explanation.kind})")
+        fig.tight_layout()
     return fig
 
 
@@ -147,8 +153,6 @@ def importance_bars(stability_df: pd.DataFrame, null_ref=None, *, top: int = 10,
     importance (mean to 95th percentile) is drawn as a hatched band behind each bar. Every colour is in the
     legend."""
     from matplotlib.patches import Patch
-
-    from mbi_predict.report import figstyle
 
     frame = stability_df.head(top).iloc[::-1]
     with figstyle.style():
@@ -237,8 +241,6 @@ def dependence(explanation, features=None, *, top: int = 3, color_by=None, color
     groups = None if color_by is None else np.asarray(color_by)
     if groups is not None and len(groups) != explanation.n_rows:
         raise ValueError(f"color_by has {len(groups)} values for {explanation.n_rows} explained rows")
-    from mbi_predict.report import figstyle
-
     with figstyle.style():
         fig = Figure(figsize=(4.2 * len(features), 3.8))
         axes = fig.subplots(1, len(features), squeeze=False)[0]
@@ -288,22 +290,23 @@ def benefit_profile(cate, X_frame: pd.DataFrame, features, *, n_bins: int = 10, 
         raise ValueError(f"cate has {len(cate)} values for {len(X_frame)} rows")
     features = [features] if isinstance(features, str) else list(features)
     check_features(features, [str(c) for c in X_frame.columns])
-    fig = Figure(figsize=(4.2 * len(features), 3.6))
-    axes = fig.subplots(1, len(features), squeeze=False)[0]
-    for ax, feature in zip(axes, features):
-        x, labels = _numeric(X_frame[feature])
-        b = _binned(x, cate, n_bins, min_cell)
-        ax.errorbar(b[:, 0], b[:, 1], yerr=b[:, 2], marker="o", ms=4, color="#0072B2", capsize=2, ls="none",
-                    label="binned mean (95% CI)")
-        ok = np.isfinite(x) & np.isfinite(cate)
-        if labels is None and np.unique(x[ok]).size > n_bins and ok.sum() >= 3 * min_cell:
-            grid = np.quantile(x[ok], np.linspace(0.02, 0.98, 50))
-            curve = lowess(cate[ok], x[ok], frac=smooth_frac, xvals=grid)
-            ax.plot(grid, curve, color="#D55E00", lw=1.5, label="LOWESS")
-        _axis_labels(ax, labels)
-        ax.axhline(0, color="0.5", lw=0.8)
-        ax.set_xlabel(feature)
-        ax.set_ylabel(outcome_label)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
+    with figstyle.style():
+        fig = Figure(figsize=(4.2 * len(features), 3.6))
+        axes = fig.subplots(1, len(features), squeeze=False)[0]
+        for ax, feature in zip(axes, features):
+            x, labels = _numeric(X_frame[feature])
+            b = _binned(x, cate, n_bins, min_cell)
+            ax.errorbar(b[:, 0], b[:, 1], yerr=b[:, 2], marker="o", ms=4, color=figstyle.PALETTE["estimate"],
+                        capsize=2, ls="none", label="binned mean (95% CI)")
+            ok = np.isfinite(x) & np.isfinite(cate)
+            if labels is None and np.unique(x[ok]).size > n_bins and ok.sum() >= 3 * min_cell:
+                grid = np.quantile(x[ok], np.linspace(0.02, 0.98, 50))
+                curve = lowess(cate[ok], x[ok], frac=smooth_frac, xvals=grid)
+                ax.plot(grid, curve, color=figstyle.PALETTE["pooled"], lw=1.5, label="LOWESS")
+            _axis_labels(ax, labels)
+            ax.axhline(0, color="0.5", lw=0.8)
+            ax.set_xlabel(feature)
+            ax.set_ylabel(outcome_label)
+            ax.legend(fontsize=7)
+        fig.tight_layout()
     return fig

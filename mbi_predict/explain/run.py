@@ -1,4 +1,8 @@
-"""SHAP inside a leave-one-trial-out run, and ``explain_run`` for a finished run.
+"""SHAP inside a leave-one-trial-out run: per fold, the permutation null, the summary block and the figures.
+
+This module only computes and draws; reading a finished run and recomputing its SHAP (``mbi-predict explain``) is
+the CLI's (`mbi_predict.cli.explain_run`), because it reads run folders and MLflow runs through `report` and
+re-runs a pipeline stage, both layers above this one.
 
 Where each piece runs, and why:
 * ``explain_fold`` runs inside each fold job (in the parallel workers), because it needs that fold's fitted model:
@@ -14,7 +18,8 @@ Where each piece runs, and why:
 * ``shap_block``: across folds ``stability`` -> ``ranking_records`` (+ the null) -> summary.json, and for effect
   models ``side_by_side`` with the classical within-trial interactions. ``shap_plots``: binned SHAP summary
   ("beeswarm" file; per-participant dots only with ``participant_level=True``), importance bars with CI and null
-  band, dependence (prognosis, coloured by arm; binned), benefit profile (effect models).
+  band, dependence (prognosis, coloured by arm; binned), benefit profile (effect models), each saved through
+  ``figstyle.save_figure`` in the run's format and resolution (the config's ``figures:`` block).
 
 Cost control (SHAP must not dominate the run): row and background caps from the config, tighter for random forests
 (TreeSHAP cost grows with trees x leaves x rows) and causal forests (econml's shap); the PATH risk effect model is
@@ -26,8 +31,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -37,7 +40,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mbi_predict.errors import ConfigError
+from mbi_predict import figstyle
 
 #: row / background caps per estimator where SHAP is costly (min with the configured caps)
 #: (interventional TreeSHAP, which effect models need for a common background, costs rows x background x trees)
@@ -281,130 +284,39 @@ def shap_block(kind: str, results: list, *, settings, null_ref=None, interaction
 
 
 def shap_plots(out_dir: Path, name: str, kind: str, results: list, table: pd.DataFrame | None, *, settings,
-               null_ref=None, data=None, participant_level: bool = False) -> list[Path]:
-    """Beeswarm, importance bars (CI + null band), dependence (prognosis, by arm), benefit profile (effect).
+               null_ref=None, data=None, participant_level: bool = False,
+               style: figstyle.FigureSettings | None = None) -> list[Path]:
+    """Beeswarm, importance bars (CI + null band), dependence (prognosis, by arm), benefit profile (effect), saved
+    with ``figstyle.save_figure`` in ``style`` (the run's ``figures:`` format and dpi; default png at 150 dpi).
 
     Aggregates only by default (``explain.plots``: binned summaries, bins under 10 participants suppressed);
     ``participant_level=True`` draws the per-participant beeswarm and dependence scatter, for local use only."""
     from mbi_predict.explain import plots as shap_figures
-    from mbi_predict.io import save_figure_atomic
 
     if table is None:
         return []
+    style = style or figstyle.FigureSettings()
     combined, arm = combined_explanation([r.shap for r in results if r.shap is not None])
+
+    def save(figure, what: str) -> Path:
+        return figstyle.save_figure(figure, out_dir / f"shap_{name}_{what}", format=style.format, dpi=style.dpi)
+
     written = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        written.append(save_figure_atomic(out_dir / f"shap_{name}_importance.png",
-                                          shap_figures.importance_bars(table, null_ref,
-                                                                       title=f"{name}: mean |SHAP| across held-out "
-                                                                             "trials"), dpi=70))
+        written.append(save(shap_figures.importance_bars(table, null_ref, title=f"{name}: mean |SHAP| across "
+                                                                                 "held-out trials"), "importance"))
         if combined is not None:
-            written.append(save_figure_atomic(out_dir / f"shap_{name}_beeswarm.png",
-                                              shap_figures.beeswarm(combined, title=f"{name}: SHAP on held-out "
-                                                                                    "trials",
-                                                                    participant_level=participant_level), dpi=70))
+            written.append(save(shap_figures.beeswarm(combined, title=f"{name}: SHAP on held-out trials",
+                                                      participant_level=participant_level), "beeswarm"))
         top = [f for f in table["feature"].head(settings.dependence_top) if combined is not None
                and f in combined.feature_names]
         if top and kind == "prognostic":
-            written.append(save_figure_atomic(out_dir / f"shap_{name}_dependence.png",
-                                              shap_figures.dependence(combined, top, color_by=arm,
-                                                                      participant_level=participant_level), dpi=70))
+            written.append(save(shap_figures.dependence(combined, top, color_by=arm,
+                                                        participant_level=participant_level), "dependence"))
         if top and kind == "effect" and data is not None:
             cate = np.concatenate([r.predictions["cate"].to_numpy() for r in results])
             rows = np.concatenate([r.test_rows for r in results])
             frame = data.X.iloc[rows][list(data.covariates)].reset_index(drop=True)
-            written.append(save_figure_atomic(out_dir / f"shap_{name}_benefit-profile.png",
-                                              shap_figures.benefit_profile(cate, frame, top), dpi=70))
+            written.append(save(shap_figures.benefit_profile(cate, frame, top), "benefit-profile"))
     return written
-
-
-# ------------------------------------------------------------------------------------------ explain_run
-
-def _select(summary: dict, model: str | None, features: list[str] | None) -> dict[str, Any]:
-    from mbi_predict.explain.explanation import check_features
-
-    models = summary["models"]
-    if model is not None and model not in models:
-        raise ConfigError(f"model {model!r} is not in this run; it has {sorted(models)}")
-    chosen = [model] if model is not None else list(models)
-    out = {}
-    for name in chosen:
-        shap = models[name].get("shap")
-        if shap is None:
-            out[name] = {"ranking": [], "note": "no SHAP in this run (explain.enabled was false); use recompute"}
-            continue
-        ranking = shap.get("ranking", [])
-        if features is not None:
-            check_features(list(features), [r["feature"] for r in ranking] or models[name].get("features", []))
-            ranking = [r for r in ranking if r["feature"] in set(features)]
-        out[name] = {**shap, "ranking": ranking}
-    return out
-
-
-def explain_run(run: str | Path, *, tracking_uri: str | None = None, recompute: bool = False,
-                out_dir: str | Path | None = None, model: str | None = None,
-                features: list[str] | None = None) -> dict[str, Any]:
-    """The stored SHAP rankings (and plot paths) of a finished run: a run folder holding summary.json, or an MLflow
-    run id. ``recompute=True`` re-runs the explain step from the run's own config (data re-loaded, fold models
-    refitted with the run's seeds) and replaces the run's ``shap`` blocks and SHAP plots atomically (in the run folder,
-    or for an MLflow run in ``out_dir``, default ``runs/<experiment>/explain-<run id>``). ``model``/``features``
-    restrict what is returned (ConfigError when the run or the model does not have them).
-    """
-    from mbi_predict.report.card_source import load_summary
-
-    loaded = load_summary(run, tracking_uri=tracking_uri, with_plots=not recompute)
-    summary = loaded.summary
-    folder = Path(str(run)) if Path(str(run)).is_dir() else None
-    if recompute:
-        target = folder if folder is not None and out_dir is None else Path(
-            out_dir or Path("runs") / summary.get("experiment", "run") / f"explain-{run}")
-        summary, plot_paths = _recompute(summary, target)
-    else:
-        target = folder
-        plot_paths = [Path(p) for p in loaded.plots]
-        if folder is None and out_dir is not None and loaded.plots:
-            target = Path(out_dir)
-            (target / "plots").mkdir(parents=True, exist_ok=True)
-            for rel, content in loaded.plots.items():
-                (target / rel).write_bytes(content)
-    shap_plots_by_model = {}
-    for name in summary["models"]:
-        own = [str((target / p) if target is not None and not Path(p).is_absolute() else p) for p in plot_paths
-               if Path(p).name.startswith("shap_") and f"_{name}_" in f"_{Path(p).stem}_"]
-        shap_plots_by_model[name] = sorted(own)
-    selected = _select(summary, model, features)
-    for name, block in selected.items():
-        block["plots"] = shap_plots_by_model.get(name, [])
-    return {"run": str(run), "mlflow_run_id": summary.get("mlflow_run_id"), "recomputed": bool(recompute),
-            "summary_path": None if target is None else str(target / "summary.json"), "models": selected,
-            "shap_seconds": {name: (summary["models"][name].get("timing") or {}).get("shap_seconds")
-                             for name in selected}}
-
-
-def _recompute(summary: dict, target: Path) -> tuple[dict, list[Path]]:
-    """Refit the fold models of the run's config with SHAP on; replace shap blocks, SHAP plots and timings."""
-    from mbi_predict.config import parse_config
-    from mbi_predict.io import write_json_atomic
-    from mbi_predict.runner import explain_config, explain_models, load_prepared
-
-    config = explain_config(parse_config(summary["config"]))
-    frame, prepared, plan, _ = load_prepared(config)
-    target.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-explain-", dir=target))
-    try:
-        blocks, plot_paths = explain_models(config, frame, prepared, plan, staging / "plots")
-        for name, (shap, seconds) in blocks.items():
-            if name in summary["models"]:
-                summary["models"][name]["shap"] = shap
-                summary["models"][name].setdefault("timing", {})["shap_seconds"] = seconds
-        (target / "plots").mkdir(exist_ok=True)
-        final = []
-        for path in plot_paths:  # plots first, summary last: a reader never sees a summary without its plots
-            destination = target / "plots" / path.name
-            path.replace(destination)
-            final.append(destination)
-        write_json_atomic(target / "summary.json", summary)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return summary, final

@@ -2,7 +2,7 @@
 
 Figures are built as `matplotlib.figure.Figure` objects, not through pyplot: they never enter pyplot's global figure
 registry, so nothing is shown, nothing leaks between calls, no backend has to be forced on the caller, and saving
-(`mbi_predict.report.figstyle.save_figure`) renders with Agg in the package's figure style.
+(`mbi_predict.figstyle.save_figure`) renders with Agg in the package's figure style.
 
 Generic on purpose: the same forest plot shows per-trial treatment effects and per-trial model performance
 (c-statistics, calibration slopes). Give either variances or CI bounds; the pooled result (a `PoolResult` or its
@@ -25,9 +25,9 @@ import numpy as np
 from matplotlib.figure import Figure
 from scipy import stats
 
+from mbi_predict import figstyle
 from mbi_predict.errors import MBIError
-from mbi_predict.report import figstyle
-from mbi_predict.report.numbers import number, p_value
+from mbi_predict.numbers import number, p_value
 
 # effects are "MBI minus control" on outcomes where lower is better (distress): negative favours the MBI
 FAVOURS_LOWER = ("favours MBI", "favours control")
@@ -249,8 +249,9 @@ def meta_forest_from_dict(result: dict[str, Any], *, title: str | None = None) -
 
 def write_meta_plots(report: Any, out_dir: str | Path, *, format: str | None = None,
                      dpi: int | None = None) -> list[Path]:
-    """forest.<fmt> (annotated, metafor style) and funnel.<fmt> of a `MetaReport` in ``out_dir``, atomically, in
-    the figure format and resolution in force (``figstyle.settings``); nothing if there is no usable trial."""
+    """forest.<fmt> (annotated, metafor style) and funnel.<fmt> of a `MetaReport` (or its ``to_dict()``) in
+    ``out_dir``, atomically, saved with ``figstyle.save_figure`` in ``format`` at ``dpi`` (default png at 150 dpi);
+    nothing if there is no usable trial."""
     result = report.to_dict() if hasattr(report, "to_dict") else dict(report)
     forest = meta_forest_from_dict(result)
     if forest is None:

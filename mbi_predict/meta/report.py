@@ -1,13 +1,11 @@
-"""`run_meta`: the whole classical analysis of one outcome, shaped as the CLI's JSON; `write_plots` draws it."""
+"""`run_meta`: the whole classical analysis of one outcome, shaped as the CLI's JSON; `meta.plots.write_meta_plots`
+draws it (forest and funnel plots, in the figure format and resolution asked for)."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from mbi_predict.meta.bias import EggerResult, egger_test, leave_one_out
@@ -85,32 +83,3 @@ def run_meta(ipd: pd.DataFrame, outcome: str, *, control: str = "passive", modif
         loo = []
     return MetaReport(outcome=outcome, control=control, two_stage=result, interactions=found, egger=egger,
                       leave_one_out=loo, notes=notes)
-
-
-def write_plots(report: MetaReport, out_dir: str | os.PathLike[str]) -> list[Path]:
-    """forest.png and funnel.png in `out_dir` (written atomically); nothing if there is no usable trial."""
-    from mbi_predict.io import save_figure_atomic
-    from mbi_predict.meta.plots import forest_plot, funnel_plot
-
-    rows = report.two_stage.per_trial
-    if not rows:
-        return []
-    out = Path(out_dir)
-    binary = report.two_stage.outcome_type == "binary"
-    xlabel = "Risk ratio (MBI vs control), log scale" if binary else "Hedges' g (MBI minus control)"
-    yi = np.array([r["estimate"] for r in rows])
-    vi = np.array([r["se"] ** 2 for r in rows])
-    pooled = report.two_stage.pooled
-    title = f"{report.outcome}: MBI vs {report.control} control"
-    forest = forest_plot([r["trial_id"] for r in rows], yi, vi, pooled, title=title, xlabel=xlabel,
-                         null_value=0.0)
-    if binary:
-        axis = forest.axes[0]
-        ticks = axis.get_xticks()
-        axis.set_xticks(ticks)
-        axis.set_xticklabels([f"{np.exp(t):.2g}" for t in ticks])  # log scale, labelled as risk ratios
-    paths = [save_figure_atomic(out / "forest.png", forest)]
-    funnel = funnel_plot(yi, vi, pooled, title=title,
-                         xlabel="log risk ratio" if binary else "Hedges' g")
-    paths.append(save_figure_atomic(out / "funnel.png", funnel))
-    return paths

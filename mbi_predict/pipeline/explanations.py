@@ -5,7 +5,8 @@ The per-fold SHAP runs inside the fold jobs (the folds stage gives them `explain
 declares the permutation-null refits as run-level jobs (`jobs`: B + 1 refits per explained effect model,
 `explain.run.null_tasks`), collects them (`build`: ``({model: NullReference}, {model: seconds})``) and builds each
 explained model's ``shap`` block (`shap_block`, aggregates only) and its stability table for the figures.
-`explain_models` re-runs just this stage for ``mbi-predict explain --recompute``.
+`explain_models` re-runs just this stage for ``mbi-predict explain --recompute`` (`cli.explain_run`), drawing the
+SHAP figures in the config's ``figures:`` format and resolution.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from mbi_predict import figstyle
 from mbi_predict.config import ExperimentConfig, ModelConfig, parse_config
 from mbi_predict.explain.run import (_run_null_task, explain_fold, null_reference_from_outputs, null_references,
                                      null_tasks, shap_plots)
@@ -70,9 +72,12 @@ def _null_references(config: ExperimentConfig, data: PreparedData, n_jobs: int) 
 
 
 def explain_models(config: ExperimentConfig, frame: pd.DataFrame, data: PreparedData, plan: FoldPlan,
-                   plots_dir: Path) -> tuple[dict[str, tuple[dict, float]], list[Path]]:
+                   plots_dir: Path, style: figstyle.FigureSettings | None = None
+                   ) -> tuple[dict[str, tuple[dict, float]], list[Path]]:
     """Refit every fold model with SHAP on (the run's seeds) and rebuild the shap blocks and SHAP plots only:
-    ``({model: (shap block, shap seconds)}, plot paths)``."""
+    ``({model: (shap block, shap seconds)}, plot paths)``; the plots in ``style`` (default: the config's
+    ``figures:`` block)."""
+    style = style or figstyle.from_config(config)
     fold_jobs = make_jobs(config, plan, explainer=explain_fold)
     with execution(config) as n_jobs:
         fold_results = run_jobs(fold_jobs, data, n_jobs=n_jobs)
@@ -92,5 +97,5 @@ def explain_models(config: ExperimentConfig, frame: pd.DataFrame, data: Prepared
         if spec.name in tables:
             written += shap_plots(plots_dir, spec.name, spec.kind, by_model[spec.name], tables[spec.name],
                                   settings=config.explain_settings(spec.name), null_ref=null_refs.get(spec.name),
-                                  data=data)
+                                  data=data, style=style)
     return blocks, written

@@ -22,9 +22,9 @@ from mbi_predict.explain.run import explain_fold
 from mbi_predict.models.prognostic import input_columns
 from mbi_predict.pipeline.load import RunInputs
 from mbi_predict.pipeline.progress import Progress
-from mbi_predict.report.card_subgroups import subgroup_metrics
 from mbi_predict.validate.loto import FoldJob, FoldResult, PreparedData, make_jobs, run_jobs
 from mbi_predict.validate.pooling import pool_metric
+from mbi_predict.validate.subgroup_performance import subgroup_metrics
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ def model_block(spec: ModelConfig, results: list[FoldResult], config: Experiment
 
 def subgroups(results: list[FoldResult], data: PreparedData) -> list[dict]:
     """Performance by gender, education, age band and baseline-distress tertile on the pooled held-out predictions
-    (aggregates only; small groups suppressed by `report.card_subgroups`), for the model card's fairness section."""
+    (aggregates only; small groups suppressed by `validate.subgroup_performance`), for the model card's fairness section."""
     rows = np.concatenate([r.test_rows[r.evaluated] for r in results]) if results else np.array([], dtype=int)
     predicted = np.concatenate([r.predictions["prediction"].to_numpy()[r.evaluated] for r in results]) \
         if results else np.array([])

@@ -19,7 +19,8 @@ from typing import Any
 import pandas as pd
 
 from mbi_predict.config import ExperimentConfig, load_config, parse_config
-from mbi_predict.data.harmonise import harmonise, read_parquet_metadata
+from mbi_predict.data.harmonise import harmonise
+from mbi_predict.data.publish import read_parquet_metadata
 from mbi_predict.data.readers import load_ipd
 from mbi_predict.data.schema import check_ipd
 from mbi_predict.data.simulate import simulate_latent

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from mbi_predict.report.numbers import label, sentence
+from mbi_predict.numbers import label, sentence
 
 _KINDS = ("benefit-calibration", "calibration", "forest", "shap", "toc", "comparison")
 

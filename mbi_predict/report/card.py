@@ -21,14 +21,14 @@ from typing import Any
 
 import mbi_predict
 from mbi_predict.errors import ConfigError
-from mbi_predict.report.card_source import (LoadedRun, load_summary, model_heterogeneity, outcome_task,
-                                            primary_metric, run_heterogeneity, select_model, who_benefits)
-from mbi_predict.report.card_subgroups import subgroup_metrics  # noqa: F401  (re-exported for the runner)
+from mbi_predict.report.card_source import (NOT_RECORDED, LoadedRun, load_summary, model_heterogeneity,
+                                            outcome_task, primary_metric, run_heterogeneity, select_model,
+                                            who_benefits)
+from mbi_predict.validate.subgroup_performance import subgroup_metrics  # noqa: F401  (re-exported)
 from mbi_predict.report.card_text import (caveats, ethical_considerations, intended_use, metric_definitions,
                                           model_type_description)
 
 CARD_SCHEMA_VERSION = "1.0"
-NOT_RECORDED = "not recorded in this run"
 FORMATS = ("md", "html", "json")
 
 
@@ -155,7 +155,7 @@ def _figures(plots: dict[str, bytes], name: str, all_models: list[str]) -> list[
     """The run's plots for this model (file name contains it), else the run-wide ones (no model's name in them),
     each with a caption written as sentences."""
     from mbi_predict.report.captions import caption
-    from mbi_predict.report.figstyle import media_type
+    from mbi_predict.figstyle import media_type
 
     def mentions(path: str, model: str) -> bool:  # plots are named like forest_<model>_<metric>.png
         return f"_{model}_" in f"_{Path(path).stem}_"

@@ -16,9 +16,9 @@ Block = tuple  # ("h", level, text) | ("p", text) | ("ul", [text]) | ("table", h
 
 
 def fmt(value: Any) -> str:
-    """A cell as text: numbers to three significant digits (`report.numbers`), lists joined; a mapping as
+    """A cell as text: numbers to three significant digits (`mbi_predict.numbers`), lists joined; a mapping as
     "key value" pairs only as a last resort (the known mappings are rendered as tables or sentences)."""
-    from mbi_predict.report.numbers import number
+    from mbi_predict.numbers import number
 
     if value is None:
         return "–"
@@ -32,7 +32,7 @@ def fmt(value: Any) -> str:
 
 
 def fmt_p(value: Any) -> str:
-    from mbi_predict.report.numbers import p_value
+    from mbi_predict.numbers import p_value
 
     return p_value(value)
 
@@ -63,7 +63,7 @@ def hyperparameter_blocks(per_fold: dict[str, Any]) -> list[Block]:
 
 
 def _or_not_recorded(value: Any) -> str:
-    from mbi_predict.report.card import NOT_RECORDED
+    from mbi_predict.report.card_source import NOT_RECORDED
 
     return NOT_RECORDED if value in (None, "", [], {}) else fmt(value)
 
@@ -204,7 +204,7 @@ def _shap_table(ranking: list[dict]) -> Block:
 
 
 def _ci(low: Any, high: Any) -> str:
-    from mbi_predict.report.numbers import interval
+    from mbi_predict.numbers import interval
 
     return interval(low, high)
 

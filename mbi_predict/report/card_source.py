@@ -14,9 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mbi_predict.deploy import ModelLookupError
+from mbi_predict.errors import ModelLookupError
 
 PLOT_SUFFIXES = (".png", ".svg")  # the formats a card or a report can embed (PDFs are linked)
+#: what a card says of an item the run did not record (never left out silently); the card, its renderers and its
+#: TRIPOD checklist read it from here
+NOT_RECORDED = "not recorded in this run"
 
 
 @dataclass(frozen=True)

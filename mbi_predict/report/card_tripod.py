@@ -17,7 +17,7 @@ Check = Callable[[dict[str, Any]], bool | None]  # True met, False not met, None
 
 
 def _recorded(value: Any) -> bool:
-    from mbi_predict.report.card import NOT_RECORDED
+    from mbi_predict.report.card_source import NOT_RECORDED
 
     return value not in (None, "", [], {}, NOT_RECORDED)
 

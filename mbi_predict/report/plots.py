@@ -6,8 +6,8 @@ outcome within deciles of the prediction (each an aggregate of about a tenth of 
 calibration for benefit as group means per held-out trial (small multiples, one panel per trial), and the TOC
 curve from fractions of at least `_MIN_BIN` participants.
 Figures are `matplotlib.figure.Figure` objects (no pyplot state), drawn and saved in the package style
-(`report.figstyle`: colour-blind-safe palette; format and dpi from ``write_plots``' arguments or the run's
-settings).
+(`mbi_predict.figstyle`: colour-blind-safe palette; format and dpi from ``write_plots``' arguments, which the
+figures sink takes from the run's config).
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from mbi_predict.report import figstyle
-from mbi_predict.report.numbers import label as metric_label
-from mbi_predict.report.numbers import number
+from mbi_predict import figstyle
+from mbi_predict.numbers import label as metric_label
+from mbi_predict.numbers import number
 from mbi_predict.validate.metrics import calibration_curve
 from mbi_predict.validate.pooling import from_pooling_scale, to_pooling_scale
 
@@ -266,8 +266,8 @@ def write_plots(out_dir: Path, *, forests: dict[str, dict[str, dict[str, Any]]],
                 calibration: dict[str, dict[str, Any]],
                 benefit_calibration: dict[str, dict[str, Any]] | None = None, format: str | None = None,
                 dpi: int | None = None) -> list[Path]:
-    """Save every figure under ``out_dir`` in ``format`` at ``dpi`` (default: the settings in force,
-    `figstyle.settings`); returns the written paths.
+    """Save every figure under ``out_dir`` in ``format`` at ``dpi`` (default png at 150 dpi, `figstyle.settings`);
+    returns the written paths.
 
     ``forests[model][metric]`` holds ``labels, values, variances, pooled``; ``calibration[model]`` holds
     ``observed, predicted, trial, task``; ``benefit_calibration[model]`` (effect models) holds ``pseudo, cate,

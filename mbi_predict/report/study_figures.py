@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from mbi_predict.report import figstyle
-from mbi_predict.report.numbers import label, number, sentence
+from mbi_predict import figstyle
+from mbi_predict.numbers import label, number, sentence
 
 #: perfect or no-information values drawn as a reference line
 _REFERENCE = {"rate_autoc": 0.0, "benefit_calibration_slope": 1.0, "c_for_benefit": 0.5, "r2": 0.0,

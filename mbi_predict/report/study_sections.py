@@ -11,10 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mbi_predict.report import figstyle
+from mbi_predict import figstyle
+from mbi_predict.numbers import estimate_ci, interval, label, number, p_value, sentence
 from mbi_predict.report.card_source import primary_metric, reference_models, select_model, who_benefits
 from mbi_predict.report.captions import caption
-from mbi_predict.report.numbers import estimate_ci, interval, label, number, p_value, sentence
 from mbi_predict.report.study_inputs import StudyInputs, relative_link
 from mbi_predict.report.study_figures import comparison_figure, comparison_rows, describe_interval, gates_figure
 

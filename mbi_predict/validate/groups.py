@@ -36,6 +36,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from mbi_predict.config import GroupSettings  # noqa: F401 - built by the config, used and re-exported here
+
 #: fewest held-out participants with an observed outcome for a group effect to be estimated in a trial
 MIN_GROUP = 10
 #: candidate thresholds per trait for the treatment rule (training quantiles)
@@ -246,17 +248,6 @@ def policy_values(score: np.ndarray, offer: np.ndarray, weights: np.ndarray, suf
             f"policy_value_vs_none{suffix}": weighted_mean(offer * score, weights),
             f"policy_share_offered{suffix}": (float(offer.mean()), float(offer.mean() * (1 - offer.mean()) /
                                                                          len(offer)) or float("nan"))}
-
-
-@dataclass(frozen=True)
-class GroupSettings:
-    """What `held_out_groups` computes (from the config's ``who_benefits`` block)."""
-
-    n_groups: int = 5
-    harm_threshold: float = 0.0
-    rule_depth: int = 2
-    min_leaf: int = 20
-    rules: bool = True
 
 
 def held_out_groups(*, sign: float, cate_train: np.ndarray, cate_test: np.ndarray, evaluated: np.ndarray,

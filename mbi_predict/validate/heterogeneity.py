@@ -36,46 +36,13 @@ else the normal. Without ``se``, it is recovered from the interval assuming it i
 from __future__ import annotations
 
 import math
-from typing import Literal, Mapping
+from typing import Mapping
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 from scipy import stats
 
+from mbi_predict.config import VerdictRule  # noqa: F401 - declared in the config, used and re-exported here
 from mbi_predict.errors import ConfigError
-
-
-class VerdictRule(BaseModel):
-    """The declared heterogeneity rule; see the module docstring for its rationale."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    alpha: float = Field(0.05, gt=0, lt=0.5, description="familywise false-positive rate of an 'evidence' verdict")
-    rate_metric: str = "rate_autoc"
-    slope_metric: str = "benefit_calibration_slope"
-    require_calibration_slope: bool = True
-    interaction_role: Literal["report", "alternative", "ignore"] = "report"
-    #: classical interactions: all modifiers in one within-trial model (``joint``, default: a covariate correlated
-    #: with a true modifier is not "significant" for it) or one modifier at a time (``separate``)
-    interaction_model: Literal["joint", "separate"] = "joint"
-    min_trials: int = Field(3, ge=2)
-    ci_level: float = Field(0.95, gt=0, lt=1, description="level of pooled intervals, used only when se is missing")
-    #: how the pooled held-out statistics are made dependence-aware (`mbi_predict.validate.verdict_null`):
-    #: ``permutation`` refits the validation on ``null_B`` constant-effect draws; ``none`` gives no verdict (the
-    #: naive p-values, which treat held-out trials as independent, are shown but do not decide)
-    calibration: Literal["permutation", "none"] = "permutation"
-    null_B: int = Field(19, ge=0, le=2000, description="constant-effect draws of the permutation calibration")
-    #: one verdict per run: ``primary`` (only ``primary_model`` decides), ``holm`` (family-wise over every effect
-    #: model, Holm's step-down on the models' p-values) or ``auto`` (primary when ``primary_model`` is given or
-    #: there is one effect model, else holm)
-    run_rule: Literal["auto", "primary", "holm"] = "auto"
-    primary_model: str | None = None
-    #: "evidence" also needs the model to beat predicting its training average effect for everyone, on the held-out
-    #: doubly robust loss (pooled ``dr_loss_vs_constant`` below 0)
-    require_beats_constant: bool = True
-    constant_metric: str = "dr_loss_vs_constant"
-    #: participant-level K-fold over several trials gives no verdict unless asked for explicitly
-    internal_validation: bool = False
 
 
 def _one_sided_p(entry: Mapping, rule: VerdictRule, metric: str) -> tuple[float, float]:

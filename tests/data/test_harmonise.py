@@ -219,7 +219,7 @@ def test_vectorised_labels_agree_with_label_key(cells):
 
 
 def test_csv_output_round_trips_through_load_ipd(tmp_path):
-    from mbi_predict.data.harmonise import write_harmonised
+    from mbi_predict.data.publish import write_harmonised
     from mbi_predict.data.readers import load_ipd
 
     result = harmonise(write_consortium(tmp_path))

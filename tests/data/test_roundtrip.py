@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mbi_predict.data.harmonise import harmonise, read_parquet_metadata, write_harmonised
+from mbi_predict.data.harmonise import harmonise
+from mbi_predict.data.publish import read_parquet_metadata, write_harmonised
 from mbi_predict.data.rawsim import simulate_consortium_files, simulate_ipd
 from mbi_predict.data.readers import load_ipd, read_raw
 from mbi_predict.data.schema import check_ipd

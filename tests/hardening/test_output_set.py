@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from mbi_predict.data.harmonise import harmonise, write_harmonised
+from mbi_predict.data.harmonise import harmonise
+from mbi_predict.data.publish import write_harmonised
 
 
 def _state(folder):

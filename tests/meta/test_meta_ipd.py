@@ -11,7 +11,7 @@ import pytest
 from scipy import stats
 
 from mbi_predict.errors import DataError
-from mbi_predict.meta import rubin, run_meta, two_stage, write_plots
+from mbi_predict.meta import rubin, run_meta, two_stage, write_meta_plots
 from mbi_predict.meta.ipd import construct_of, hedges_g_ancova
 
 OUTCOME = "distress_fu1_6"
@@ -198,7 +198,7 @@ def test_run_meta_json_shape_and_plots(tmp_path):
     assert payload["egger"]["done"] is False and "10" in payload["egger"]["reason"]
     assert len(payload["leave_one_out"]) == 5
     assert payload["pooled"]["k"] == 5
-    paths = write_plots(report, tmp_path / "plots")
+    paths = write_meta_plots(report, tmp_path / "plots")
     assert [p.name for p in paths] == ["forest.png", "funnel.png"]
     assert all(p.stat().st_size > 1000 for p in paths)
     assert "Egger test: not done" in report.summary()
@@ -212,7 +212,7 @@ def test_run_meta_with_one_usable_trial_reports_it_without_raising(tmp_path):
     assert payload["pooled"]["k"] == 1 and "not done" in payload["pooled"]["note"]
     assert len(payload["per_trial"]) == 1 and payload["skipped"][0]["trial_id"] == "T01"
     assert payload["leave_one_out"] == []
-    assert len(write_plots(report, tmp_path)) == 2
+    assert len(write_meta_plots(report, tmp_path)) == 2
 
 
 @pytest.mark.slow

@@ -63,10 +63,8 @@ def test_fold_runners_are_one_table():
     assert not hasattr(fold_fits, "FOLD_RUNNERS")
 
 
-@pytest.mark.xfail(strict=True, reason="mbi_predict/demo.py (owned elsewhere) reads configs/demo.yaml from the source "
-                   "tree; the demo config should ship as mbi_predict/resources/demo.yaml, read with "
-                   "importlib.resources, so `mbi-predict demo` works from an installed wheel")
 def test_the_demo_config_is_package_data():
+    """The demo config ships as mbi_predict/resources/demo.yaml, so `mbi-predict demo` works from an installed wheel."""
     from mbi_predict.demo import demo_config_path
 
     assert PACKAGE in demo_config_path().resolve().parents

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from mbi_predict.errors import ConfigError
-from mbi_predict.report import figstyle
-from mbi_predict.report.numbers import number, p_value
+from mbi_predict import figstyle
+from mbi_predict.numbers import number, p_value
 
 
 def _inputs(trials=("T1", "T2", "T3", "T4", "T5", "T6")):
@@ -48,16 +48,25 @@ def test_plots_are_written_in_the_requested_format_and_dpi(tmp_path, fmt, dpi):
             assert data.startswith(b"%PDF")
 
 
-def test_the_default_is_png_at_150_dpi_and_the_environment_sets_it(tmp_path, monkeypatch):
+def test_the_default_is_png_at_150_dpi_and_the_environment_plays_no_part(tmp_path, monkeypatch):
+    """The settings travel as arguments (a worker process need not share the environment): the variables an
+    earlier version read are ignored."""
     from mbi_predict.report.plots import write_plots
 
-    monkeypatch.delenv(figstyle.FORMAT_ENV, raising=False)
-    monkeypatch.delenv(figstyle.DPI_ENV, raising=False)
+    monkeypatch.setenv("MBI_FIGURE_FORMAT", "svg")
+    monkeypatch.setenv("MBI_FIGURE_DPI", "300")
     assert figstyle.settings() == figstyle.FigureSettings("png", 150)
     written = write_plots(tmp_path / "a", **_inputs())
+    assert {p.suffix for p in written} == {".png"}
     assert all(figstyle.png_dpi(p.read_bytes()) == pytest.approx(150, abs=1) for p in written)
-    monkeypatch.setenv(figstyle.FORMAT_ENV, "svg")   # what `run --figure-format svg` sets for worker processes
-    assert {p.suffix for p in write_plots(tmp_path / "b", **_inputs())} == {".svg"}
+
+
+def test_settings_come_from_the_arguments_over_a_config_block():
+    block = figstyle.from_config({"figures": {"format": "pdf", "dpi": 300}})
+    assert block == figstyle.FigureSettings("pdf", 300)
+    assert figstyle.settings("svg", base=block) == figstyle.FigureSettings("svg", 300)
+    assert figstyle.settings(dpi=600, base=block) == figstyle.FigureSettings("pdf", 600)
+    assert figstyle.from_config({"experiment": "x"}) == figstyle.FigureSettings()   # a config without the block
 
 
 def test_bad_settings_are_one_line_errors():
@@ -65,8 +74,31 @@ def test_bad_settings_are_one_line_errors():
         figstyle.check_format("jpeg")
     with pytest.raises(ConfigError, match="between 50 and 1200"):
         figstyle.check_dpi(10)
+    with pytest.raises(ConfigError, match="whole number"):
+        figstyle.check_dpi(150.5)
     with pytest.raises(ConfigError, match="unknown key"):
         figstyle.from_config({"figures": {"format": "png", "colour": "red"}})
+    with pytest.raises(ConfigError, match="^figures.dpi must be between"):
+        figstyle.from_config({"figures": {"dpi": 5000}})
+
+
+@pytest.mark.parametrize("fmt,dpi", [("png", 220), ("svg", 150), ("pdf", 300)])
+def test_meta_plots_are_written_in_the_requested_format_and_dpi(tmp_path, fmt, dpi):
+    from mbi_predict.meta import write_meta_plots
+
+    record = {"outcome": "distress", "control": "passive", "outcome_type": "continuous",
+              "per_trial": [{"trial_id": f"T{i}", "estimate": -0.3 + 0.05 * i, "se": 0.12} for i in range(5)],
+              "pooled": {"estimate": -0.2, "ci_low": -0.3, "ci_high": -0.1, "k": 5}}
+    written = write_meta_plots(record, tmp_path, format=fmt, dpi=dpi)
+    assert [p.name for p in written] == [f"forest.{fmt}", f"funnel.{fmt}"]
+    for path in written:
+        data = path.read_bytes()
+        if fmt == "png":
+            assert figstyle.png_dpi(data) == pytest.approx(dpi, abs=1)
+        elif fmt == "svg":
+            assert b"<svg" in data[:2000]
+        else:
+            assert data.startswith(b"%PDF")
 
 
 def test_forest_plot_is_annotated_like_metafor(tmp_path):

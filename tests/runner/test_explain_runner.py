@@ -7,7 +7,7 @@ import pytest
 
 from mbi_predict.errors import ConfigError
 from mbi_predict.explain.compare import RANKING_KEYS
-from mbi_predict.explain.run import explain_run
+from mbi_predict.cli.explain_run import explain_run
 from mbi_predict.runner import run_experiment
 
 pytest.importorskip("mbi_predict.models.effect")
@@ -68,9 +68,28 @@ def test_explain_run_reads_the_stored_rankings(explained):
         explain_run(explained.out_dir, model="nope")
 
 
+def test_the_explain_command_prints_the_stored_rankings(explained):
+    from typer.testing import CliRunner
+
+    from mbi_predict.cli import app
+
+    done = CliRunner().invoke(app, ["explain", str(explained.out_dir), "--model", "t_enet", "--json"])
+    assert done.exit_code == 0, done.output
+    records = json.loads(done.stdout)
+    assert {r["model"] for r in records} == {"t_enet"}
+    assert [r["feature"] for r in records] == [r["feature"] for r in
+                                               explained.summary["models"]["t_enet"]["shap"]["ranking"]]
+    shown = CliRunner().invoke(app, ["explain", str(explained.out_dir), "--model", "t_enet"])
+    assert shown.exit_code == 0 and "shap_t_enet_importance.png" in shown.output.replace("\n", "")  # a long path may wrap
+    bad = CliRunner().invoke(app, ["explain", str(explained.out_dir), "--model", "nope"])
+    lines = [line for line in bad.output.splitlines() if line.strip()]
+    assert bad.exit_code == 2 and len(lines) == 1 and "not in this run" in lines[0]
+
+
 def test_explain_run_recomputes_into_the_run_folder(tmp_path, make_config):
     config = _config(make_config, enabled=False)
     config["models"] = config["models"][:1] + config["models"][2:3]
+    config["figures"] = {"format": "svg"}   # the recomputed SHAP figures follow the run's figures: block
     result = run_experiment(config, out_dir=tmp_path, progress=False)
     assert "shap" not in result.summary["models"]["t_enet"]
     out = explain_run(tmp_path, recompute=True)
@@ -78,5 +97,6 @@ def test_explain_run_recomputes_into_the_run_folder(tmp_path, make_config):
     on_disk = json.loads((tmp_path / "summary.json").read_text())
     assert on_disk["models"]["t_enet"]["shap"]["ranking"] == out["models"]["t_enet"]["ranking"]
     assert on_disk["models"]["t_enet"]["pooled"] == result.summary["models"]["t_enet"]["pooled"]
-    assert (tmp_path / "plots" / "shap_t_enet_importance.png").is_file()
-    assert not list(tmp_path.glob(".staging-*"))
+    assert b"<svg" in (tmp_path / "plots" / "shap_t_enet_importance.svg").read_bytes()[:2000]
+    assert not list((tmp_path / "plots").glob("*.png"))
+    assert not list(tmp_path.glob(".*staging*"))
