@@ -66,6 +66,9 @@ def execution_backend(backend: str = "local", scheduler: Any = None, n_jobs: int
       and runs the block inside ``joblib.parallel_config(backend="dask")``; yields ``-1``.
     """
     if backend == "local":
+        from mbi_predict.workers import start_workers_without_ctrl_c
+
+        start_workers_without_ctrl_c()  # before the first pool starts: workers leave Ctrl-C to this process
         yield local_workers(n_jobs)
         return
     if backend != "dask":

@@ -17,7 +17,9 @@ main thread in any case).
 Why a patch of loky rather than an option: neither joblib nor loky offers a hook that runs before the worker's
 interpreter starts importing (``initializer`` runs after); ``ProcessPoolExecutor._adjust_process_count`` is the one
 place loky starts worker processes, at the pool's start and when it replaces a worker. The patch is applied once,
-by the CLI; if loky's internals change it is skipped (and the traceback may come back), never an error.
+where local jobs start (`parallel.execution_backend`; not at the CLI's start-up, where importing loky cost about
+0.13 s that a command without workers need not pay); if loky's internals change it is skipped (and the traceback
+may come back), never an error.
 """
 
 from __future__ import annotations

@@ -34,10 +34,6 @@ def main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks in
     if not debug:
         # MLflow's INFO lines (database creation, migrations) and its nudges about type hints are noise on a CLI
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-    # Ctrl-C reaches the worker processes too: they leave it to the CLI instead of printing tracebacks
-    from mbi_predict.workers import start_workers_without_ctrl_c
-
-    start_workers_without_ctrl_c()
 
 
 from mbi_predict.cli import data_commands, run_commands  # noqa: E402,F401,I001  (registers commands in order)
