@@ -15,7 +15,7 @@ Kolmogorov-Smirnov test of the calibrated one-sided p-values (RATE and calibrati
 distribution, beside the naive p-values' share below 0.05 (the held-out trials pooled as independent: the test
 this calibration replaces). Targets (issue 14): null run-level <= 5%, every calibrated p uniform; modest found >= 80%;
 strong >= 95%. The same runs measure harm detection (issue 17): flagged in <= 5% of null seeds, >= 80% of
-'harm_subgroup' seeds by the flexible learners, and whether each model's treatment rule beats offering to all.
+'harm' and 'harm_subgroup' seeds by the flexible learners, and whether each model's treatment rule beats offering to all.
 """
 
 from __future__ import annotations
@@ -73,6 +73,9 @@ def one_run(scenario: str, seed: int, models: list[str], *, trials: int, n: int,
         if "harm" in block and "gates" in block:
             row["per_model"][name].update(
                 harm_flagged=block["harm"]["flagged"], harm_p=block["harm"]["p_value"],
+                harm_tests={k: {"p": t["p_value"], "estimate": t["effect"].get("estimate")}
+                            for k, t in (block["harm"].get("tests") or {}).items()},
+                harm_share=block["harm"]["group_share"].get("estimate"),
                 gates_p=block["gates"]["top_minus_bottom"].get("p_value"),
                 policy_rule=block["policy"]["rule"], policy_vs_all=block["policy"]["value_vs_all"])
     row["harm_flagged"] = (summary.get("harm_flagged") or {}).get("flagged")
@@ -83,7 +86,8 @@ def report(rows: list[dict]) -> str:
     from scipy import stats
 
     lines = []
-    scenarios = [s for s in ("null", "modest", "strong", "harm", "harm_subgroup") if any(r["scenario"] == s for r in rows)]
+    scenarios = [s for s in ("null", "modest", "strong", "harm", "harm_subgroup")
+                 if any(r["scenario"] == s for r in rows)]
     models = rows[0]["models"] if rows else []
     lines.append("| scenario | who | seeds | \"evidence\" | share | Wilson 95% |")
     lines.append("|---|---|---|---|---|---|")
@@ -97,7 +101,8 @@ def report(rows: list[dict]) -> str:
             low, high = wilson(hits, len(runs))
             lines.append(f"| {scenario} | {who} | {len(runs)} | {hits} | {hits / len(runs):.3f} | "
                          f"{low:.3f}-{high:.3f} |")
-    lines += ["", "Harm (predicted-harm group's held-out effect below 0, one-sided) and the treatment rule:", "",
+    lines += ["", "Harm (held-out effect below 0, one-sided, in the predicted-harm group and in the group predicted to "
+              "benefit least, Bonferroni over the two) and the treatment rule:", "",
               "| scenario | who | seeds | harm flagged | share | Wilson 95% | rule beats offer-to-all (CI > 0) |",
               "|---|---|---|---|---|---|---|"]
     for scenario in scenarios:

@@ -14,7 +14,9 @@ way.
   benefit most and least; the runner tests it with the verdict's dependence-aware calibration.
 * **Harm**: participants whose predicted benefit is below ``-threshold`` (default 0: the MBI predicted to make them
   worse); their share and their observed effect in the held-out trial. A harm that only a few trials hold is found
-  where it is, not diluted by a ranking statistic over everyone.
+  where it is, not diluted by a ranking statistic over everyone. The group predicted to benefit least (GATES group
+  1) is the second harm candidate (`validate.groups_summary`): when a learner predicts harm for many more people
+  than are harmed, the predicted-harm group is diluted by people who benefit, while its lowest-ranked fifth is not.
 * **Treatment rule**: a depth-1 or depth-2 tree on one or two baseline traits that maximises the model's predicted
   benefit of the people it offers the MBI to (exhaustive search over quantile thresholds, as ``policytree``'s exact
   tree search, Athey & Wager 2021, Econometrica 89:133, but with the model's predicted benefit as the reward),
@@ -272,7 +274,8 @@ def held_out_groups(*, sign: float, cate_train: np.ndarray, cate_test: np.ndarra
                                 len(benefit_test)))
     metrics.update(harm_effects(score, benefit_test[evaluated], ones, settings.harm_threshold, share,
                                 len(benefit_test), "_cc"))
-    extras = {"harmed": harmed_all, "n_harmed_observed": int(harmed_all[evaluated].sum())}
+    lowest_all = group_of(benefit_test, benefit_train, settings.n_groups) == 1
+    extras = {"harmed": harmed_all, "n_harmed_observed": int(harmed_all[evaluated].sum()), "lowest": lowest_all}
     if settings.rules and rule_train is not None and rule_test is not None:
         rule = learn_rule(rule_train, benefit_train, depth=settings.rule_depth, min_leaf=settings.min_leaf)
         offer = rule.apply(rule_test)[evaluated]

@@ -2,10 +2,14 @@
 report and the treatment rule, built from the pooled per-trial metrics (aggregates only).
 
 Inference: the top-minus-bottom contrast is tested like the heterogeneity verdict, against its own constant-effect
-null draws (`validate.verdict_null`: studentised, t on B - 1 df). Harm is tested one-sided against zero effect in
-the predicted-harm group (benefit < 0), with the pooled statistic's spread taken from the same null draws (the
-dependence between held-out trials inflates it; the draws' centre is the average benefit, not the boundary of
-harm, so only their SD is used). Without null draws nothing is tested (``p_value`` None, ``tested`` False).
+null draws (`validate.verdict_null`: studentised, t on B - 1 df). Harm is tested one-sided against zero effect
+(benefit < 0) in two groups, each pooled statistic's spread taken from the same null draws (the dependence between
+held-out trials inflates it; the draws' centre is the average benefit, not the boundary of harm, so only their SD
+is used): the predicted-harm group (predicted benefit below -threshold) and the group predicted to benefit least
+(GATES group 1). The first is the natural one but is diluted when a learner predicts harm for many more people than
+are harmed (seen on the simulator: 23-39% predicted harmed where 14% are); the second has a fixed size. Harm is
+flagged when the Bonferroni-adjusted smaller p is below alpha. Without null draws nothing is tested (``p_value``
+None, ``tested`` False).
 """
 
 from __future__ import annotations
@@ -68,6 +72,46 @@ def describe_group(members: np.ndarray, traits: pd.DataFrame, *, min_leaf: int =
     return out
 
 
+#: the harm candidates, each tested one-sided for harm: (label, pooled metric, extras key of its members)
+HARM_CANDIDATES = (("predicted_harm_group", "harm_group_effect", "harmed"),
+                   ("lowest_benefit_group", "gates_1", "lowest"))
+
+
+def harm_block(config, pooled: dict, forest: dict, null: dict, results: list,
+               traits: pd.DataFrame | None) -> dict[str, Any]:
+    """The harm report of one effect model: two candidate groups, each tested one-sided for harm with the spread
+    of its null draws, flagged when the Bonferroni-adjusted smaller p (``min(1, m * min p)`` over the m tested
+    candidates) is below alpha; the traits that describe the candidate with the smaller p."""
+    settings = config.who_benefits
+    alpha = config.heterogeneity.alpha
+    tests: dict[str, dict[str, Any]] = {}
+    for label, metric, _ in HARM_CANDIDATES:
+        p, used = harm_pvalue(observed_statistic(config, forest, metric), null.get(metric))
+        tests[label] = {"metric": metric, "effect": _interval(pooled.get(metric)),
+                        "effect_complete_case": _interval(pooled.get(f"{metric}_cc")), "p_value": p, "B": used}
+    tested = {label: t["p_value"] for label, t in tests.items() if t["p_value"] is not None}
+    p_harm = min(1.0, len(tested) * min(tested.values())) if tested else None
+    described_group = min(tested, key=tested.get) if tested else HARM_CANDIDATES[0][0]
+    key = dict((label, extra) for label, _, extra in HARM_CANDIDATES)[described_group]
+    members = [r.extras[key] for r in results if key in r.extras]
+    described: list[str] = []
+    if traits is not None and members and sum(len(m) for m in members) == len(traits):
+        described = describe_group(np.concatenate(members).astype(bool), traits, min_leaf=settings.min_leaf)
+    return {"flagged": bool(p_harm is not None and p_harm < alpha), "tested": p_harm is not None,
+            "threshold": settings.harm_threshold, "group_share": _interval(pooled.get("harm_group_share")),
+            "group_effect": tests["predicted_harm_group"]["effect"],
+            "group_effect_complete_case": tests["predicted_harm_group"]["effect_complete_case"],
+            "lowest_group_effect": tests["lowest_benefit_group"]["effect"],
+            "p_value": p_harm, "alpha": alpha, "B": max((t["B"] for t in tests.values()), default=0),
+            "tests": tests, "described_group": described_group, "described_by": described,
+            "method": f"one-sided test of harm (benefit < 0) in the predicted-harm group (predicted benefit below "
+                      f"-{settings.harm_threshold:g}) and in the fifth predicted to benefit least"
+                      .replace("fifth", "group" if settings.n_groups != 5 else "fifth")
+                      + f"; Bonferroni over the {len(tested) or len(tests)} tested",
+            "note": "effects on the benefit scale (negative = the MBI made them worse); trials with fewer than 10 "
+                    "observed in a group are left out of that group's pooling"}
+
+
 def groups_block(config, name: str, pooled: dict, forest: dict, null: dict | None, results: list,
                  traits: pd.DataFrame | None) -> dict[str, Any]:
     """``gates``, ``harm`` and ``policy`` of one effect model (see the module docstring)."""
@@ -90,20 +134,7 @@ def groups_block(config, name: str, pooled: dict, forest: dict, null: dict | Non
         contrast.update(p_value=None, method="not tested (no null draws for this model)")
     gates["top_minus_bottom"] = contrast
 
-    effect = _interval(pooled.get("harm_group_effect"))
-    p_harm, used = harm_pvalue(observed_statistic(config, forest, "harm_group_effect"),
-                               null.get("harm_group_effect"))
-    alpha = config.heterogeneity.alpha
-    members = np.concatenate([r.extras["harmed"] for r in results if "harmed" in r.extras]) if results else []
-    described: list[str] = []
-    if traits is not None and len(members) == len(traits):
-        described = describe_group(np.asarray(members, dtype=bool), traits, min_leaf=settings.min_leaf)
-    harm = {"flagged": bool(p_harm is not None and p_harm < alpha), "tested": p_harm is not None,
-            "threshold": settings.harm_threshold, "group_share": _interval(pooled.get("harm_group_share")),
-            "group_effect": effect, "group_effect_complete_case": _interval(pooled.get("harm_group_effect_cc")),
-            "p_value": p_harm, "alpha": alpha, "B": used, "described_by": described,
-            "note": "predicted harmed: predicted benefit below -threshold; effect on the benefit scale (negative = "
-                    "the MBI made them worse); trials with fewer than 10 observed in the group are left out"}
+    harm = harm_block(config, pooled, forest, null, results, traits)
 
     rules = [r.extras["rule"] for r in results if "rule" in r.extras]
     common = max(dict.fromkeys(rules), key=rules.count) if rules else None  # ties: first seen (stable)

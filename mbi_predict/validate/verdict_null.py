@@ -59,9 +59,9 @@ from mbi_predict.validate.loto import FoldJob, FoldPlan, PreparedData, derive_se
 from mbi_predict.validate.pooling import pool_metric
 
 #: group statistics calibrated with the same null draws (``validate.groups``): the top-minus-bottom group
-#: contrast (tested like the verdict) and the predicted-harm group's effect (its spread only: harm is tested
-#: against 0, not against the constant-effect draws, whose centre is the average benefit)
-GROUP_STATISTICS = ("gates_top_minus_bottom", "harm_group_effect")
+#: contrast (tested like the verdict), the predicted-harm group's and the lowest group's effects (their spread
+#: only: harm is tested against 0, not against the constant-effect draws, whose centre is the average benefit)
+GROUP_STATISTICS = ("gates_top_minus_bottom", "harm_group_effect", "gates_1")
 #: fewest finite null statistics for a calibrated test (the t reference needs an SD estimate of some stability)
 MIN_NULL_DRAWS = 5
 
