@@ -21,6 +21,7 @@ from typing import Any
 
 import mbi_predict
 from mbi_predict.errors import ConfigError
+from mbi_predict.report.card_groups import groups_section
 from mbi_predict.report.card_source import (NOT_RECORDED, LoadedRun, load_summary, model_heterogeneity,
                                             outcome_task, primary_metric, run_heterogeneity, select_model,
                                             who_benefits)
@@ -57,6 +58,7 @@ def card_from_summary(loaded: LoadedRun, *, model: str | None = None) -> dict[st
         "figures": _figures(loaded.plots, name, list(summary["models"])),
         "subgroups": _subgroups(entry),
         "explanations": _explanations(summary, name, entry),
+        "who_benefits_groups": groups_section(summary, entry),
     }
     card["ethical_considerations"] = ethical_considerations(card)
     card["caveats_and_recommendations"] = caveats(card)

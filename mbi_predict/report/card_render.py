@@ -329,9 +329,12 @@ def _explanations(card: dict) -> list[Block]:
 
 
 def card_blocks(card: dict) -> list[Block]:
-    blocks: list[Block] = [("h", 1, card["title"])]
+    from mbi_predict.report.card_groups import groups_blocks, harm_alert
+
+    groups = card.get("who_benefits_groups")
+    blocks: list[Block] = [("h", 1, card["title"])] + harm_alert(groups)
     blocks += _details(card) + _intended_use(card) + _training_data(card) + _evaluation(card) + _figures(card)
-    blocks += _subgroups(card) + _explanations(card)
+    blocks += _subgroups(card) + groups_blocks(groups) + _explanations(card)
     blocks += [("h", 2, "Ethical considerations"), ("ul", card["ethical_considerations"]),
                ("h", 2, "Caveats and recommendations"), ("ul", card["caveats_and_recommendations"]),
                ("h", 2, "TRIPOD+AI checklist"),

@@ -13,6 +13,7 @@ from typing import Any
 
 from mbi_predict import figstyle
 from mbi_predict.numbers import estimate_ci, interval, label, number, p_value, sentence
+from mbi_predict.report.card_groups import groups_section, harm_blocks
 from mbi_predict.report.card_source import primary_metric, reference_models, select_model, who_benefits
 from mbi_predict.report.captions import caption
 from mbi_predict.report.study_inputs import StudyInputs, relative_link
@@ -304,19 +305,9 @@ def _groups(inputs: StudyInputs, effect: str | None, settings: figstyle.FigureSe
                                             settings)]))
     else:
         blocks.append(_note(f"Group effects were not recorded for {effect}."))
-    harm = entry.get("harm") or {}
-    share = harm.get("group_share") or {}
-    if harm:
-        blocks += [("h", 3, "Predicted harm"),
-                   ("p", f"Share predicted to be harmed: {describe_interval(share)}. "
-                         + ("The harm test was not run or not calibrated for this model"
-                            if not harm.get("tested") else
-                            f"Harm {'was' if harm.get('flagged') else 'was not'} flagged "
-                            f"(p = {p_value(harm.get('p_value'))})") + f". {harm.get('note') or ''}".strip())]
-    run_harm = inputs.summary.get("harm_flagged") or {}
-    if run_harm.get("reason"):
-        blocks.append(("p", f"Run-level harm flag: {'raised' if run_harm.get('flagged') else 'not raised'} "
-                            f"({run_harm['reason']})."))
+    section = groups_section(inputs.summary, entry)
+    if section is not None and section.get("recorded") and entry.get("harm"):
+        blocks += [("h", 3, "Predicted harm")] + harm_blocks(section)
     policy = entry.get("policy") or {}
     if policy:
         blocks += [("h", 3, "Treatment policy"),

@@ -8,7 +8,9 @@ held-out trials inflates it; the draws' centre is the average benefit, not the b
 is used): the predicted-harm group (predicted benefit below -threshold) and the group predicted to benefit least
 (GATES group 1). The first is the natural one but is diluted when a learner predicts harm for many more people than
 are harmed (seen on the simulator: 23-39% predicted harmed where 14% are); the second has a fixed size. Harm is
-flagged when the Bonferroni-adjusted smaller p is below alpha. Without null draws nothing is tested (``p_value``
+flagged when the two tests' Simes combination (``min(2 p_(1), p_(2))``) is below alpha: valid for positively
+dependent tests (Sarkar 1998, Ann. Stat. 26:494), which these are (one-sided, same direction, overlapping groups),
+and never less powerful than Bonferroni. Without null draws nothing is tested (``p_value``
 None, ``tested`` False).
 """
 
@@ -77,11 +79,18 @@ HARM_CANDIDATES = (("predicted_harm_group", "harm_group_effect", "harmed"),
                    ("lowest_benefit_group", "gates_1", "lowest"))
 
 
+def simes(pvalues: list[float]) -> float:
+    """Simes' combined p of m tests: ``min_i m p_(i) / i`` (sorted p), at most 1."""
+    ordered = np.sort(np.asarray(pvalues, dtype=float))
+    m = len(ordered)
+    return float(min(1.0, np.min(m * ordered / np.arange(1, m + 1))))
+
+
 def harm_block(config, pooled: dict, forest: dict, null: dict, results: list,
                traits: pd.DataFrame | None) -> dict[str, Any]:
     """The harm report of one effect model: two candidate groups, each tested one-sided for harm with the spread
-    of its null draws, flagged when the Bonferroni-adjusted smaller p (``min(1, m * min p)`` over the m tested
-    candidates) is below alpha; the traits that describe the candidate with the smaller p."""
+    of its null draws, flagged when the Simes combination of the tested ones (`simes`; see the module docstring) is
+    below alpha; the traits that describe the candidate with the smaller p."""
     settings = config.who_benefits
     alpha = config.heterogeneity.alpha
     tests: dict[str, dict[str, Any]] = {}
@@ -90,7 +99,7 @@ def harm_block(config, pooled: dict, forest: dict, null: dict, results: list,
         tests[label] = {"metric": metric, "effect": _interval(pooled.get(metric)),
                         "effect_complete_case": _interval(pooled.get(f"{metric}_cc")), "p_value": p, "B": used}
     tested = {label: t["p_value"] for label, t in tests.items() if t["p_value"] is not None}
-    p_harm = min(1.0, len(tested) * min(tested.values())) if tested else None
+    p_harm = simes(list(tested.values())) if tested else None
     described_group = min(tested, key=tested.get) if tested else HARM_CANDIDATES[0][0]
     key = dict((label, extra) for label, _, extra in HARM_CANDIDATES)[described_group]
     members = [r.extras[key] for r in results if key in r.extras]
@@ -105,9 +114,9 @@ def harm_block(config, pooled: dict, forest: dict, null: dict, results: list,
             "p_value": p_harm, "alpha": alpha, "B": max((t["B"] for t in tests.values()), default=0),
             "tests": tests, "described_group": described_group, "described_by": described,
             "method": f"one-sided test of harm (benefit < 0) in the predicted-harm group (predicted benefit below "
-                      f"-{settings.harm_threshold:g}) and in the fifth predicted to benefit least"
-                      .replace("fifth", "group" if settings.n_groups != 5 else "fifth")
-                      + f"; Bonferroni over the {len(tested) or len(tests)} tested",
+                      f"{0.0 - settings.harm_threshold:g}) and in the group predicted to benefit least (lowest of "
+                      f"{settings.n_groups} by predicted benefit); Simes combination over the {len(tested) or len(tests)} "
+                      "tested",
             "note": "effects on the benefit scale (negative = the MBI made them worse); trials with fewer than 10 "
                     "observed in a group are left out of that group's pooling"}
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from mbi_predict.validate import groups as g
-from mbi_predict.validate.groups_summary import describe_group, harm_pvalue
+from mbi_predict.validate.groups_summary import describe_group, harm_pvalue, simes
 
 
 def test_groups_are_cut_at_the_training_quantiles():
@@ -90,6 +90,23 @@ def test_harm_p_value_uses_the_null_spread_and_tests_nothing_without_it():
     assert harm_pvalue(-3.0, np.array([0.1, np.nan, 0.2]))[0] is None
 
 
+def test_simes_combination():
+    assert simes([0.04]) == pytest.approx(0.04)
+    assert simes([0.03, 0.04]) == pytest.approx(0.04)      # both small: the larger p, not twice the smaller
+    assert simes([0.01, 0.5]) == pytest.approx(0.02)       # one small: Bonferroni
+    assert simes([0.6, 0.9]) == pytest.approx(0.9) and simes([0.7, 0.7]) == pytest.approx(0.7)
+    assert simes([0.9, 1.0]) <= 1.0
+
+
+def test_simes_holds_its_level_for_positively_dependent_one_sided_tests():
+    rng = np.random.default_rng(11)
+    z = rng.normal(size=(20000, 1)) * np.sqrt(0.6) + rng.normal(size=(20000, 2)) * np.sqrt(0.4)  # correlation 0.6
+    from scipy import stats
+    p = stats.norm.cdf(z)
+    rejections = np.mean([simes(list(row)) < 0.05 for row in p])
+    assert 0.03 < rejections <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / len(p))
+
+
 def test_runner_reports_group_effects_harm_and_a_rule(tmp_path):
     from mbi_predict.runner import run_experiment
 
@@ -105,7 +122,18 @@ def test_runner_reports_group_effects_harm_and_a_rule(tmp_path):
     block = summary["models"]["lin"]
     assert [group["group"] for group in block["gates"]["groups"]] == [1, 2, 3]
     assert block["gates"]["top_minus_bottom"]["B"] == 5
-    assert set(block["harm"]) >= {"flagged", "threshold", "group_share", "group_effect", "p_value", "described_by"}
+    harm = block["harm"]
+    assert set(harm) >= {"flagged", "threshold", "group_share", "group_effect", "p_value", "described_by", "tests"}
+    # two candidate groups, each tested against its own null spread; the verdict's p is their Simes combination
+    tests = harm["tests"]
+    assert set(tests) == {"predicted_harm_group", "lowest_benefit_group"}
+    assert tests["lowest_benefit_group"]["effect"] == {k: block["gates"]["groups"][0][k] for k in tests[
+        "lowest_benefit_group"]["effect"]}
+    ps = [t["p_value"] for t in tests.values() if t["p_value"] is not None]
+    assert ps and harm["p_value"] == pytest.approx(simes(ps))
+    assert harm["flagged"] == (harm["p_value"] < harm["alpha"])
+    assert harm["described_group"] == min((t for t in tests if tests[t]["p_value"] is not None),
+                                          key=lambda t: tests[t]["p_value"])
     assert block["policy"]["rule"].startswith("offer the MBI")
     assert {"value_vs_all", "value_vs_none"} <= set(block["policy"])
     assert "harm_flagged" in summary and isinstance(summary["harm_flagged"]["flagged"], bool)
