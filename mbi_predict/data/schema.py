@@ -131,6 +131,15 @@ def baseline_of(outcome: str) -> str | None:
     return f"baseline_{match.group('construct')}" if match else None
 
 
+def deterioration_of(outcome: str) -> str | None:
+    """`distress_fu1_6` -> `deteriorated_distress_fu1_6` (the reliable-deterioration flag of the same construct and
+    window); None for an outcome that is not ``<construct>_<window>`` or is itself a flag."""
+    match = OUTCOME_RE.match(outcome)
+    if match is None or outcome.startswith(("deteriorated_", "improved_")):
+        return None
+    return f"deteriorated_{match['construct']}_{match['window']}"
+
+
 def construct_of(outcome: str) -> str | None:
     match = HARM_RE.match(outcome) or OUTCOME_RE.match(outcome)
     return match.group("construct") if match else None

@@ -58,6 +58,7 @@ def groups_section(summary: dict[str, Any], entry: dict[str, Any]) -> dict[str, 
                  "share_predicted_harmed": _interval(harm.get("group_share")), "tests": tests,
                  "described_group": _CANDIDATES.get(harm.get("described_group"), harm.get("described_group")),
                  "described_by": list(harm.get("described_by") or []), "method": harm.get("method"),
+                 "deterioration": _deterioration_rows(harm.get("deterioration")),
                  "note": harm.get("note")},
         "run_harm": {"flagged": run_harm.get("flagged"), "reason": run_harm.get("reason")} if run_harm else None,
         "policy": {"rule": policy.get("rule"), "rule_in_folds": policy.get("rule_in_folds"),
@@ -66,6 +67,13 @@ def groups_section(summary: dict[str, Any], entry: dict[str, Any]) -> dict[str, 
                    "share_offered": _interval(policy.get("share_offered")),
                    "beats_offer_to_all": policy.get("beats_offer_to_all"), "note": policy.get("note")},
     }
+
+
+def _deterioration_rows(block: dict | None) -> list[dict[str, Any]] | None:
+    if not block:
+        return None
+    labels = {**_CANDIDATES, "everyone": "everyone"}
+    return [{"group": labels.get(label, label), **_interval(entry)} for label, entry in block["groups"].items()]
 
 
 def _est_ci(entry: dict) -> list[str]:
@@ -139,6 +147,11 @@ def harm_blocks(section: dict) -> list[Block]:
     if harm["tests"]:
         blocks.append(("table", ["Group tested", "Effect", "95% CI", "Prediction interval", "Trials", "One-sided p"],
                        [[t["group"], *_est_ci(t), fmt_p(t["p_value"])] for t in harm["tests"]]))
+    if harm.get("deterioration"):
+        blocks.append(("p", "Reliable deterioration: share deteriorated under the MBI minus under control (positive = "
+                            "more deterioration with the MBI), observed flags only; descriptive, not tested."))
+        blocks.append(("table", ["Group", "Difference", "95% CI", "Prediction interval", "Trials"],
+                       [[row["group"], *_est_ci(row)] for row in harm["deterioration"]]))
     if harm["described_by"]:
         blocks.append(("p", f"Traits that describe the group {harm['described_group']} (a depth-2 tree on "
                             "membership; rounded):"))

@@ -239,7 +239,9 @@ def _group_metrics(job: FoldJob, data: PreparedData, fitted: FittedModel, cate_t
     raw, extras = held_out_groups(sign=-1.0 if data.outcome_higher_is_worse else 1.0, cate_train=cate_train,
                                   cate_test=cate, evaluated=evaluated, pseudo=pseudo, X_test=X_test,
                                   arm_test=data.arm[job.fold.test], settings=settings, rule_train=rule_train,
-                                  rule_test=rule_test)
+                                  rule_test=rule_test,
+                                  deteriorated_test=None if data.deteriorated is None else
+                                  data.deteriorated[job.fold.test])
     return {name: MetricValue(float(value), float(variance), "groups") for name, (value, variance) in raw.items()}, \
         extras
 

@@ -22,6 +22,10 @@ way.
   tree search, Athey & Wager 2021, Econometrica 89:133, but with the model's predicted benefit as the reward),
   learned on the training trials and valued on the held-out trial's doubly robust scores against "offer to all"
   (``policy_value_vs_all``: mean of ``(rule - 1) * score``) and "offer to none" (``policy_value_vs_none``).
+* **Deterioration**: where the data hold the outcome's reliable-deterioration flag (``deteriorated_<outcome>``),
+  the share deteriorated under the MBI minus under control in the predicted-harm group, the lowest group and
+  everyone (``deterioration_rd_*``, observed flags only): a description of harm on the clinical scale beside the
+  tested effects, not a test.
 * **Missing outcomes**: held-out effects are complete-case means reweighted by the inverse probability that the
   outcome was observed (logistic model of observation on the covariates and the arm, fitted within the held-out
   trial, probabilities clipped at 0.05), so a group that drops out more is not under-represented; the complete-case
@@ -99,6 +103,24 @@ def harm_effects(score: np.ndarray, predicted: np.ndarray, weights: np.ndarray, 
         out["harm_group_share"] = (share_all, share_all * (1 - share_all) / n_all if 0 < share_all < 1 else
                                    float("nan"))
     return out
+
+
+#: the groups whose deterioration is described: (metric suffix, extras key of its members; None = everyone)
+DETERIORATION_GROUPS = (("harm_group", "harmed"), ("lowest_group", "lowest"), ("everyone", None))
+
+
+def deterioration_difference(flag: np.ndarray, arm: np.ndarray) -> tuple[float, float]:
+    """Share reliably deteriorated under the MBI minus under control among the rows with an observed flag, and its
+    variance from Agresti-Caffo adjusted shares (one success and one failure added per arm, so a trial where nobody
+    deteriorated still has a usable variance); (nan, nan) with fewer than 5 observed per arm."""
+    flag, arm = np.asarray(flag, dtype=float), np.asarray(arm, dtype=int)
+    seen = np.isfinite(flag)
+    treated, control = flag[seen & (arm == 1)], flag[seen & (arm == 0)]
+    if min(len(treated), len(control)) < 5:
+        return float("nan"), float("nan")
+    adjusted = [(x.sum() + 1) / (len(x) + 2) for x in (treated, control)]
+    variance = sum(q * (1 - q) / (len(x) + 2) for q, x in zip(adjusted, (treated, control)))
+    return float(treated.mean() - control.mean()), float(variance)
 
 
 # ------------------------------------------------------------------------------------------- treatment rule
@@ -254,8 +276,8 @@ def policy_values(score: np.ndarray, offer: np.ndarray, weights: np.ndarray, suf
 
 def held_out_groups(*, sign: float, cate_train: np.ndarray, cate_test: np.ndarray, evaluated: np.ndarray,
                     pseudo: np.ndarray, X_test: np.ndarray, arm_test: np.ndarray, settings: GroupSettings,
-                    rule_train: pd.DataFrame | None = None, rule_test: pd.DataFrame | None = None
-                    ) -> tuple[dict[str, tuple[float, float]], dict]:
+                    rule_train: pd.DataFrame | None = None, rule_test: pd.DataFrame | None = None,
+                    deteriorated_test: np.ndarray | None = None) -> tuple[dict[str, tuple[float, float]], dict]:
     """Every group metric of one held-out trial as (value, variance), and in-memory extras (who was predicted
     harmed, the rule): see the module docstring. ``sign`` turns CATE into benefit (-1 when higher is worse);
     ``cate_test``, ``X_test``, ``arm_test`` cover every randomised held-out row, ``pseudo`` the evaluated ones."""
@@ -276,6 +298,12 @@ def held_out_groups(*, sign: float, cate_train: np.ndarray, cate_test: np.ndarra
                                 len(benefit_test), "_cc"))
     lowest_all = group_of(benefit_test, benefit_train, settings.n_groups) == 1
     extras = {"harmed": harmed_all, "n_harmed_observed": int(harmed_all[evaluated].sum()), "lowest": lowest_all}
+    if deteriorated_test is not None:
+        arm = np.asarray(arm_test, dtype=int)
+        for suffix, key in DETERIORATION_GROUPS:
+            rows = extras[key] if key is not None else np.ones(len(arm), dtype=bool)
+            metrics[f"deterioration_rd_{suffix}"] = deterioration_difference(np.asarray(deteriorated_test)[rows],
+                                                                             arm[rows])
     if settings.rules and rule_train is not None and rule_test is not None:
         rule = learn_rule(rule_train, benefit_train, depth=settings.rule_depth, min_leaf=settings.min_leaf)
         offer = rule.apply(rule_test)[evaluated]

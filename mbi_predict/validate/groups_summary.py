@@ -86,6 +86,17 @@ def simes(pvalues: list[float]) -> float:
     return float(min(1.0, np.min(m * ordered / np.arange(1, m + 1))))
 
 
+def _deterioration(pooled: dict) -> dict[str, Any] | None:
+    """The pooled difference in the share reliably deteriorated (MBI minus control) per described group, or None
+    when the data hold no deterioration flag for the outcome."""
+    groups = {"predicted_harm_group": "harm_group", "lowest_benefit_group": "lowest_group", "everyone": "everyone"}
+    if not any(f"deterioration_rd_{suffix}" in pooled for suffix in groups.values()):
+        return None
+    return {"groups": {label: _interval(pooled.get(f"deterioration_rd_{suffix}")) for label, suffix in groups.items()},
+            "note": "share reliably deteriorated under the MBI minus under control (positive = more deterioration "
+                    "with the MBI), observed flags only, pooled across held-out trials; descriptive, not tested"}
+
+
 def harm_block(config, pooled: dict, forest: dict, null: dict, results: list,
                traits: pd.DataFrame | None) -> dict[str, Any]:
     """The harm report of one effect model: two candidate groups, each tested one-sided for harm with the spread
@@ -113,6 +124,7 @@ def harm_block(config, pooled: dict, forest: dict, null: dict, results: list,
             "lowest_group_effect": tests["lowest_benefit_group"]["effect"],
             "p_value": p_harm, "alpha": alpha, "B": max((t["B"] for t in tests.values()), default=0),
             "tests": tests, "described_group": described_group, "described_by": described,
+            "deterioration": _deterioration(pooled),
             "method": f"one-sided test of harm (benefit < 0) in the predicted-harm group (predicted benefit below "
                       f"{0.0 - settings.harm_threshold:g}) and in the group predicted to benefit least (lowest of "
                       f"{settings.n_groups} by predicted benefit); Simes combination over the {len(tested) or len(tests)} "
@@ -171,5 +183,5 @@ def harm_flagged(models: dict[str, dict], alpha: float) -> dict[str, Any]:
     adjusted = holm(pvalues)
     flagged = sorted(name for name, p in adjusted.items() if p < alpha)
     return {"flagged": bool(flagged), "tested": True, "models": adjusted, "alpha": alpha,
-            "reason": (f"harm in the predicted-harm group of {', '.join(flagged)} (Holm over {len(adjusted)} models)"
-                       if flagged else f"no model's predicted-harm group shows harm (Holm over {len(adjusted)})")}
+            "reason": (f"harm found by {', '.join(flagged)} (Holm over {len(adjusted)} models)" if flagged else
+                       f"no model's harm test is below alpha after Holm over {len(adjusted)} models")}

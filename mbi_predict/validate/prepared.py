@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mbi_predict.data.schema import (HIGHER_IS_WORSE, STUDY_TRAITS, baseline_of, construct_of,
+from mbi_predict.data.schema import (HIGHER_IS_WORSE, STUDY_TRAITS, baseline_of, construct_of, deterioration_of,
                                      present_baseline_covariates, predictor_refusal)
 from mbi_predict.errors import ConfigError, DataError
 from mbi_predict.models.preprocess import ARM, FeatureSpec, categorical_as_object
@@ -42,6 +42,9 @@ class PreparedData:
     #: the simulator's true CATE per row (NaN where unknown), or None: used only to score effect models (pehe,
     #: cate_truth_corr), never as a model input (it is not in X)
     truth_cate: np.ndarray | None = field(default=None, repr=False)
+    #: the outcome's reliable-deterioration flag per row (0/1, NaN where missing; ``deteriorated_<outcome>``), or
+    #: None when the data have none: described by group in the harm report, never a model input
+    deteriorated: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def n(self) -> int:
@@ -107,11 +110,18 @@ def prepare_data(frame: pd.DataFrame, *, outcome: str, covariates: list[str] | s
     baseline = baseline_of(outcome)
     construct = construct_of(outcome)
     worse_up = outcome.startswith("deteriorated_") or HIGHER_IS_WORSE.get(construct or "", True)
+    flag_column = deterioration_of(outcome)
+    deteriorated = None
+    if task == "continuous" and flag_column in data.columns:
+        deteriorated = pd.to_numeric(data[flag_column], errors="coerce").to_numpy(dtype=float)
+        if not np.isfinite(deteriorated).any():
+            deteriorated = None
     return PreparedData(X=X, y=y, trial=data["trial_id"].astype(str).to_numpy(),
                         participant=data["participant_id"].astype(str).to_numpy(),
                         arm=data["arm"].to_numpy(dtype=int), outcome=outcome, task=task, covariates=tuple(chosen),
                         features=FeatureSpec.from_frame(X, chosen, baseline), control_type=control_type,
-                        excluded_trials=tuple(excluded), outcome_higher_is_worse=bool(worse_up))
+                        excluded_trials=tuple(excluded), outcome_higher_is_worse=bool(worse_up),
+                        deteriorated=deteriorated)
 
 
 def attach_truth(data: PreparedData, truth: pd.DataFrame | None) -> PreparedData:

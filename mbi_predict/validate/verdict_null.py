@@ -98,7 +98,7 @@ def constant_effect_draw(data: PreparedData, rng: np.random.Generator) -> Prepar
     X = data.X
     if "arm" in X.columns:
         X = X.assign(arm=new_arm)
-    return replace(data, y=new_y, arm=new_arm, X=X, truth_cate=None)
+    return replace(data, y=new_y, arm=new_arm, X=X, truth_cate=None, deteriorated=None)
 
 
 def pooled_statistic(metric: str, values: list[float], variances: list[float], labels: list[str], *,

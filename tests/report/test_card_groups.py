@@ -47,7 +47,7 @@ def summary(run_summary):
                              "per_trial": [], "pooled": {}, "gates": copy.deepcopy(GATES),
                              "harm": _harm(flagged), "policy": copy.deepcopy(POLICY)}
         s["harm_flagged"] = {"flagged": flagged, "tested": True, "alpha": 0.05, "models": {"cf": 0.008},
-                             "reason": "harm in the predicted-harm group of cf" if flagged else "no harm"}
+                             "reason": "harm found by cf" if flagged else "no harm"}
         return s
     return make
 

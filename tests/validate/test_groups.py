@@ -161,3 +161,36 @@ def test_a_projection_covariate_not_in_the_analysis_is_one_line(tmp_path):
     result = CliRunner().invoke(app, ["run", str(path), "--out", str(tmp_path / "o")])
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert result.exit_code == 2 and len(lines) == 1 and "shoe_size" in lines[0]
+
+
+def test_deterioration_difference_and_its_variance():
+    rng = np.random.default_rng(3)
+    arm = np.repeat([1, 0], 4000)
+    flag = np.concatenate([rng.random(4000) < 0.20, rng.random(4000) < 0.10]).astype(float)
+    flag[::7] = np.nan  # missing flags are left out
+    value, variance = g.deterioration_difference(flag, arm)
+    assert value == pytest.approx(0.10, abs=0.02)
+    n1, n0 = np.isfinite(flag[arm == 1]).sum(), np.isfinite(flag[arm == 0]).sum()
+    assert variance == pytest.approx(0.2 * 0.8 / n1 + 0.1 * 0.9 / n0, rel=0.1)
+    # nobody deteriorated: a difference of 0 with a usable (positive) variance
+    zero, zero_var = g.deterioration_difference(np.zeros(40), np.repeat([1, 0], 20))
+    assert zero == 0 and zero_var > 0
+    assert all(math.isnan(x) for x in g.deterioration_difference(np.zeros(8), np.array([1, 1, 1, 1, 0, 0, 0, 0])))
+
+
+def test_the_outcomes_deterioration_flag_is_found_and_never_a_covariate():
+    from mbi_predict.data.rawsim import simulate_ipd
+    from mbi_predict.data.schema import deterioration_of
+    from mbi_predict.validate.prepared import prepare_data
+
+    assert deterioration_of("distress_fu1_6") == "deteriorated_distress_fu1_6"
+    assert deterioration_of("deteriorated_distress_post") is None and deterioration_of("age") is None
+    ipd, _ = simulate_ipd("harm", seed=2, n_trials=3, n=300)
+    data = prepare_data(ipd, outcome="distress_fu1_6")
+    assert data.deteriorated is not None and len(data.deteriorated) == data.n
+    assert not any(c.startswith("deteriorated_") for c in data.X.columns)
+    kept = ipd.loc[(ipd["arm"] == 1) | (ipd["control_type"] == "passive")]
+    kept = kept[kept.groupby("trial_id")["arm"].transform("nunique") == 2]
+    assert np.nansum(data.deteriorated) == np.nansum(kept["deteriorated_distress_fu1_6"].to_numpy(dtype=float))
+    assert prepare_data(ipd.drop(columns=["deteriorated_distress_fu1_6"]), outcome="distress_fu1_6").deteriorated \
+        is None
