@@ -130,10 +130,27 @@ def model_metrics(name: str, summary: dict[str, Any]) -> dict[str, float]:
     for test in heterogeneity.get("tests", []) or []:
         if test.get("decisive") and _finite(test.get("p_value")):
             metrics[f"heterogeneity_p_{test['name']}"] = float(test["p_value"])
+    metrics.update(_group_metrics(block))
     for key, value in (block.get("timing") or {}).items():
         if _finite(value):
             metrics[key] = float(value)
     return metrics
+
+
+def _group_metrics(block: dict[str, Any]) -> dict[str, float]:
+    """The harm flag (0/1) and its p, the top-minus-bottom group contrast's p and whether the treatment rule beats
+    offering to all (0/1): the tests of ``gates``/``harm``/``policy`` (their pooled effects are pooled metrics)."""
+    out: dict[str, float] = {}
+    harm, gates, policy = block.get("harm") or {}, block.get("gates") or {}, block.get("policy") or {}
+    if harm.get("tested"):
+        out["harm_flagged"] = float(bool(harm.get("flagged")))
+        if _finite(harm.get("p_value")):
+            out["harm_p"] = float(harm["p_value"])
+    if _finite((gates.get("top_minus_bottom") or {}).get("p_value")):
+        out["gates_top_minus_bottom_p"] = float(gates["top_minus_bottom"]["p_value"])
+    if isinstance(policy.get("beats_offer_to_all"), bool):
+        out["policy_beats_offer_to_all"] = float(policy["beats_offer_to_all"])
+    return out
 
 
 def held_out_metrics(name: str, summary: dict[str, Any]) -> list[tuple[int, dict[str, float]]]:

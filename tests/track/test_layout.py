@@ -236,6 +236,19 @@ def test_unit_mapping_has_one_vocabulary():
     assert [s for s, _ in steps] == [0, 1, 2, 3]
 
 
+def test_harm_and_policy_tests_are_model_metrics():
+    summary = make_summary()
+    block = summary["models"]["xgboost"]
+    block["harm"] = {"tested": True, "flagged": True, "p_value": 0.01}
+    block["gates"] = {"top_minus_bottom": {"p_value": 0.2}}
+    block["policy"] = {"beats_offer_to_all": False}
+    metrics = model_metrics("xgboost", summary)
+    assert metrics["harm_flagged"] == 1.0 and metrics["harm_p"] == 0.01
+    assert metrics["gates_top_minus_bottom_p"] == 0.2 and metrics["policy_beats_offer_to_all"] == 0.0
+    block["harm"] = {"tested": False, "flagged": False, "p_value": None}
+    assert "harm_flagged" not in model_metrics("xgboost", summary)
+
+
 def test_format_leaderboard_for_the_terminal(logged, store):
     from mbi_predict.track.compare import format_leaderboard
 
