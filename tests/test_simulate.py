@@ -75,4 +75,15 @@ def test_bad_arguments():
         simulate_latent("nope")
     with pytest.raises(MBIError):
         simulate_latent("null", n_trials=10, n=100)
-    assert set(SCENARIOS) == {"galante2023", "null", "modest", "strong", "harm", "harm_subgroup"}
+    assert set(SCENARIOS) == {"galante2023", "null", "modest", "strong", "harm", "harm_subgroup",
+                              "no_effect_subgroup"}
+
+
+def test_the_no_effect_subgroup_has_exactly_no_effect_and_no_one_is_harmed():
+    latent = simulate_latent("no_effect_subgroup", seed=3, n_trials=4, n=800)
+    truth = latent.truth
+    column = "true_effect_passive_distress_fu1_6"
+    subgroup = truth["harmed_subgroup"] == 1
+    assert 0.1 < subgroup.mean() < 0.25
+    assert (truth.loc[subgroup, column].dropna() == 0).all()
+    assert (truth.loc[~subgroup, column].dropna() < 0).all()  # a reduction in distress: benefit

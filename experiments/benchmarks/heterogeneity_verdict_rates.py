@@ -14,8 +14,9 @@ Printed: per model and for the run, the share of seeds with "evidence" and its W
 Kolmogorov-Smirnov test of the calibrated one-sided p-values (RATE and calibration slope) against the uniform
 distribution, beside the naive p-values' share below 0.05 (the held-out trials pooled as independent: the test
 this calibration replaces). Targets (issue 14): null run-level <= 5%, every calibrated p uniform; modest found >= 80%;
-strong >= 95%. The same runs measure harm detection (issue 17): flagged in <= 5% of null seeds, >= 80% of
-'harm' and 'harm_subgroup' seeds by the flexible learners, and whether each model's treatment rule beats offering to all.
+strong >= 95%. The same runs measure harm detection (issue 17): flagged in <= 5% of null and
+'no_effect_subgroup' seeds (the boundary: a subgroup with exactly no effect), >= 80% of 'harm' and 'harm_subgroup'
+seeds by the flexible learners, and whether each model's treatment rule beats offering to all.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ def report(rows: list[dict]) -> str:
     from scipy import stats
 
     lines = []
-    scenarios = [s for s in ("null", "modest", "strong", "harm", "harm_subgroup")
+    scenarios = [s for s in ("null", "modest", "strong", "harm", "no_effect_subgroup", "harm_subgroup")
                  if any(r["scenario"] == s for r in rows)]
     models = rows[0]["models"] if rows else []
     lines.append("| scenario | who | seeds | \"evidence\" | share | Wilson 95% |")
@@ -102,7 +103,7 @@ def report(rows: list[dict]) -> str:
             lines.append(f"| {scenario} | {who} | {len(runs)} | {hits} | {hits / len(runs):.3f} | "
                          f"{low:.3f}-{high:.3f} |")
     lines += ["", "Harm (held-out effect below 0, one-sided, in the predicted-harm group and in the group predicted to "
-              "benefit least, Bonferroni over the two) and the treatment rule:", "",
+              "benefit least, Simes combination of the two) and the treatment rule:", "",
               "| scenario | who | seeds | harm flagged | share | Wilson 95% | rule beats offer-to-all (CI > 0) |",
               "|---|---|---|---|---|---|---|"]
     for scenario in scenarios:
@@ -120,6 +121,24 @@ def report(rows: list[dict]) -> str:
             low, high = wilson(hits, len(runs))
             lines.append(f"| {scenario} | {who} | {len(runs)} | {hits} | {hits / len(runs):.3f} | "
                          f"{low:.3f}-{high:.3f} | {better} |")
+    tested = [r for r in rows if any("harm_tests" in v for v in r["per_model"].values())]
+    if tested:
+        lines += ["", "Harm, by candidate group (one-sided p < alpha / 2, i.e. the group alone would flag harm under "
+                      "Bonferroni), and the share predicted harmed (median over seeds):", "",
+                  "| scenario | model | seeds | predicted-harm group | lowest-benefit group | either (Simes) | "
+                  "median share predicted harmed |", "|---|---|---|---|---|---|---|"]
+        for scenario in scenarios:
+            runs = [r for r in tested if r["scenario"] == scenario]
+            for model in models if runs else []:
+                cells = [r["per_model"][model] for r in runs]
+                counts = [sum(((c.get("harm_tests") or {}).get(k) or {}).get("p") is not None and
+                              c["harm_tests"][k]["p"] < 0.025 for c in cells)
+                          for k in ("predicted_harm_group", "lowest_benefit_group")]
+                either = sum(bool(c.get("harm_flagged")) for c in cells)
+                shares = sorted(c["harm_share"] for c in cells if c.get("harm_share") is not None)
+                median = f"{shares[len(shares) // 2]:.2f}" if shares else "-"
+                lines.append(f"| {scenario} | {model} | {len(runs)} | {counts[0]} | {counts[1]} | {either} | "
+                             f"{median} |")
     null_runs = [r for r in rows if r["scenario"] == "null"]
     if null_runs:
         lines += ["", "Null scenario, one-sided p-values (RATE AUTOC, benefit-calibration slope):", "",

@@ -22,7 +22,7 @@ CSV_OPTION = typer.Option("--csv", help="Print the table as CSV instead.")
 def simulate(
     out: Annotated[Path, typer.Option("--out", help="Folder for consortium.yaml, raw trial files and truth.")],
     scenario: Annotated[str, typer.Option(
-        help="galante2023 | null | modest | strong | harm | harm_subgroup")] = "galante2023",
+        help="galante2023 | null | modest | strong | harm | harm_subgroup | no_effect_subgroup")] = "galante2023",
     seed: Annotated[int, typer.Option(help="Random seed; the output is deterministic for a seed.")] = 2023,
     trials: Annotated[int, typer.Option(help="Number of trials.")] = 13,
     n: Annotated[int, typer.Option(help="Total number of participants.")] = 2371,

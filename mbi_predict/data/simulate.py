@@ -86,6 +86,12 @@ SCENARIOS: dict[str, Scenario] = {
         "a harmed subgroup: participants with very high baseline distress (z > 1) get worse under the MBI",
         harm_threshold=1.0, harm_effect=-0.45,
     ),
+    "no_effect_subgroup": Scenario(
+        "no_effect_subgroup",
+        "the harm scenario's subgroup (baseline distress z > 1) gets no effect at all, neither benefit nor harm; "
+        "everyone else benefits: the boundary of the harm test, where harm must not be flagged",
+        harm_threshold=1.0, harm_effect=0.0,
+    ),
 }
 
 _SETTINGS = ("university", "workplace", "community", "health_service")

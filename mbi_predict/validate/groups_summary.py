@@ -3,14 +3,14 @@ report and the treatment rule, built from the pooled per-trial metrics (aggregat
 
 Inference: the top-minus-bottom contrast is tested like the heterogeneity verdict, against its own constant-effect
 null draws (`validate.verdict_null`: studentised, t on B - 1 df). Harm is tested one-sided against zero effect
-(benefit < 0) in two groups, each pooled statistic's spread taken from the same null draws (the dependence between
-held-out trials inflates it; the draws' centre is the average benefit, not the boundary of harm, so only their SD
-is used): the predicted-harm group (predicted benefit below -threshold) and the group predicted to benefit least
-(GATES group 1). The first is the natural one but is diluted when a learner predicts harm for many more people than
-are harmed (seen on the simulator: 23-39% predicted harmed where 14% are); the second has a fixed size. Harm is
-flagged when the two tests' Simes combination (``min(2 p_(1), p_(2))``) is below alpha: valid for positively
-dependent tests (Sarkar 1998, Ann. Stat. 26:494), which these are (one-sided, same direction, overlapping groups),
-and never less powerful than Bonferroni. Without null draws nothing is tested (``p_value``
+(benefit < 0) in two groups, each against the same null draws centred at the draws' known group effect (each
+held-out trial's constant effect), i.e. at the boundary of harm, which carries the dependence between held-out
+trials into the test: the predicted-harm group (predicted benefit below -threshold) and the group predicted to
+benefit least (GATES group 1). The first is the natural one but is diluted when a learner predicts harm for many
+more people than are harmed (seen on the simulator: 23-39% predicted harmed where 14% are); the second has a fixed
+size. Harm is flagged when the two tests' Simes combination (``min(2 p_(1), p_(2))``) is below alpha: valid for
+positively dependent tests (Sarkar 1998, Ann. Stat. 26:494), which these are (one-sided, same direction,
+overlapping groups), and never less powerful than Bonferroni. Without null draws nothing is tested (``p_value``
 None, ``tested`` False).
 """
 
@@ -34,15 +34,19 @@ def _interval(entry: dict | None) -> dict[str, Any]:
 
 
 def harm_pvalue(observed: float, null: np.ndarray | None) -> tuple[float | None, int]:
-    """One-sided p of harm (statistic below 0) with the spread of the null draws; (None, B used) when untestable."""
+    """One-sided p of harm (group effect below 0): ``P(t_{B-1} < (T_obs - mean) / (sd sqrt(1 + 1/B)))`` over the
+    null statistics, which `verdict_null.run_null` centres at each draw's true group effect (so they are draws of
+    ``estimate / se`` at an effect of exactly 0, the boundary of harm); the SD is never taken below 1 (the pooled
+    SE itself). (None, B used) when untestable."""
     if null is None or not math.isfinite(observed):
         return None, 0
     finite = np.asarray(null, dtype=float)
     finite = finite[np.isfinite(finite)]
     if len(finite) < MIN_NULL_DRAWS or finite.std(ddof=1) <= 0:
         return None, len(finite)
-    scale = max(1.0, float(finite.std(ddof=1)))  # never narrower than the pooled SE itself
-    return float(stats.t(len(finite) - 1).cdf(observed / (scale * math.sqrt(1 + 1 / len(finite))))), len(finite)
+    scale = max(1.0, float(finite.std(ddof=1)))
+    statistic = (observed - float(finite.mean())) / (scale * math.sqrt(1 + 1 / len(finite)))
+    return float(stats.t(len(finite) - 1).cdf(statistic)), len(finite)
 
 
 def describe_group(members: np.ndarray, traits: pd.DataFrame, *, min_leaf: int = 20) -> list[str]:

@@ -59,11 +59,35 @@ from mbi_predict.validate.loto import FoldJob, FoldPlan, PreparedData, derive_se
 from mbi_predict.validate.pooling import pool_metric
 
 #: group statistics calibrated with the same null draws (``validate.groups``): the top-minus-bottom group
-#: contrast (tested like the verdict), the predicted-harm group's and the lowest group's effects (their spread
-#: only: harm is tested against 0, not against the constant-effect draws, whose centre is the average benefit)
+#: contrast (tested like the verdict), the predicted-harm group's and the lowest group's effects (tested for harm
+#: against 0 with their draws centred at the draws' truth: `CENTRED_STATISTICS`)
 GROUP_STATISTICS = ("gates_top_minus_bottom", "harm_group_effect", "gates_1")
+#: group effects tested against 0 (harm), not against the null: their null statistics are centred at each draw's
+#: known truth (the held-out trial's constant effect tau_k, on the benefit scale) before pooling, so they measure
+#: the spread of the statistic at an effect of 0, not at the average benefit (where the random-effects SE's own
+#: variability inflated the SD of ``estimate / se`` to 1.7-1.9 in the harm scenario and made the test conservative)
+CENTRED_STATISTICS = ("harm_group_effect", "gates_1")
 #: fewest finite null statistics for a calibrated test (the t reference needs an SD estimate of some stability)
 MIN_NULL_DRAWS = 5
+
+
+def _trial_effects(y: np.ndarray, t: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """tau_k per trial code: the difference in means over the trial's observed outcomes (0 when it lacks an arm)."""
+    observed = np.isfinite(y)
+    tau = np.zeros(codes.max() + 1 if len(codes) else 0)
+    for code in range(len(tau)):
+        rows = (codes == code) & observed
+        treated, control = y[rows & (t == 1)], y[rows & (t == 0)]
+        if treated.size and control.size:
+            tau[code] = treated.mean() - control.mean()
+    return tau
+
+
+def trial_effects(Y, T, groups) -> dict[str, float]:
+    """{trial: tau_k}: each trial's constant effect in the null draws (`constant_effect_outcome`)."""
+    labels, codes = pd.factorize(np.asarray(groups).reshape(-1))[::-1]
+    tau = _trial_effects(np.asarray(Y, dtype=float).reshape(-1), np.asarray(T, dtype=float).reshape(-1), codes)
+    return {str(label): float(tau[code]) for code, label in enumerate(labels)}
 
 
 def constant_effect_outcome(Y, T, T_star, groups) -> np.ndarray:
@@ -73,13 +97,7 @@ def constant_effect_outcome(Y, T, T_star, groups) -> np.ndarray:
     y = np.asarray(Y, dtype=float).reshape(-1)
     t, t_star = np.asarray(T, dtype=float).reshape(-1), np.asarray(T_star, dtype=float).reshape(-1)
     codes = np.zeros(len(y), dtype=int) if groups is None else pd.factorize(np.asarray(groups).reshape(-1))[0]
-    observed = np.isfinite(y)
-    tau = np.zeros(codes.max() + 1 if len(codes) else 0)
-    for code in range(len(tau)):
-        rows = (codes == code) & observed
-        treated, control = y[rows & (t == 1)], y[rows & (t == 0)]
-        if treated.size and control.size:
-            tau[code] = treated.mean() - control.mean()
+    tau = _trial_effects(y, t, codes)
     return y + tau[codes] * (t_star - t)
 
 
@@ -201,6 +219,8 @@ def run_null(config, data: PreparedData, plan: FoldPlan, models: list, *, B: int
     for (b, job), output in zip(jobs, outputs):
         collected.setdefault((job.model.name, b), []).append(output)
     validation = config.validation
+    sign = -1.0 if data.outcome_higher_is_worse else 1.0
+    centres = {k: sign * tau for k, tau in trial_effects(data.y, data.arm, data.trial).items()}
     out: dict[str, dict[str, np.ndarray]] = {}
     for spec in models:
         out[spec.name] = {}
@@ -209,6 +229,8 @@ def run_null(config, data: PreparedData, plan: FoldPlan, models: list, *, B: int
             for b in range(1, B + 1):
                 folds = collected[(spec.name, b)]
                 values = [m[metric][0] if metric in m else math.nan for _, m in folds]
+                if metric in CENTRED_STATISTICS:
+                    values = [v - centres.get(str(label), math.nan) for v, (label, _) in zip(values, folds)]
                 variances = [m[metric][1] if metric in m else math.nan for _, m in folds]
                 statistics.append(pooled_statistic(metric, values, variances, [label for label, _ in folds],
                                                    method=validation.pooling_method, level=validation.level))

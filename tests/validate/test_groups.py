@@ -194,3 +194,21 @@ def test_the_outcomes_deterioration_flag_is_found_and_never_a_covariate():
     assert np.nansum(data.deteriorated) == np.nansum(kept["deteriorated_distress_fu1_6"].to_numpy(dtype=float))
     assert prepare_data(ipd.drop(columns=["deteriorated_distress_fu1_6"]), outcome="distress_fu1_6").deteriorated \
         is None
+
+
+def test_trial_effects_are_the_null_draws_constant_effects():
+    from mbi_predict.validate.verdict_null import constant_effect_outcome, trial_effects
+
+    rng = np.random.default_rng(5)
+    trial = np.repeat(["B", "A"], 200)
+    arm = np.tile([0, 1], 200)
+    y = rng.normal(size=400) + np.where(trial == "A", 0.5, -0.2) * arm
+    y[::9] = np.nan
+    tau = trial_effects(y, arm, trial)
+    for k in ("A", "B"):
+        rows = (trial == k) & np.isfinite(y)
+        assert tau[k] == pytest.approx(y[rows & (arm == 1)].mean() - y[rows & (arm == 0)].mean())
+    # a draw that flips every arm moves each outcome by exactly its trial's tau
+    flipped = constant_effect_outcome(y, arm, 1 - arm, trial)
+    shift = np.array([tau[k] for k in trial]) * ((1 - arm) - arm)
+    assert np.allclose(flipped[np.isfinite(y)], (y + shift)[np.isfinite(y)])
