@@ -143,13 +143,15 @@ def _same_file(a: Path, b: Path) -> bool:
 
 def check_outputs_apart(outputs: Iterable[str | os.PathLike[str] | None],
                         inputs: Iterable[str | os.PathLike[str] | None], *,
-                        folder: str | os.PathLike[str] | None = None) -> None:
+                        folder: str | os.PathLike[str] | None = None,
+                        replaced: Iterable[str | os.PathLike[str]] = ()) -> None:
     """Refuse, before anything is written, an output path that names one of the command's inputs.
 
     Compared resolved (symlinks followed, `..` folded) and by inode (a hard link is the same file), so no spelling
     of an input can be overwritten. Every CLI command that writes calls this with its outputs and its inputs; the
     error is one line naming the path, and the input is left as it was. ``folder``: the command's output folder,
-    which must not be an existing file.
+    which must not be an existing file. ``replaced``: folders the command replaces as a whole (``run`` retires a
+    previous run's ``plots/``), so no input may lie inside them.
     """
     if folder is not None and Path(folder).exists() and not Path(folder).is_dir():
         raise DataError("--out must name a folder, and this is a file", file=str(folder))
@@ -159,6 +161,27 @@ def check_outputs_apart(outputs: Iterable[str | os.PathLike[str] | None],
             if _same_file(out, source):
                 raise DataError("the output would overwrite an input of this command; choose another path",
                                 file=str(out))
+    for whole in (Path(p) for p in replaced):
+        for source in ins:
+            try:
+                inside = source.resolve().is_relative_to(whole.resolve())
+            except OSError:
+                inside = False
+            if inside:
+                raise DataError(f"this input lies in {whole}, which the command replaces as a whole; move it or "
+                                "choose another --out", file=str(source))
+
+
+def remove_stale_figures(folder: str | os.PathLike[str], keep: Iterable[str | os.PathLike[str]]) -> None:
+    """Remove from a figures folder the images an earlier write left that this one did not write (a page must not
+    sit beside another run's or model's figures). Only image files (png, svg, pdf) are touched."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    kept = {Path(p).name for p in keep}
+    for path in folder.iterdir():
+        if path.is_file() and path.suffix.lower() in (".png", ".svg", ".pdf") and path.name not in kept:
+            path.unlink(missing_ok=True)
 
 
 def write_text_atomic(target: str | os.PathLike[str], text: str) -> Path:
@@ -244,6 +267,7 @@ def load_yaml12(text: str, *, max_nodes: int = YAML_MAX_NODES) -> Any:
     * Only `true`/`false` (any case form the 1.2 core schema allows) are booleans: `yes`, `No`, `on`, `off`, `y`
       stay text, so an arm or recode label is what the file says. No sexagesimal or underscore numbers, no octal
       by a leading zero (`007` is 7, `0012001` is 12001), no implicit timestamps.
+    * A mapping that repeats a key is refused (`_refuse_duplicate_keys`), never resolved to its last value.
     * The composed node graph is measured with aliases expanded (memoised, so measuring is linear in the document)
       before any Python object is built: a billion-laughs document fails at once instead of growing without bound
       in whatever walks the result later, and a self-referencing alias is refused.
@@ -254,9 +278,36 @@ def load_yaml12(text: str, *, max_nodes: int = YAML_MAX_NODES) -> Any:
         if node is None:
             return None
         _expanded_size(node, max_nodes)
+        _refuse_duplicate_keys(node)
         return loader.construct_document(node)
     finally:
         loader.dispose()
+
+
+def _refuse_duplicate_keys(root: Any) -> None:
+    """A mapping that names a key twice is an error (PyYAML keeps the last silently: a spec listing trial T03
+    twice would drop one trial's mapping, a config with two ``seed:`` would run with the second)."""
+    import yaml
+
+    seen_nodes: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen_nodes:
+            continue
+        seen_nodes.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            keys: dict[str, Any] = {}
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                    if key.value in keys:
+                        raise yaml.constructor.ConstructorError(
+                            None, None, f"duplicate key {key.value!r} (first at line {keys[key.value].line + 1})",
+                            key.start_mark)
+                    keys[key.value] = key.start_mark
+                stack.extend((key, value))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
 
 
 def _expanded_size(root: Any, limit: int) -> int:

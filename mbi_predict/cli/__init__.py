@@ -34,6 +34,9 @@ def main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks in
     if not debug:
         # MLflow's INFO lines (database creation, migrations) and its nudges about type hints are noise on a CLI
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+        # and its "Downloading artifacts" progress bars (one line per refresh when stderr is not a terminal) would
+        # bury a one-line error
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 from mbi_predict.cli import data_commands, run_commands  # noqa: E402,F401,I001  (registers commands in order)

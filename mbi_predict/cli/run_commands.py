@@ -71,7 +71,9 @@ def run(
             from mbi_predict.data.spec import input_paths, load_spec
 
             inputs += input_paths(load_spec(source.spec))
-        _outputs_apart([out, Path(out) / "summary.json"], inputs, folder=Path(out))
+        # a previous run's summary, plots/ and predictions are replaced: no input may be one of them
+        _outputs_apart([out, Path(out) / "summary.json", Path(out) / "predictions.parquet"], inputs,
+                       folder=Path(out), replaced=[Path(out) / "plots"])
     result = run_experiment(to_run, data=data, outcome=outcome, out_dir=out, tracking_uri=tracking_uri,
                             save_predictions=save_predictions, progress=progress)
     if fmt:

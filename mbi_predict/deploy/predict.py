@@ -50,8 +50,35 @@ def load_final_model(model_uri: str, *, tracking_uri: str | None = None):
     try:
         return mlflow.pyfunc.load_model(model_uri)
     except (MlflowException, OSError) as exc:
+        child = _child_run_uri(model_uri)
+        if child is not None:
+            try:
+                return mlflow.pyfunc.load_model(child)
+            except (MlflowException, OSError):
+                pass
         first = " ".join(str(exc).split())[:300]
         raise ModelLookupError(f"cannot load model {model_uri}: {first}") from None
+
+
+def _child_run_uri(model_uri: str) -> str | None:
+    """``runs:/<experiment run>/<model>``: a final model lives in its model's child run (named by the model, the
+    layout the MLflow UI compares), so the experiment run's id and the model's name find it there."""
+    if not model_uri.startswith("runs:/"):
+        return None
+    run_id, _, name = model_uri.removeprefix("runs:/").partition("/")
+    if not run_id or not name or "/" in name or "'" in name:
+        return None
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    try:
+        experiment = client.get_run(run_id).info.experiment_id
+        children = client.search_runs([experiment], filter_string=f"tags.mlflow.parentRunId = '{run_id}' and "
+                                                                  f"attributes.run_name = '{name}'", max_results=2)
+    except MlflowException:
+        return None
+    return f"runs:/{children[0].info.run_id}/{name}" if len(children) == 1 else None
 
 
 def read_table(path: Path) -> pd.DataFrame:
@@ -71,6 +98,24 @@ def read_table(path: Path) -> pd.DataFrame:
     if frame.empty:
         raise DataError("the table has no rows to predict for", file=str(path))
     return frame
+
+
+def _refuse_implausible(frame: pd.DataFrame, *, file: str) -> None:
+    """The IPD contract's plausible ranges (`schema.plausible_ranges`: age 10-110, ...) and finiteness hold for new
+    participants too: an age of 250 is a data error, not a participant outside the training envelope. Counts and row
+    numbers only, never the values."""
+    import numpy as np
+
+    from mbi_predict.data.schema import plausible_ranges
+
+    for column, (low, high) in plausible_ranges(frame).items():
+        if column not in frame.columns:
+            continue
+        values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)
+        bad = np.flatnonzero(np.isinf(values) | (np.isfinite(values) & ((values < low) | (values > high))))
+        if len(bad):
+            raise DataError(f"{len(bad)} value(s) outside the plausible range {low:g} to {high:g} (first in data "
+                            f"row {int(bad[0]) + 1})", file=file, column=column)
 
 
 def check_against_signature(frame: pd.DataFrame, schema: Any, *, file: str) -> pd.DataFrame:
@@ -126,6 +171,7 @@ def predict_file(model_uri_or_run: str, data_path: str | Path, out_path: str | P
     duplicated = ids[ids.duplicated()]
     if len(duplicated):
         raise DataError(f"{ID_COLUMN} duplicated: {len(duplicated)} repeat(s)", file=str(data_path))
+    _refuse_implausible(frame, file=str(data_path))
     uri = resolve_model_uri(model_uri_or_run, model_name=model_name, tracking_uri=tracking_uri)
     model = load_final_model(uri, tracking_uri=tracking_uri)
     schema = model.metadata.get_input_schema()

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from mbi_predict.data.impute import multiply_impute
+from mbi_predict.data.schema import predictor_refusal
 from mbi_predict.errors import DataError, MBIError
 from mbi_predict.meta.ipd import (analysis_rows, baseline_column, is_binary_outcome, ols, rubin,
                                   treatment_difference)
@@ -84,8 +85,9 @@ def interactions(ipd: pd.DataFrame, outcome: str, modifiers: list[str] | tuple[s
     for modifier in modifiers:
         if modifier not in ipd.columns:
             raise DataError("modifier column is not in the IPD table", column=modifier)
-        if modifier in ("arm", "trial_id", outcome):
-            raise DataError("this column cannot be a treatment-effect modifier", column=modifier)
+        refusal = "it is the outcome" if modifier == outcome else predictor_refusal(modifier)
+        if refusal is not None:   # the covariate policy of the models: ids, design columns and outcomes never
+            raise DataError(f"this column cannot be a treatment-effect modifier: {refusal}", column=modifier)
     baseline = baseline_column(ipd, outcome)
     adjust_for = baseline if covariate_adjust else None
     columns = [outcome] + ([baseline] if baseline else []) + modifiers

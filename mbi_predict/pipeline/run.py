@@ -16,6 +16,7 @@ import pandas as pd
 
 from mbi_predict import __version__
 from mbi_predict.config import ExperimentConfig
+from mbi_predict.interrupts import deferred_interrupts
 from mbi_predict.parallel import local_workers
 from mbi_predict.pipeline import average_effect, explanations, final_models, heterogeneity, interactions, projection
 from mbi_predict.pipeline.batch import execution, run_batch
@@ -76,12 +77,17 @@ def _write(finished: FinishedRun, run: Any, out_dir: Path, save_predictions: boo
                              n_jobs=local_workers(finished.inputs.config.validation.n_jobs))
         try:
             summary = tracking.log_run(run, finished, staging, plots) if run is not None else finished.summary
+            plots.result()
+            if run is None:
+                run_folder.write_summary(staging, summary)
+            if save_predictions:
+                run_folder.write_predictions(staging, finished.folds.results)
+            return summary, run_folder.publish(staging, out_dir)
         except BaseException:
-            plots.wait()  # the interrupt or error that ended logging is the one reported, not a broken plot pool
+            # whatever ended the block (an error, Ctrl-C or SIGTERM, also one that arrived while waiting for the
+            # figures), the plot workers finish before the staging folder is removed, or they would write into a
+            # folder that is gone (leaving it behind) or die with the process mid-write; a second signal waits
+            # too, and the interrupt or error that ended logging is the one reported, not a broken plot pool
+            with deferred_interrupts():
+                plots.wait()
             raise
-        plots.result()
-        if run is None:
-            run_folder.write_summary(staging, summary)
-        if save_predictions:
-            run_folder.write_predictions(staging, finished.folds.results)
-        return summary, run_folder.publish(staging, out_dir)

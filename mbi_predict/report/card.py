@@ -33,6 +33,15 @@ CARD_SCHEMA_VERSION = "1.0"
 FORMATS = ("md", "html", "json")
 
 
+
+def _public_source(source: str) -> str:
+    """Where the card's numbers came from, without the local machine's absolute path (a card is shared)."""
+    text = str(source)
+    if text.startswith("mlflow run") or "/" not in text and "\\" not in text:
+        return text
+    return f"run folder {Path(text).name}"
+
+
 def build_card(run: str | Path, *, model: str | None = None, tracking_uri: str | None = None) -> dict[str, Any]:
     """The model card of ``model`` (default: the best prognostic model by the pooled primary metric) of ``run``.
 
@@ -92,7 +101,7 @@ def _model_details(summary, name, entry, loaded, chosen_automatically, metric, l
         "experiment": summary.get("experiment") or NOT_RECORDED,
         "mlflow_run_id": summary.get("mlflow_run_id") or NOT_RECORDED,
         "final_model_uri": entry.get("final_model_uri") or NOT_RECORDED,
-        "source": loaded.source,
+        "source": _public_source(loaded.source),
         "selection": selection,
         "primary_metric": metric,
         "models_in_run": list(summary["models"]),
@@ -162,8 +171,14 @@ def _figures(plots: dict[str, bytes], name: str, all_models: list[str]) -> list[
     def mentions(path: str, model: str) -> bool:  # plots are named like forest_<model>_<metric>.png
         return f"_{model}_" in f"_{Path(path).stem}_"
 
-    own = [path for path in plots if mentions(path, name)]
-    shared = [path for path in plots if not any(mentions(path, other) for other in all_models)]
+    def owner(path: str) -> str | None:
+        """The model a plot belongs to: the longest name it mentions (path_risk_effect's plots also mention
+        path_risk)."""
+        named = [model for model in all_models if mentions(path, model)]
+        return max(named, key=len) if named else None
+
+    own = [path for path in plots if owner(path) == name]
+    shared = [path for path in plots if owner(path) is None]
     return [{"path": path, "caption": caption(path, all_models), "media_type": media_type(path),
              "data_base64": base64.b64encode(plots[path]).decode("ascii")} for path in own + shared]
 

@@ -12,6 +12,8 @@ import base64
 from pathlib import Path
 from typing import Any
 
+from mbi_predict.numbers import label, sentence
+
 Block = tuple  # ("h", level, text) | ("p", text) | ("ul", [text]) | ("table", headers, rows) | ("fig", figure)
 
 
@@ -145,16 +147,24 @@ def _evaluation(card: dict) -> list[Block]:
     e = card["evaluation"]
     level = (e["validation"].get("pooling") or {}).get("level", 0.95)
     pct = f"{round(100 * level)}%" if isinstance(level, (int, float)) else "95%"
+    scheme = _SCHEMES.get(str(e["scheme"]), str(e["scheme"]))
+    note = str(e["validation"].get("note") or "").strip()
     blocks: list[Block] = [("h", 2, "Evaluation"),
-                           ("p", f"Validation scheme: {e['scheme']}. {e['validation'].get('note') or ''}".strip())]
+                           ("p", sentence(f"Validation: {scheme}.") + (" " + sentence(note) if note else ""))]
     if e["validation"].get("itt_note"):
         blocks.append(("p", e["validation"]["itt_note"]))
     if e["pooled"]:
-        rows = [[row["metric"], fmt(row.get("estimate")), _ci(row.get("ci_low"), row.get("ci_high")),
+        # only the rows that mean something: a metric without an estimate is named once, not shown as dashes
+        shown_rows = [row for row in e["pooled"] if not row["metric"].endswith("_cc")]
+        empty = [label(row["metric"]) for row in shown_rows if row.get("estimate") is None]
+        rows = [[label(row["metric"]), fmt(row.get("estimate")), _ci(row.get("ci_low"), row.get("ci_high")),
                  _ci(row.get("pi_low"), row.get("pi_high")), fmt(row.get("tau2"))]
-                for row in e["pooled"] if not row["metric"].endswith("_cc")]
+                for row in shown_rows if row.get("estimate") is not None]
         blocks += [("h", 3, "Pooled across held-out trials"),
                    ("table", ["Metric", "Estimate", f"{pct} CI", f"{pct} prediction interval", "tau²"], rows)]
+        if empty:
+            blocks.append(("p", f"Not estimable in this run (too few held-out trials or participants): "
+                                f"{', '.join(empty)}."))
     if e["per_trial"]:
         shown = {row["metric"] for row in e["pooled"]}
         headers = [key for key in dict.fromkeys(key for row in e["per_trial"] for key in row)
@@ -165,6 +175,10 @@ def _evaluation(card: dict) -> list[Block]:
         blocks += [("h", 3, "Metrics"), ("ul", [f"{k}: {v}" for k, v in e["metric_definitions"].items()])]
     return blocks
 
+
+#: validation schemes in words
+_SCHEMES = {"loto": "leave one trial out (each trial held out in turn, models fitted on the others)",
+            "kfold": "participant-level K-fold cross-validation"}
 
 #: the per-trial columns a reader needs (all metrics are in the JSON card and summary.json)
 _PER_TRIAL_METRICS = ("rmse", "r2", "calibration_slope", "calibration_intercept", "c_statistic", "brier",
@@ -355,7 +369,7 @@ def figure_file_name(figure: dict) -> str:
 
 def write_markdown_figures(card: dict, out_path: Path) -> dict[str, str]:
     """Write the card's figures to ``<stem>_figures/`` beside the Markdown file; return path -> relative link."""
-    from mbi_predict.io import atomic_path
+    from mbi_predict.io import atomic_path, remove_stale_figures
 
     links = {}
     folder = out_path.parent / f"{out_path.stem}_figures"
@@ -364,6 +378,7 @@ def write_markdown_figures(card: dict, out_path: Path) -> dict[str, str]:
         with atomic_path(target) as tmp:
             tmp.write_bytes(base64.b64decode(figure["data_base64"]))
         links[figure["path"]] = f"{folder.name}/{target.name}"
+    remove_stale_figures(folder, [Path(link).name for link in links.values()])
     return links
 
 

@@ -33,7 +33,7 @@ def write_study_report(run: str | Path, out: str | Path, *, meta: list[str | Pat
                        dpi: int | None = None) -> list[Path]:
     """Write the study report of ``run`` as ``<out>.html`` (self-contained) and ``<out>.md`` (figures in
     ``<out>_figures/``), published as one set: on any error nothing is left behind. Returns [html, md]."""
-    from mbi_predict.io import output_set
+    from mbi_predict.io import output_set, remove_stale_figures
     from mbi_predict.report.study_render import figure_file_name, to_html, to_markdown
     from mbi_predict.report.study_sections import study_blocks
 
@@ -49,6 +49,7 @@ def write_study_report(run: str | Path, out: str | Path, *, meta: list[str | Pat
             tmp.write_bytes(figure["data"])
         temps[-2].write_text(to_markdown(blocks, links), encoding="utf-8")
         temps[-1].write_text(to_html(blocks, title=_title(inputs.summary)), encoding="utf-8")
+    remove_stale_figures(folder, figure_paths)   # an earlier report's figures must not sit beside this one
     return [html_path, md_path]
 
 

@@ -77,7 +77,12 @@ def make_jobs(config: ExperimentConfig, plan: FoldPlan, *, keep_models: bool = F
         # create the shared Optuna schema once, here: parallel workers opening a new database race on creating it
         import optuna
 
-        optuna.storages.RDBStorage(config.tuning.storage)
+        try:
+            optuna.storages.RDBStorage(config.tuning.storage)
+        except Exception as exc:  # unreachable server, unwritable path, missing driver: the config's fault
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(f"tuning.storage cannot be opened ({type(exc).__name__}: {message[:160]})") \
+                from None
     jobs = []
     for spec in config.models:
         for fold in plan.folds:

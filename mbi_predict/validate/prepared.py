@@ -81,6 +81,12 @@ def prepare_data(frame: pd.DataFrame, *, outcome: str, covariates: list[str] | s
     if outcome in (list(covariates) if not isinstance(covariates, str) else []) or outcome in study_traits:
         raise ConfigError("the outcome cannot also be a covariate", column=outcome)
     chosen = resolve_covariates(frame, covariates, list(study_traits))
+    # `covariates: all` with a baseline score as the outcome: the score itself (and its raw-scale or standardised
+    # twin) leaves the covariates, or the model would predict the outcome from itself
+    twins = {outcome, outcome.removesuffix("_raw"), f"{outcome}_raw"}
+    chosen = [c for c in chosen if c not in twins]
+    if not chosen:
+        raise ConfigError("no covariates left once the outcome is taken out of them", column=outcome)
     values = pd.to_numeric(frame[outcome], errors="coerce")
     if frame[outcome].notna().sum() != values.notna().sum():
         raise DataError("outcome must be numeric", column=outcome)

@@ -29,7 +29,7 @@ def test_no_dict_dumps_and_no_unreadable_numbers(run_folder, run_summary, tmp_pa
     (run_folder / "summary.json").write_text(json.dumps(summary))
     md = write_card(build_card(run_folder, model="elastic_net"), tmp_path / "card.md").read_text()
     assert not re.search(r"\w+: [^|;]+; \w+: ", md)            # no `name: ...; metric: ...` walls
-    assert "e-17" not in md and "| calibration_intercept | 0 |" in md
+    assert "e-17" not in md and "| calibration-in-the-large | 0 |" in md   # metric names in words
     assert "| distress | K10, GHQ-12 |" in md and "| education | 3.3% |" in md
     assert "Complete in every participant: age." in md
     assert "within-trial: z within trial" in md
