@@ -60,6 +60,12 @@ def p_value(value: Any) -> str:
     return f"{x:.2g}" if x < 0.1 else f"{x:.2f}"
 
 
+def p_text(value: Any) -> str:
+    """``p = 0.03``, ``p < 0.001`` or ``p = –``: a p-value with its relation sign, for running text."""
+    text = p_value(value)
+    return f"p {text}" if text.startswith("<") else f"p = {text}"
+
+
 def interval(low: Any, high: Any, digits: int = 3) -> str:
     """``low to high``; ``–`` when either end is missing."""
     if low is None or high is None or _nan(low) or _nan(high):

@@ -14,7 +14,7 @@ from mbi_predict.cli._common import console, print_table
 
 def print_verdict(summary: dict[str, Any]) -> None:
     """The run's one heterogeneity verdict first, then each effect model's in a line."""
-    from mbi_predict.numbers import p_value
+    from mbi_predict.numbers import p_text
 
     run = summary.get("heterogeneity")
     if not run:
@@ -25,7 +25,7 @@ def print_verdict(summary: dict[str, Any]) -> None:
         p = model.get("p_holm", model.get("p_value"))
         beats = model.get("beats_constant")
         console.print(f"  {name}: {str(model.get('verdict')).replace('_', ' ')}"
-                      + (f", p = {p_value(p)}" if isinstance(p, float) and model.get("calibrated") else "")
+                      + (f", {p_text(p)}" if isinstance(p, float) and model.get("calibrated") else "")
                       + ("" if beats is None else ("; beats" if beats else "; does not beat")
                          + " one average effect for everyone"), markup=False)
 

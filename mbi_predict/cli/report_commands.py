@@ -82,7 +82,8 @@ def report(
     tracking_uri: Annotated[str | None, typer.Option(
         help="MLflow tracking URI: where a run id is read from and the report is logged.")] = None,
     figure_format: Annotated[str | None, typer.Option(
-        help="Format of the figures the report draws: png | svg.")] = None,
+        help="Format of the figures the report draws: png | svg (the run's own plots are embedded as the run "
+             "wrote them; see run --figure-format).")] = None,
     dpi: Annotated[int | None, typer.Option(help="Resolution of the figures the report draws (default 150).")] = None,
     log: Annotated[bool, typer.Option(help="Log the report to the run's MLflow parent run.")] = True,
 ) -> None:
@@ -102,6 +103,10 @@ def report(
     written = write_study_report(run_ref, out, meta=meta, tracking_uri=tracking_uri, figure_format=figure_format,
                                  dpi=dpi)
     console.print(f"study report: {written[0]} (and {written[1].name})", markup=False)
+    if figure_format is not None or dpi is not None:
+        console.print("note: --figure-format and --dpi apply to the figures the report draws (forest plots, "
+                      "model comparison, group effects); the run's own plots are embedded as the run wrote them "
+                      "(set them with `run --figure-format/--dpi`)", markup=False)
     if log:
         from mbi_predict.report.card_source import load_summary
 

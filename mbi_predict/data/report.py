@@ -141,8 +141,8 @@ def _baseline_table(ipd: pd.DataFrame, min_cell: int = MIN_CELL_SIZE,
 def _baseline_figures(ipd: pd.DataFrame, min_cell: int = MIN_CELL_SIZE,
                       metadata: dict[str, Any] | None = None) -> list[tuple[str, bytes]]:
     """One PNG per measured baseline construct: box plots by trial on the raw scale, one panel per instrument
-    (scales differ between instruments), whiskers only (no individual points); trials with fewer than
-    `min_cell` scores are left out of the plot (the table says they are suppressed)."""
+    (scales differ between instruments), whiskers at the 5th and 95th percentiles (no individual points); trials
+    with fewer than `min_cell` scores are left out of the plot (the table says they are suppressed)."""
     import matplotlib
     from matplotlib.figure import Figure
 
@@ -169,7 +169,7 @@ def _baseline_figures(ipd: pd.DataFrame, min_cell: int = MIN_CELL_SIZE,
             fig = Figure(figsize=(min(sum(widths) + 0.6, 11.0), 3.3), layout="constrained")
             axes = fig.subplots(1, len(panels), squeeze=False, width_ratios=widths)[0]
             for ax, (instrument, groups) in zip(axes, panels.items()):
-                ax.boxplot([v for _, v in groups], showfliers=False, widths=0.6,
+                ax.boxplot([v for _, v in groups], showfliers=False, widths=0.6, whis=(5, 95),
                            medianprops={"color": "#D55E00"})
                 ax.set_xticks(range(1, len(groups) + 1), [t for t, _ in groups], rotation=45)
                 ax.set_title(instrument, fontsize=9, fontweight="normal", loc="center")
@@ -195,8 +195,28 @@ def render_markdown(tables: dict[str, pd.DataFrame], metadata: dict[str, Any]) -
              "- every randomised participant is kept (intention to treat); missing values stay missing",
              f"- distributions of fewer than {min_cell_size(metadata)} participants are suppressed", ""]
     for title, table in tables.items():
-        lines += [f"## {_cell(title)}", "", _markdown_table(table), ""]
+        lines += [f"## {_cell(title)}", "", _markdown_table(for_reading(table)), ""]
     return "\n".join(lines)
+
+
+#: column headers in words (the tables keep the data model's names; a reader gets these)
+_HEADERS = {"trial_id": "trial", "n": "N", "n_mbi": "N MBI", "n_passive": "N passive control",
+            "n_active": "N active control", "control_types": "control types", "coverage %": "coverage (%)"}
+
+
+def for_reading(table: pd.DataFrame) -> pd.DataFrame:
+    """A report table as a reader sees it: headers in words (no snake_case, no pivot's axis name), whole-number
+    floats without a trailing ``.0``. The data (`report_tables`) are unchanged."""
+    out = table.copy()
+    out.columns = [_HEADERS.get(str(c), str(c).replace("_", " ")) for c in out.columns]
+    out.columns.name = None
+    for column in out.columns:
+        values = out[column]
+        if pd.api.types.is_float_dtype(values):
+            finite = values.dropna()
+            if len(finite) and (finite == finite.round()).all():
+                out[column] = values.map(lambda v: "" if pd.isna(v) else f"{v:.0f}")
+    return out
 
 
 def _markdown_table(table: pd.DataFrame) -> str:
@@ -232,7 +252,8 @@ def render_html(tables: dict[str, pd.DataFrame], metadata: dict[str, Any],
              f"{html.escape(str(metadata.get('standardisation_rule', '')))}.</p>"]
     for heading, table in tables.items():
         parts.append(f"<h2>{html.escape(heading)}</h2>")
-        parts.append("<div class='table-wrap'>" + table.to_html(index=False, na_rep="", border=0, escape=True)
+        parts.append("<div class='table-wrap'>" + for_reading(table).to_html(index=False, na_rep="", border=0,
+                                                                              escape=True)
                      + "</div>" if not table.empty else "<p>none</p>")
     if figures:
         parts.append("<h2>Baseline distributions</h2>")
@@ -240,7 +261,8 @@ def render_html(tables: dict[str, pd.DataFrame], metadata: dict[str, Any],
         data = base64.b64encode(png).decode("ascii")
         parts.append(f"<figure><img alt='{html.escape(column)}' src='data:image/png;base64,{data}'>"
                      f"<figcaption>Baseline {html.escape(column.removeprefix('baseline_'))} by trial before "
-                     "standardisation (box: quartiles; whiskers: 1.5 IQR; no individual points).</figcaption>"
+                     "standardisation (box: quartiles; whiskers: 5th to 95th percentile, so never a participant's "
+                     "extreme value; no individual points).</figcaption>"
                      "</figure>")
     parts.append("</body></html>")
     return "\n".join(parts)

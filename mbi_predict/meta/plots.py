@@ -17,6 +17,7 @@ footer, and "favours ..." labels under the axis (``favours=(left, right)``).
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from scipy import stats
 
 from mbi_predict import figstyle
 from mbi_predict.errors import MBIError
-from mbi_predict.numbers import number, p_value
+from mbi_predict.numbers import number, p_text
 
 # effects are "MBI minus control" on outcomes where lower is better (distress): negative favours the MBI
 FAVOURS_LOWER = ("favours MBI", "favours control")
@@ -59,7 +60,7 @@ def heterogeneity_footer(pooled: Any, transform: Callable | None = None) -> str:
         parts.append(f"I² = {i2:.0f}%")
     q, df = _get(pooled, "q"), _get(pooled, "q_df", None)
     if isinstance(q, (int, float)) and math.isfinite(q):
-        parts.append(f"Q = {number(q)} (df = {df}, p = {p_value(_get(pooled, 'q_pvalue'))})")
+        parts.append(f"Q = {number(q)} (df = {df}, {p_text(_get(pooled, 'q_pvalue'))})")
     text = "; ".join(parts)
     low, high = _get(pooled, "pi_low"), _get(pooled, "pi_high")
     if isinstance(low, (int, float)) and math.isfinite(low) and math.isfinite(high):
@@ -175,8 +176,9 @@ def _columns(side, positions, y, low, high, w, pooled, f, top, estimate_label, l
     side.axis("off")
     pct = round(100 * level)
     side.text(0.28, top - 0.2, "Weight", ha="right", va="bottom", fontweight="bold", fontsize=8)
-    side.text(0.98, top - 0.2, f"{estimate_label} [{pct}% CI]", ha="right", va="bottom", fontweight="bold",
-              fontsize=8)
+    # a long metric name wraps (headers stack upwards) so it never runs into the Weight header on its left
+    header = textwrap.fill(f"{estimate_label} [{pct}% CI]", width=22, break_long_words=False)
+    side.text(0.98, top - 0.2, header, ha="right", va="bottom", fontweight="bold", fontsize=8)
     for i, position in enumerate(positions):
         if w is not None:
             side.text(0.28, position, f"{w[i]:.1f}%", ha="right", va="center", fontsize=8)

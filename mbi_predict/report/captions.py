@@ -39,7 +39,8 @@ def caption(path: str | Path, models: Iterable[str]) -> str:
         return (f"Calibration of {who} in the held-out trials: observed against predicted outcome, smoothed "
                 "for each trial and pooled, with decile means; the dashed line is perfect calibration.")
     if kind == "benefit-calibration":
-        where = ("one panel per held-out trial on shared axes" if what == "by-trial"
+        where = ("one panel per held-out trial of at least 50 participants on shared axes (smaller trials are "
+                 "named under the panels)" if what == "by-trial"
                  else "all held-out trials together")
         return (f"Calibration for benefit of {who}: the observed (doubly robust) effect against the predicted "
                 f"effect in fifths of predicted benefit, {where}; the dashed line is perfect calibration.")

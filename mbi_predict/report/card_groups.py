@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mbi_predict.numbers import estimate_ci
+from mbi_predict.numbers import estimate_ci, p_text, percent
 from mbi_predict.numbers import interval as _ci
 from mbi_predict.numbers import number as fmt
 from mbi_predict.numbers import p_value as fmt_p
@@ -89,7 +89,7 @@ def harm_alert(section: dict | None) -> list[Block]:
     described = "; ".join(harm["described_by"]) or "no short description was found"
     return [("h", 2, "Harm flagged"),
             ("p", f"In the held-out trials, participants {harm['described_group'] or 'in a predicted group'} were "
-                  f"made worse by the MBI (p = {fmt_p(harm['p_value'])} against alpha {fmt(harm['alpha'])}, "
+                  f"made worse by the MBI ({p_text(harm['p_value'])} against alpha {fmt(harm['alpha'])}, "
                   f"one-sided, adjusted over the groups tested). Described by: {described}. Details in the "
                   "section \"Who benefits, who may be harmed, whom to offer it\".")]
 
@@ -111,7 +111,7 @@ def groups_blocks(section: dict | None) -> list[Block]:
     if top.get("estimate") is not None:
         blocks.append(("p", f"Most minus least predicted benefit: "
                             f"{estimate_ci(top['estimate'], top.get('ci_low'), top.get('ci_high'))}, "
-                            f"p = {fmt_p(top.get('p_value'))} "
+                            f"{p_text(top.get('p_value'))} "
                             f"({fmt(top.get('method'))})."))
     blocks += [("h", 3, "Harm")] + harm_blocks(section)
     policy = section["policy"]
@@ -139,10 +139,12 @@ def harm_blocks(section: dict) -> list[Block]:
     blocks: list[Block] = []
     share = harm["share_predicted_harmed"]
     verdict = ("not tested (no calibrated null draws)" if not harm["tested"] else
-               f"{'flagged' if harm['flagged'] else 'not flagged'} (p = {fmt_p(harm['p_value'])}, alpha "
+               f"{'flagged' if harm['flagged'] else 'not flagged'} ({p_text(harm['p_value'])}, alpha "
                f"{fmt(harm['alpha'])})")
-    blocks.append(("p", f"Harm: {verdict}. Share predicted to be harmed: "
-                        f"{estimate_ci(share.get('estimate'), share.get('ci_low'), share.get('ci_high'))}. "
+    share_text = (f"{percent(share.get('estimate'), 1)} ({percent(share.get('ci_low'), 1)} to "
+                  f"{percent(share.get('ci_high'), 1)})" if share.get("ci_low") is not None
+                  else percent(share.get("estimate"), 1))
+    blocks.append(("p", f"Harm: {verdict}. Share predicted to be harmed: {share_text}. "
                         f"{sentence(fmt(harm.get('method')))}."))
     if harm["tests"]:
         blocks.append(("table", ["Group tested", "Effect", "95% CI", "Prediction interval", "Trials", "One-sided p"],

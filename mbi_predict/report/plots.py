@@ -147,18 +147,22 @@ def benefit_calibration_figures(pseudo: np.ndarray, cate: np.ndarray, trial: np.
                     color="#444444")
             fig.tight_layout()
             figures["pooled"] = fig
-        tables = {}
+        tables, skipped = {}, []
         for name in np.unique(trial):
             rows = trial == name
             if rows.sum() >= n_groups * _MIN_BIN:
                 tables[str(name)] = (calibration_for_benefit_table(pseudo[rows], cate[rows], n_groups=n_groups),
                                      int(rows.sum()))
+            else:
+                skipped.append(str(name))
         if tables:
-            figures["by-trial"] = _small_multiples(tables, model)
+            figures["by-trial"] = _small_multiples(tables, model, skipped, n_groups * _MIN_BIN)
     return figures
 
 
-def _small_multiples(tables: dict[str, tuple[pd.DataFrame, int]], model: str) -> Figure:
+def _small_multiples(tables: dict[str, tuple[pd.DataFrame, int]], model: str, skipped: list[str] | None = None,
+                     min_n: int = 50) -> Figure:
+    """One panel per trial; the trials too small for a panel are named under the panels, never dropped silently."""
     ncols = min(4, len(tables))
     nrows = math.ceil(len(tables) / ncols)
     fig = Figure(figsize=(2.3 * ncols + 0.6, 2.1 * nrows + 0.9))
@@ -180,7 +184,11 @@ def _small_multiples(tables: dict[str, tuple[pd.DataFrame, int]], model: str) ->
         ax.set_ylim(*y_lim)
     for ax in list(axes.flat)[len(tables):]:
         ax.axis("off")
-    fig.supxlabel("predicted effect (mean CATE in the fifth of the trial)", fontsize=9)
+    xlabel = "predicted effect (mean CATE in the fifth of the trial)"
+    if skipped:
+        xlabel += (f"\nno panel (fewer than {min_n} participants in the held-out trial): "
+                   + ", ".join(skipped))
+    fig.supxlabel(xlabel, fontsize=9)
     fig.supylabel("observed effect (doubly robust, 95% CI)", fontsize=9)
     fig.suptitle(f"{model}: calibration for benefit in each held-out trial", x=0.01, ha="left",
                  fontweight="bold", fontsize=10.5)
@@ -237,7 +245,8 @@ def toc_figure(curve: pd.DataFrame, *, model: str, rate: Any = None) -> Figure:
         ax.set_xlabel("share of the trial treated, largest predicted benefit first")
         ax.set_ylabel("benefit of those treated minus the trial's average")
         ax.set_title(f"{model}: targeting operator characteristic")
-        ax.legend(loc="upper right")
+        # below the axes: inside, it sat on the curve's peak
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), fontsize=7.5, frameon=False)
         fig.tight_layout()
     return fig
 

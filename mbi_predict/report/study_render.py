@@ -90,6 +90,11 @@ footer{color:var(--muted);font-size:.85rem;margin-top:3rem}
 _WIDE = ("by-trial", "meta-forest")
 
 
+
+def _estimator(name: str, estimator: str) -> str:
+    """The estimator column: "–" where it only repeats the model's name."""
+    return "–" if str(estimator) == str(name) else str(estimator)
+
 def slug(text: str, used: set[str]) -> str:
     base = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "section"
     name, i = base, 2
@@ -145,13 +150,16 @@ def to_html(blocks: list[tuple], *, title: str) -> str:
         elif kind == "link":
             body.append(f'<p><a href="{esc(block[2])}">{esc(block[1])}</a>: {esc(block[3])}</p>')
         elif kind == "cards":
+            # the links come right after the name, so they are on screen on a phone; the estimator only where it
+            # is not the model's name
             rows = "".join(
-                f"<tr><td>{esc(name)}</td><td>{esc(task)}</td><td>{esc(estimator)}</td><td>"
+                f"<tr><td>{esc(name)}</td><td>"
                 + ('<span class="links">' + "".join(f'<a href="{esc(href)}">{esc(text)}</a>'
                                                      for text, href in links) + "</span>" if links else "not written")
-                + "</td></tr>" for name, task, estimator, links in block[1])
-            body.append('<div class="table-wrap"><table><thead><tr><th scope="col">Model</th><th scope="col">Kind'
-                        '</th><th scope="col">Estimator</th><th scope="col">Card</th></tr></thead>'
+                + f"</td><td>{esc(task)}</td><td>{esc(_estimator(name, estimator))}</td></tr>"
+                for name, task, estimator, links in block[1])
+            body.append('<div class="table-wrap"><table><thead><tr><th scope="col">Model</th><th scope="col">Card'
+                        '</th><th scope="col">Kind</th><th scope="col">Estimator</th></tr></thead>'
                         f"<tbody>{rows}</tbody></table></div>")
     page = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
             '<meta name="viewport" content="width=device-width, initial-scale=1">',
@@ -192,9 +200,10 @@ def to_markdown(blocks: list[tuple], figure_links: dict[int, str]) -> str:
         elif kind == "link":
             lines += [f"[{block[1]}]({block[2]}): {block[3]}", ""]
         elif kind == "cards":
-            lines += ["| Model | Kind | Estimator | Card |", "|---|---|---|---|"]
-            lines += [f"| {_md_cell(name)} | {task} | {_md_cell(estimator)} | "
-                      + (" ".join(f"[{text}]({href})" for text, href in links) or "not written") + " |"
+            lines += ["| Model | Card | Kind | Estimator |", "|---|---|---|---|"]
+            lines += [f"| {_md_cell(name)} | "
+                      + (" ".join(f"[{text}]({href})" for text, href in links) or "not written")
+                      + f" | {task} | {_md_cell(_estimator(name, estimator))} |"
                       for name, task, estimator, links in block[1]] + [""]
     head, rest = lines[:4], lines[4:]   # title and lead paragraph, then the contents
     return "\n".join(head + ["**Contents**", "", *toc, ""] + rest).rstrip() + "\n"

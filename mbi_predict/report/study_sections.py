@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from mbi_predict import figstyle
-from mbi_predict.numbers import estimate_ci, interval, label, number, p_value, sentence
+from mbi_predict.numbers import estimate_ci, interval, label, number, p_text, p_value, sentence
 from mbi_predict.report.card_groups import groups_section, harm_blocks
 from mbi_predict.report.card_source import primary_metric, reference_models, select_model, who_benefits
 from mbi_predict.report.captions import caption
@@ -72,8 +72,15 @@ def _glance(inputs: StudyInputs, effect: str | None, prognostic: str | None) -> 
     if prognostic:
         metric, _ = primary_metric(s)
         pooled = (s["models"][prognostic].get("pooled") or {}).get(metric) or {}
-        items.append(f"Best prognostic model (the reference comparator left out): {prognostic}, pooled "
-                     f"{label(metric)} {describe_interval(pooled)}.")
+        comparison = s.get("comparison_to_reference") or {}
+        row = (comparison.get("models") or {}).get(prognostic) or {}
+        against = ""
+        if row:
+            against = (f"; it {'beats' if row.get('beats_reference') else 'does not beat'} the reference model "
+                       f"({label(metric)} {number(row.get('reference_pooled'))}), difference "
+                       f"{estimate_ci(row.get('difference'), row.get('ci_low'), row.get('ci_high'))}")
+        items.append(f"Best prognostic model other than the reference comparator: {prognostic}, pooled "
+                     f"{label(metric)} {describe_interval(pooled)}{against}.")
     if effect:
         ate = s["models"][effect].get("ate_clustered") or {}
         if ate.get("estimate") is not None:
@@ -180,7 +187,7 @@ def _meta(inputs: StudyInputs, settings: figstyle.FigureSettings) -> list[Block]
     egger = first.get("egger") or {}
     if egger.get("done"):
         blocks.append(("p", f"Egger's test for small-study effects: intercept {number(egger.get('intercept'))}, "
-                            f"p = {p_value(egger.get('pvalue'))} (k = {egger.get('k')})."))
+                            f"{p_text(egger.get('pvalue'))} (k = {egger.get('k')})."))
     return blocks
 
 
@@ -295,7 +302,7 @@ def _groups(inputs: StudyInputs, effect: str | None, settings: figstyle.FigureSe
         top = gates.get("top_minus_bottom") or {}
         if top.get("estimate") is not None:
             blocks.append(("p", f"Most minus least predicted benefit: {describe_interval(top)}"
-                                + (f", p = {p_value(top.get('p_value'))} ({top.get('method')})"
+                                + (f", {p_text(top.get('p_value'))} ({top.get('method')})"
                                    if top.get("p_value") is not None else "") + "."))
         fig = gates_figure(gates, effect)
         if fig is not None:
@@ -315,7 +322,7 @@ def _groups(inputs: StudyInputs, effect: str | None, settings: figstyle.FigureSe
                          f"Value against offering the MBI to no one: "
                          f"{describe_interval(policy.get('value_vs_none') or {})}; against offering it to "
                          f"everyone: {describe_interval(policy.get('value_vs_all') or {})}. "
-                         f"{policy.get('note') or ''}".strip())]
+                         f"{sentence(str(policy.get('note') or ''))}".strip())]
     return blocks
 
 
