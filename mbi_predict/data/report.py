@@ -43,9 +43,15 @@ def report_tables(ipd: pd.DataFrame, metadata: dict[str, Any], missingness: pd.D
     described = describe_ipd(ipd)
     arms = described[["trial_id", "n", "n_mbi", "n_passive", "n_active", "control_types"]]
     instruments = _instrument_table(metadata)
+    min_cell = min_cell_size(metadata)
     coverage = _coverage_table(ipd)
     flags = coverage_flags(coverage)
-    missing = _missingness_summary(missingness)
+    # the flags name every low-coverage construct; the percentages of a trial of fewer than min_cell participants
+    # are not shown (in a trial of 4, 75% says which 3 people answered)
+    small = set(ipd["trial_id"].astype(str).value_counts().loc[lambda n: n < min_cell].index)
+    coverage.loc[coverage["trial_id"].isin(small), coverage.columns != "trial_id"] = float("nan")
+    flags.loc[flags["trial_id"].isin(small), "coverage %"] = float("nan")
+    missing = _missingness_summary(missingness, min_cell)
     baseline = _baseline_table(ipd, min_cell_size(metadata), metadata)
     raw = any(f"baseline_{c}_raw" in ipd.columns for c in CONSTRUCTS)
     return {"Participants by arm": arms, "Instruments and time points": instruments,
@@ -94,13 +100,17 @@ def _coverage_table(ipd: pd.DataFrame) -> pd.DataFrame:
     return coverage.reset_index()
 
 
-def _missingness_summary(missingness: pd.DataFrame) -> pd.DataFrame:
+def _missingness_summary(missingness: pd.DataFrame, min_cell: int = MIN_CELL_SIZE) -> pd.DataFrame:
     outcomes = missingness[~missingness["variable"].str.startswith(("baseline_", "deteriorated_"))
                            & ~missingness["variable"].isin(_COVARIATES)]
     if outcomes.empty:
         return pd.DataFrame(columns=["trial_id"])
     cell = (outcomes["share_missing_mbi"].mul(100).round(0).map("{:.0f}".format) + " / "
             + outcomes["share_missing_control"].mul(100).round(0).map("{:.0f}".format))
+    # an arm of fewer than min_cell participants: its share would describe a handful of people
+    if {"n_mbi", "n_control"} <= set(outcomes.columns):
+        small = (outcomes["n_mbi"] < min_cell) | (outcomes["n_control"] < min_cell)
+        cell = cell.where(~small, f"suppressed (n < {min_cell})")
     table = outcomes.assign(cell=cell).pivot(index="trial_id", columns="variable", values="cell")
     return table[[v for v in dict.fromkeys(outcomes["variable"])]].reset_index()
 

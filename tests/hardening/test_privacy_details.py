@@ -68,3 +68,18 @@ def test_atomic_outputs_follow_the_umask(tmp_path, mask):
         os.umask(previous)
     for path in (single, tmp_path / "a.json", tmp_path / "sub" / "b.csv"):
         assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask, path
+
+
+def test_report_shows_no_coverage_or_missingness_shares_of_a_tiny_trial(small_trial_ipd):
+    """A trial of 4: '75% measured' or '50% missing' would say how many of four people answered."""
+    from mbi_predict.data.report import report_tables
+    tables = report_tables(small_trial_ipd, {"trials": {}}, missingness_table(small_trial_ipd))
+    tiny = "<script>alert(1)</script>"
+    coverage = tables["Covariate coverage (% non-missing)"]
+    assert coverage.loc[coverage["trial_id"] == tiny].drop(columns="trial_id").isna().all(axis=None)
+    assert coverage.loc[coverage["trial_id"] != tiny].drop(columns="trial_id").notna().any(axis=None)
+    missing = tables["Missingness of outcomes (% missing, MBI / control)"]
+    cells = missing.loc[missing["trial_id"] == tiny].drop(columns="trial_id").to_numpy().ravel()
+    assert len(cells) and all(str(c).startswith("suppressed") for c in cells)
+    others = missing.loc[missing["trial_id"] != tiny].drop(columns="trial_id").to_numpy().ravel()
+    assert not any(str(c).startswith("suppressed") for c in others)
