@@ -71,6 +71,11 @@ def describe_group(members: np.ndarray, traits: pd.DataFrame, *, min_leaf: int =
                 out.append(f"{' and '.join(conditions) or 'everyone'}: {share:.0%} of about {round(n, -1):.0f}")
             return
         name, cut = names[inner.feature[node]], float(f"{inner.threshold[node]:.2g}")
+        if "=" in name and 0 < cut < 1:   # a one-hot level ("delivery=online"): is / is not, not "> 0.5"
+            variable, level = name.split("=", 1)
+            walk(inner.children_left[node], conditions + [f"{variable} is not {level}"])
+            walk(inner.children_right[node], conditions + [f"{variable} is {level}"])
+            return
         walk(inner.children_left[node], conditions + [f"{name} <= {cut:g}"])
         walk(inner.children_right[node], conditions + [f"{name} > {cut:g}"])
 
@@ -131,8 +136,9 @@ def harm_block(config, pooled: dict, forest: dict, null: dict, results: list,
             "deterioration": _deterioration(pooled),
             "method": f"one-sided test of harm (benefit < 0) in the predicted-harm group (predicted benefit below "
                       f"{0.0 - settings.harm_threshold:g}) and in the group predicted to benefit least (lowest of "
-                      f"{settings.n_groups} by predicted benefit); Simes combination over the {len(tested) or len(tests)} "
-                      "tested",
+                      f"{settings.n_groups} by predicted benefit); "
+                      + (f"Simes combination over the {len(tested)} tested" if len(tested) > 1 else
+                         "only one of them could be tested" if tested else "neither could be tested"),
             "note": "effects on the benefit scale (negative = the MBI made them worse); trials with fewer than 10 "
                     "observed in a group are left out of that group's pooling"}
 
@@ -186,6 +192,7 @@ def harm_flagged(models: dict[str, dict], alpha: float) -> dict[str, Any]:
                 "reason": "no effect model had a calibrated harm test"}
     adjusted = holm(pvalues)
     flagged = sorted(name for name, p in adjusted.items() if p < alpha)
+    family = f"Holm over {len(adjusted)} model{'s' if len(adjusted) != 1 else ''}"
     return {"flagged": bool(flagged), "tested": True, "models": adjusted, "alpha": alpha,
-            "reason": (f"harm found by {', '.join(flagged)} (Holm over {len(adjusted)} models)" if flagged else
-                       f"no model's harm test is below alpha after Holm over {len(adjusted)} models")}
+            "reason": (f"harm found by {', '.join(flagged)} ({family})" if flagged else
+                       f"no model's harm test is below alpha after {family}")}

@@ -158,12 +158,28 @@ def heterogeneity_verdict(pooled: Mapping[str, Mapping], *, rule: VerdictRule | 
     elif evidence:
         reason = f"a Holm-adjusted arm x covariate interaction at alpha {rule.alpha / 2:g}"
     else:
-        failed = [t["metric"] for t in tests if t["decisive"] and not t["passed"]]
-        reason = f"not shown: {', '.join(failed)}"
+        failed = [_failed_words(t, alpha_model) for t in tests if t["decisive"] and not t["passed"]]
+        reason = "not shown: " + "; ".join(failed)
     return dict(verdict="evidence" if evidence else "no_evidence", tests=tests, rule=rule.model_dump(),
                 reason=reason, p_value=float(p_model), method=method, beats_constant=beats_constant,
                 interaction_evidence=bool(alternative and interaction_evidence))
 
+
+
+def _failed_words(test: dict, alpha: float) -> str:
+    """A failed decisive test of the verdict, in words (the reason a reader sees)."""
+    metric = str(test.get("metric"))
+    if test.get("note") and test.get("name") != "beats_constant_effect" and "trials" in str(test["note"]):
+        return f"{metric.replace('_', ' ')} {test['note']}"
+    if test.get("name") == "rate_positive":
+        return f"the held-out ranking by predicted benefit (pooled RATE) is not above 0 at one-sided alpha {alpha:g}"
+    if test.get("name") == "calibration_slope_positive":
+        return f"the held-out benefit-calibration slope is not above 0 at one-sided alpha {alpha:g}"
+    if test.get("name") == "beats_constant_effect":
+        return "the predictions do not beat one average effect for everyone on held-out data"
+    if metric == "interaction_p_holm":
+        return f"no arm x {str(test.get('name')).split(':', 1)[-1]} interaction after Holm"
+    return f"{metric.replace('_', ' ')} not shown"
 
 def resolve_run_rule(rule: VerdictRule, effect_models: list[str]) -> tuple[str, str | None]:
     """``(run rule, primary model)`` the run uses; a one-line ``ConfigError`` for a rule that cannot apply."""
