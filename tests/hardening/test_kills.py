@@ -381,23 +381,6 @@ def test_sigterm_to_the_group_while_plots_render(kit, tmp_path):
 
 
 @pytest.mark.slow
-def test_sigterm_to_the_main_process_while_it_waits_for_the_plots(kit, tmp_path):
-    """SIGTERM to the main process only (``kill PID``), held where it waits for the figures: the plot workers go on
-    rendering, so the staging folder may only be removed once they have finished, or they write into a folder that
-    is gone and leave it behind (seen in 2 of about 10 tries before the fix)."""
-    experiment = "kill_main_plots"
-    config, out = write_config(tmp_path, kit, experiment), tmp_path / "run"
-    command = Command([*SHIM_CLI, "run", *run_command(config, out, kit)], tmp_path / "wait", pause={
-        "MBI_KILL_PAUSE": "mbi_predict.pipeline.sinks.figures:PlotRenderer.result"})
-    command.paused()
-    ended = command.signal(signal.SIGTERM)
-    check_interrupted(ended, signal.SIGTERM)
-    time.sleep(2)  # a worker that outlived its parent would write now
-    check_run_folder(out, signal.SIGTERM, kit)
-    assert not out.exists() or not staging_folders(out)
-
-
-@pytest.mark.slow
 def test_an_interrupted_run_leaves_no_empty_out_folder(kit, tmp_path):
     experiment = "kill_empty_out"
     config, out = write_config(tmp_path, kit, experiment), tmp_path / "run"

@@ -145,3 +145,35 @@ def test_card_source_names_no_local_path():
     assert _public_source("/home/someone/secret_project/runs/demo") == "run folder demo"
     assert _public_source("mlflow run 0123abcd") == "mlflow run 0123abcd"
     json.dumps(_public_source("runs"))
+
+
+def test_an_interrupt_while_waiting_for_the_plots_waits_for_the_workers_before_staging_goes(tmp_path, monkeypatch):
+    """Ctrl-C or SIGTERM that lands while the run waits for its figures (``plots.result()``): the plot workers are
+    still writing into the staging folder, so it may only be removed once they have finished (before the fix the
+    folder went at once and a worker re-created it, leaving ``.mbi-staging.*/plots/*.png`` in --out)."""
+    from types import SimpleNamespace
+
+    import mbi_predict.pipeline.run as pipeline_run
+
+    events: list[str] = []
+
+    class Renderer:
+        def __init__(self, tasks, n_jobs):
+            self.staging = None
+
+        def result(self):
+            events.append("result")
+            raise KeyboardInterrupt  # the signal arrives during the join
+
+        def wait(self):
+            staging = [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".mbi-staging")]
+            events.append(f"wait (staging present: {bool(staging)})")
+
+    monkeypatch.setattr(pipeline_run, "PlotRenderer", Renderer)
+    monkeypatch.setattr(pipeline_run, "plot_tasks", lambda finished, folder: [])
+    finished = SimpleNamespace(summary={}, inputs=SimpleNamespace(config=SimpleNamespace(
+        validation=SimpleNamespace(n_jobs=1))))
+    with pytest.raises(KeyboardInterrupt):
+        pipeline_run._write(finished, None, tmp_path / "out", False)
+    assert events == ["result", "wait (staging present: True)"]
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
