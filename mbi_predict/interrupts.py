@@ -30,6 +30,26 @@ class Terminated(KeyboardInterrupt):
     the command ends with its one "interrupted" line instead of being cut off mid-write."""
 
 
+#: SIGTERMs this process has turned into exceptions (`note_sigterm`): a library that swallows the exception (an
+#: import cut off mid-way that later fails with an AttributeError, say) must not turn the stop into a wrong error
+_SIGTERMS: list[int] = []
+
+
+def note_sigterm(signum: int) -> None:
+    """Record that SIGTERM arrived (every handler that raises on SIGTERM calls this first)."""
+    _SIGTERMS.append(int(signum))
+
+
+def forget_sigterms() -> None:
+    """Start a command with no SIGTERM on record (a process may run several commands, as tests do)."""
+    _SIGTERMS.clear()
+
+
+def sigterm_received() -> bool:
+    """Whether SIGTERM arrived in this process while a handler of this package was installed."""
+    return bool(_SIGTERMS)
+
+
 def interrupt_in_chain(exc: BaseException | None) -> KeyboardInterrupt | None:
     """The interrupt that ended a block: the exception itself, or one it was raised while handling (an error from
     cleanup code that ran because of Ctrl-C or SIGTERM - a worker pool broken by the same Ctrl-C, say, or a thread
@@ -58,6 +78,7 @@ def sigterm_interrupts() -> Iterator[None]:
         return
 
     def on_sigterm(signum: int, frame: Any) -> None:
+        note_sigterm(signum)
         raise Terminated(f"signal {signum} (SIGTERM)")
 
     signal.signal(signal.SIGTERM, on_sigterm)

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from mbi_predict.errors import MBIError
-from mbi_predict.io import Terminated, interrupt_in_chain
+from mbi_predict.interrupts import Terminated, forget_sigterms, interrupt_in_chain, sigterm_received
 
 app = typer.Typer(
     name="mbi-predict",
@@ -61,6 +61,7 @@ def boundary(command: F) -> F:
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        forget_sigterms()
         try:
             fit_console()
             return command(*args, **kwargs)
@@ -69,6 +70,7 @@ def boundary(command: F) -> F:
         except MBIError as error:
             if state["debug"]:
                 raise
+            _interrupted_anyway(error)
             err_console.print(f"[bold red]error:[/] {escape(str(error))}", markup=True, highlight=False,
                               soft_wrap=True)
             raise typer.Exit(code=2) from None
@@ -86,12 +88,20 @@ def boundary(command: F) -> F:
         except Exception as error:  # noqa: BLE001 - the boundary: one line, not a traceback
             if state["debug"]:
                 raise
-            interrupt = interrupt_in_chain(error)
-            if interrupt is not None:  # cleanup that failed because of Ctrl-C or SIGTERM: still an interrupt
-                interrupted(interrupt)
+            _interrupted_anyway(error)
             internal(error)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _interrupted_anyway(error: BaseException) -> None:
+    """An error that followed Ctrl-C or SIGTERM is the interrupt's consequence (cleanup that failed because of it,
+    or a library that swallowed it and then failed, e.g. an import cut off mid-way): report the interrupt."""
+    interrupt = interrupt_in_chain(error)
+    if interrupt is None and sigterm_received():
+        interrupt = Terminated("SIGTERM (swallowed by a library)")
+    if interrupt is not None:
+        interrupted(interrupt)
 
 
 def interrupted(interrupt: KeyboardInterrupt) -> None:

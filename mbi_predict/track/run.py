@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from mbi_predict.errors import ConfigError
+from mbi_predict.interrupts import note_sigterm
 from mbi_predict.io import Terminated, deferred_interrupts, interrupt_in_chain
 from mbi_predict.track.artifacts import check_artifact, log_artifacts_to, log_cards
 from mbi_predict.track.liveness import KILLED_REASON_TAG, process_tags, reap_dead_runs
@@ -178,6 +179,7 @@ class ExperimentRun:
             return
 
         def on_sigterm(signum, frame):
+            note_sigterm(signum)
             raise RunTerminated(f"signal {signum} (SIGTERM): the run is being ended as KILLED")
 
         self._old_handler = signal.signal(signal.SIGTERM, on_sigterm)

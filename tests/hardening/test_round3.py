@@ -177,3 +177,19 @@ def test_an_interrupt_while_waiting_for_the_plots_waits_for_the_workers_before_s
         pipeline_run._write(finished, None, tmp_path / "out", False)
     assert events == ["result", "wait (staging present: True)"]
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_an_error_after_a_swallowed_sigterm_is_reported_as_the_interrupt(monkeypatch):
+    """SIGTERM while sqlalchemy was being imported: the import swallowed the exception and the tracking check then
+    failed with "module 'sqlalchemy.sql' has no attribute 'base'" (exit 2, a wrong reason); it is the stop (143)."""
+    import typer
+
+    from mbi_predict import interrupts
+    from mbi_predict.cli._common import _interrupted_anyway
+
+    monkeypatch.setattr(interrupts, "_SIGTERMS", [])
+    _interrupted_anyway(ConfigError("tracking URI x is unusable"))   # no signal: the error stands (returns)
+    interrupts.note_sigterm(15)
+    with pytest.raises(typer.Exit) as ended:
+        _interrupted_anyway(ConfigError("tracking URI x is unusable"))
+    assert ended.value.exit_code == 143
