@@ -106,6 +106,7 @@ def label(name: str) -> str:
 
 
 METRIC_LABELS = {
+    "interaction_p_holm": "interaction, Holm-adjusted p",
     "rmse": "RMSE", "mae": "MAE", "r2": "R²", "c_statistic": "c-statistic", "brier": "Brier score",
     "oe_ratio": "O:E ratio", "ici": "ICI", "calibration_slope": "calibration slope",
     "calibration_intercept": "calibration-in-the-large", "benefit_calibration_slope": "benefit-calibration slope",

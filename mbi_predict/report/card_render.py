@@ -292,14 +292,30 @@ def _run_verdict(run: dict | None) -> list[Block]:
     head = (f"Run-level verdict: {_verdict_label(run['verdict'])} (rule: {rule}"
             + (f", primary model {run['primary_model']}" if run.get("primary_model") else "")
             + f"; alpha {fmt(run.get('alpha'))}). Method: {fmt(run.get('method'))}.")
-    rows = [[name, _verdict_label(m.get("verdict")), fmt_p(m.get("p_value")), fmt_p(m.get("p_rate")),
-             fmt_p(m.get("p_slope")), fmt_p(m.get("p_holm")), fmt(m.get("beats_constant")), fmt(m.get("calibrated"))]
+    # a model that was not calibrated has no p-value that means anything: "–", not the placeholder 1.00
+    rows = [[name, _verdict_label(m.get("verdict"))]
+            + ([fmt_p(m.get(key)) for key in ("p_value", "p_rate", "p_slope", "p_holm")] if m.get("calibrated")
+               else ["–"] * 4)
+            + [fmt(m.get("beats_constant")), fmt(m.get("calibrated"))]
             for name, m in run["models"].items()]
     blocks: list[Block] = [("p", head)]
     if rows:
         blocks.append(("table", ["Model", "Verdict", "p", "p (RATE)", "p (slope)", "Holm-adjusted p",
                                  "Beats constant effect", "Calibrated"], rows))
     return blocks + [("p", f"Reason: {run.get('reason') or 'not recorded'}")]
+
+
+#: the verdict's tests in words
+_TESTS = {"rate_positive": "ranking by predicted benefit (RATE) above 0",
+          "calibration_slope_positive": "benefit-calibration slope above 0",
+          "beats_constant_effect": "better than one average effect for everyone"}
+
+
+def _test_name(name: object) -> str:
+    text = str(name)
+    if text.startswith("interaction:"):
+        return f"arm x {text.split(':', 1)[1].replace('_', ' ')} interaction"
+    return _TESTS.get(text, text.replace("_", " "))
 
 
 def _model_verdict(name: str, own: dict | None) -> list[Block]:
@@ -311,9 +327,10 @@ def _model_verdict(name: str, own: dict | None) -> list[Block]:
         blocks.append(("p", f"Uncalibrated (naive) verdict, for information only: "
                             f"{_verdict_label(own['naive_verdict'])}."))
     if own.get("tests"):
-        rows = [[t.get("name"), t.get("metric"), fmt(t.get("estimate")),
+        rows = [[_test_name(t.get("name")), label(str(t.get("metric"))), fmt(t.get("estimate")),
                  _ci(t.get("ci_low"), t.get("ci_high")), fmt_p(t.get("p_value")), fmt_p(t.get("naive_p")),
-                 fmt(t.get("alpha")), fmt(t.get("passed")), fmt(t.get("decisive")), fmt(t.get("note"))]
+                 fmt(t.get("alpha")), fmt(t.get("passed")), fmt(t.get("decisive")),
+                 fmt(t.get("note")).replace("raw p =", "unadjusted p =")]
                 for t in own["tests"]]
         blocks.append(("table", ["Test", "Metric", "Estimate", "CI", "p", "Naive p", "Alpha", "Passed", "Decisive",
                                  "Note"], rows))

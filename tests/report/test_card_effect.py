@@ -125,7 +125,7 @@ def test_run_level_verdict_comes_first_and_tests_are_a_table(tmp_path, effect_su
     assert section.index("Run-level verdict: evidence of heterogeneity") < section.index("Verdict of cf")
     assert "| cf | evidence of heterogeneity | 0.004 | 0.004 | 0.002 |" in section
     assert "Reason: primary model cf" in section
-    assert "| rate_positive | rate_autoc | 0.08 | 0.04 to 0.12 | 0.004 |" in section
+    assert "| ranking by predicted benefit (RATE) above 0 | RATE (AUTOC) | 0.08 | 0.04 to 0.12 | 0.004 |" in section
     assert "{" not in section.split("### Who benefits")[0]   # no raw dict dump
 
 
