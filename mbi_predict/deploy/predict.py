@@ -101,8 +101,8 @@ def read_table(path: Path) -> pd.DataFrame:
 
 
 def _refuse_implausible(frame: pd.DataFrame, *, file: str) -> None:
-    """The IPD contract's plausible ranges (`schema.plausible_ranges`: age 10-110, ...) and finiteness hold for new
-    participants too: an age of 250 is a data error, not a participant outside the training envelope. Counts and row
+    """The IPD contract's plausible ranges (`schema.plausible_ranges`: age 10-110, ...) hold for new participants
+    too: an age of 250 is a data error, not a participant outside the training envelope. Counts and row
     numbers only, never the values."""
     import numpy as np
 
@@ -112,7 +112,8 @@ def _refuse_implausible(frame: pd.DataFrame, *, file: str) -> None:
         if column not in frame.columns:
             continue
         values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)
-        bad = np.flatnonzero(np.isinf(values) | (np.isfinite(values) & ((values < low) | (values > high))))
+        # non-finite values are the signature check's ("expected finite numbers"); here the finite ones out of range
+        bad = np.flatnonzero(np.isfinite(values) & ((values < low) | (values > high)))
         if len(bad):
             raise DataError(f"{len(bad)} value(s) outside the plausible range {low:g} to {high:g} (first in data "
                             f"row {int(bad[0]) + 1})", file=file, column=column)

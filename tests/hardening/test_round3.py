@@ -103,8 +103,7 @@ def test_predict_refuses_implausible_ages(tmp_path):
                                         r"\(first in data row 2\)"):
         _refuse_implausible(frame, file="new.csv")
     _refuse_implausible(frame.assign(age=[30.0, 45.0, np.nan]), file="new.csv")
-    with pytest.raises(DataError, match="column age"):
-        _refuse_implausible(frame.assign(age=[30.0, np.inf, 40.0]), file="new.csv")
+    _refuse_implausible(frame.assign(age=[30.0, np.inf, 40.0]), file="new.csv")  # the signature check's case
 
 
 def _png() -> str:
