@@ -7,6 +7,7 @@ reads the whole analysis, logged to the run's MLflow parent run). `make demo` ca
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -161,8 +162,12 @@ def _experiment_stage(ipd_path: Path, truth_path: Path, out: Path, console: Cons
                       f"on pooled {comparison.get('metric')}", markup=False)
     uri = tracking_uri or "sqlite:///mlflow.db"
     console.print(f"summary: {result.summary_path}")
-    console.print(f"MLflow run {result.mlflow_run_id} in {uri}; open the UI with: "
-                  f".venv/bin/mbi-predict ui{'' if tracking_uri is None else ' --tracking-uri ' + uri}")
+    # the command as it can be pasted from any folder (the store is relative to this one)
+    command = Path(sys.executable).parent / "mbi-predict"
+    command = command if command.exists() else Path("mbi-predict")
+    console.print(f"MLflow run {result.mlflow_run_id} in {uri}; open the UI from {Path.cwd()} with:", markup=False)
+    console.print(f"  {command} ui{'' if tracking_uri is None else ' --tracking-uri ' + uri}", markup=False,
+                  soft_wrap=True)
     return {"summary": result.summary_path}
 
 
