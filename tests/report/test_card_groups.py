@@ -106,3 +106,15 @@ def test_risk_harm_of_a_binary_outcome_is_said_not_tabled(tmp_path, summary):
     section = card["who_benefits_groups"]
     assert section["recorded"] is False and "0.12 (0.08 to 0.16)" in section["note"]
     assert "continuous outcomes only" in md
+
+
+def test_a_rule_that_offers_to_everyone_says_so_instead_of_dashes(tmp_path, summary):
+    s = summary(False)
+    empty = {key: None for key in ("estimate", "ci_low", "ci_high", "pi_low", "pi_high", "k")}
+    s["models"]["cf"]["policy"].update(rule="offer the MBI to everyone", rule_in_folds="8 of 8 held-out trials",
+                                       value_vs_all=dict(empty), share_offered=dict(empty), beats_offer_to_all=None)
+    _, md = _card(tmp_path, s)
+    section = md.split("### Treatment rule")[1]
+    assert "a difference of 0 by construction" in section and "was not compared" not in section
+    assert "| against offering the MBI to everyone | 0 (by construction) | – | – | 8 |" in section
+    assert "| share offered | 100% | – | – | 8 |" in section
