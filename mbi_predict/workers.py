@@ -16,7 +16,9 @@ main thread in any case).
 
 Why a patch of loky rather than an option: neither joblib nor loky offers a hook that runs before the worker's
 interpreter starts importing (``initializer`` runs after); ``ProcessPoolExecutor._adjust_process_count`` is the one
-place loky starts worker processes, at the pool's start and when it replaces a worker. The patch is applied once,
+place loky starts worker processes, at the pool's start and when it replaces a worker, and the resource trackers'
+``ensure_running`` the place their helper processes start (joblib may start them before any worker, when it
+registers its temporary folder; a Ctrl-C that landed there printed "Fatal Python error: init_import_site"). The patch is applied once,
 where local jobs start (`parallel.execution_backend`; not at the CLI's start-up, where importing loky cost about
 0.13 s that a command without workers need not pay); if loky's internals change it is skipped (and the traceback
 may come back), never an error.
@@ -31,26 +33,44 @@ from typing import Any
 _PATCHED = "_mbi_sigint_blocked"
 
 
-def start_workers_without_ctrl_c() -> bool:
-    """Start loky's worker processes with SIGINT blocked (see the module docstring); True if the patch is in place."""
-    try:
-        from joblib.externals.loky.process_executor import ProcessPoolExecutor
-    except ImportError:  # pragma: no cover - joblib is a dependency
-        return False
-    original = getattr(ProcessPoolExecutor, "_adjust_process_count", None)
-    if original is None or not hasattr(signal, "pthread_sigmask"):
+def _with_sigint_blocked(owner: type, name: str) -> bool:
+    """Wrap ``owner.name`` so the processes it starts inherit a blocked SIGINT; True if the wrapper is in place."""
+    original = getattr(owner, name, None)
+    if original is None:
         return False
     if getattr(original, _PATCHED, False):
         return True
 
     @functools.wraps(original)
-    def adjust_process_count(self: Any) -> Any:
+    def blocked(self: Any, *args: Any, **kwargs: Any) -> Any:
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
-            return original(self)
+            return original(self, *args, **kwargs)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
-    setattr(adjust_process_count, _PATCHED, True)
-    ProcessPoolExecutor._adjust_process_count = adjust_process_count
+    setattr(blocked, _PATCHED, True)
+    setattr(owner, name, blocked)
     return True
+
+
+def start_workers_without_ctrl_c() -> bool:
+    """Start loky's worker processes, and the resource-tracker processes loky and multiprocessing start beside them
+    (joblib may start those first, when it registers its temporary folder), with SIGINT blocked (see the module
+    docstring); True if the worker patch is in place."""
+    if not hasattr(signal, "pthread_sigmask"):
+        return False
+    try:
+        from joblib.externals.loky.process_executor import ProcessPoolExecutor
+    except ImportError:  # pragma: no cover - joblib is a dependency
+        return False
+    try:  # the trackers: a Ctrl-C while one starts printed "Fatal Python error: init_import_site" and a traceback
+        import multiprocessing.resource_tracker as mp_tracker
+
+        from joblib.externals.loky.backend import resource_tracker as loky_tracker
+
+        _with_sigint_blocked(loky_tracker.ResourceTracker, "ensure_running")
+        _with_sigint_blocked(mp_tracker.ResourceTracker, "ensure_running")
+    except (ImportError, AttributeError):  # pragma: no cover - internals moved: the traceback may come back
+        pass
+    return _with_sigint_blocked(ProcessPoolExecutor, "_adjust_process_count")

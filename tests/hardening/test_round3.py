@@ -192,3 +192,29 @@ def test_an_error_after_a_swallowed_sigterm_is_reported_as_the_interrupt(monkeyp
     with pytest.raises(typer.Exit) as ended:
         _interrupted_anyway(ConfigError("tracking URI x is unusable"))
     assert ended.value.exit_code == 143
+
+
+def test_processes_started_for_a_pool_inherit_a_blocked_sigint():
+    """Loky's workers and the resource trackers start with SIGINT blocked, so a Ctrl-C to the process group that
+    lands while one is still starting cannot print "Fatal Python error: init_import_site" and a traceback."""
+    import multiprocessing.resource_tracker as mp_tracker
+    import signal
+
+    from joblib.externals.loky.backend import resource_tracker as loky_tracker
+    from joblib.externals.loky.process_executor import ProcessPoolExecutor
+
+    from mbi_predict.workers import _PATCHED, _with_sigint_blocked, start_workers_without_ctrl_c
+
+    assert start_workers_without_ctrl_c()
+    for owner, name in ((ProcessPoolExecutor, "_adjust_process_count"),
+                        (loky_tracker.ResourceTracker, "ensure_running"),
+                        (mp_tracker.ResourceTracker, "ensure_running")):
+        assert getattr(getattr(owner, name), _PATCHED, False), (owner, name)
+
+    class Starter:
+        def start(self):
+            return signal.pthread_sigmask(signal.SIG_BLOCK, [])
+
+    assert _with_sigint_blocked(Starter, "start")
+    assert signal.SIGINT in Starter().start()                          # blocked while it starts processes
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])   # and only then
