@@ -185,11 +185,9 @@ def load_ipd(path: str | os.PathLike[str]) -> pd.DataFrame:
         reason = " ".join(str(exc).split())[:300] or type(exc).__name__
         raise DataError(f"cannot read the IPD table: {reason}", file=str(path)) from None
     if suffix in (".csv", ".txt"):
-        # pandas renames a repeated header to `name.1`: the table has two columns of that name, which is the error
-        header = pd.read_csv(path, nrows=0).columns
-        raw_names = [str(c).rsplit(".", 1)[0] if str(c).rsplit(".", 1)[-1].isdigit() and
-                     str(c).rsplit(".", 1)[0] in header else str(c) for c in header]
-        repeated = sorted({name for name in raw_names if raw_names.count(name) > 1})
+        # pandas renames a repeated header to `name.1`; read as data (as `_read_delimited` does), it stays visible
+        header = pd.read_csv(path, header=None, nrows=1, dtype=str, encoding="utf-8-sig").iloc[0].astype(str)
+        repeated = header[header.duplicated()].tolist()
         if repeated:
             raise DataError("the header names this column more than once", file=str(path), column=repeated[0])
     if frame.empty:

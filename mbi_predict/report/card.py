@@ -33,7 +33,6 @@ CARD_SCHEMA_VERSION = "1.0"
 FORMATS = ("md", "html", "json")
 
 
-
 def _public_source(source: str) -> str:
     """Where the card's numbers came from, without the local machine's absolute path (a card is shared)."""
     text = str(source)

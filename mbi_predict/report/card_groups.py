@@ -17,13 +17,12 @@ from mbi_predict.numbers import interval as _ci
 from mbi_predict.numbers import number as fmt
 from mbi_predict.numbers import p_value as fmt_p
 from mbi_predict.numbers import sentence
+from mbi_predict.validate.groups import OFFER_ALL
 
 Block = tuple  # as `card_render.Block` (which imports this module)
 
 _INTERVAL = ("estimate", "ci_low", "ci_high", "pi_low", "pi_high", "k")
 _CANDIDATES = {"predicted_harm_group": "predicted to be harmed", "lowest_benefit_group": "predicted to benefit least"}
-#: the rule that offers the MBI to everyone (`validate.groups`)
-OFFER_ALL = "offer the MBI to everyone"
 
 
 def _interval(entry: dict | None) -> dict[str, Any]:
@@ -120,10 +119,12 @@ def groups_blocks(section: dict | None) -> list[Block]:
     blocks.append(("h", 3, "Treatment rule"))
     if policy.get("rule"):
         beats = policy.get("beats_offer_to_all")
-        to_all = policy["rule"] == OFFER_ALL and (policy.get("rule_in_folds") or "").split(" of ")[0] == \
-            (policy.get("rule_in_folds") or "").split(" of ")[-1].split(" ")[0]
+        # offered to everyone in every held-out trial: the difference from offering to all (0) and the share
+        # offered (1) are constant, which pools to nothing; a trial with another rule would have given both a value
+        to_all = (policy["rule"] == OFFER_ALL and policy["value_vs_all"].get("estimate") is None
+                  and policy["share_offered"].get("estimate") is None)
         verdict = ("offers the MBI to everyone, so its value is that of offering to everyone (a difference of 0 "
-                   "by construction)" if to_all and beats is None else "beats offering it to everyone" if beats else
+                   "by construction)" if to_all else "beats offering it to everyone" if beats else
                    "does not beat offering it to everyone" if beats is False else
                    "was not compared with offering it to everyone")
         blocks.append(("p", f"Rule learned on the training trials: \"{policy['rule']}\" "
@@ -132,11 +133,9 @@ def groups_blocks(section: dict | None) -> list[Block]:
                 ["against offering it to no one", *_est_ci(policy["value_vs_none"])],
                 ["share offered", *_est_ci(policy["share_offered"])]]
         if to_all:   # zero-variance rows pool to nothing; say what they are
-            trials = (policy.get("rule_in_folds") or "").split(" of ")[0]
-            if policy["value_vs_all"].get("estimate") is None:
-                rows[0][1:] = ["0 (by construction)", "–", "–", trials]
-            if policy["share_offered"].get("estimate") is None:
-                rows[2][1:] = ["100%", "–", "–", trials]
+            trials = fmt(policy["value_vs_none"].get("k"))
+            rows[0][1:] = ["0 (by construction)", "–", "–", trials]
+            rows[2][1:] = ["100%", "–", "–", trials]
         blocks.append(("table", ["Policy value (per participant)", "Estimate", "95% CI", "Prediction interval",
                                  "Trials"], rows))
     else:

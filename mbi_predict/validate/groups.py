@@ -44,6 +44,8 @@ import pandas as pd
 
 from mbi_predict.config import GroupSettings  # noqa: F401 - built by the config, used and re-exported here
 
+#: the rule that offers the MBI to everyone (``Rule.sentence``)
+OFFER_ALL = "offer the MBI to everyone"
 #: fewest held-out participants with an observed outcome for a group effect to be estimated in a trial
 MIN_GROUP = 10
 #: candidate thresholds per trait for the treatment rule (training quantiles)
@@ -170,7 +172,7 @@ class Rule:
         offered = [" and ".join(c) for c, offer in leaves if offer]
         denied = [" and ".join(c) for c, offer in leaves if not offer]
         if not denied:
-            return "offer the MBI to everyone"
+            return OFFER_ALL
         if not offered:
             return "offer the MBI to no one"
         join = (lambda parts: " or ".join(f"({p})" if " and " in p and len(parts) > 1 else p for p in parts))

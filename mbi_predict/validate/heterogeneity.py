@@ -169,8 +169,8 @@ def heterogeneity_verdict(pooled: Mapping[str, Mapping], *, rule: VerdictRule | 
 def _failed_words(test: dict, alpha: float) -> str:
     """A failed decisive test of the verdict, in words (the reason a reader sees)."""
     metric = str(test.get("metric"))
-    if test.get("note") and test.get("name") != "beats_constant_effect" and "trials" in str(test["note"]):
-        return f"{metric.replace('_', ' ')} {test['note']}"
+    if test.get("name") in ("rate_positive", "calibration_slope_positive") and test.get("note"):
+        return f"{metric.replace('_', ' ')} {test['note']}"   # pooled from fewer than min_trials trials
     if test.get("name") == "rate_positive":
         return f"the held-out ranking by predicted benefit (pooled RATE) is not above 0 at one-sided alpha {alpha:g}"
     if test.get("name") == "calibration_slope_positive":
@@ -180,6 +180,7 @@ def _failed_words(test: dict, alpha: float) -> str:
     if metric == "interaction_p_holm":
         return f"no arm x {str(test.get('name')).split(':', 1)[-1]} interaction after Holm"
     return f"{metric.replace('_', ' ')} not shown"
+
 
 def resolve_run_rule(rule: VerdictRule, effect_models: list[str]) -> tuple[str, str | None]:
     """``(run rule, primary model)`` the run uses; a one-line ``ConfigError`` for a rule that cannot apply."""

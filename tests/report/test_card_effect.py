@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from mbi_predict.report.card import build_card, validate_card, write_card
-from mbi_predict.report.card_render import to_markdown
+from card_helpers import card_and_markdown
+from mbi_predict.report.card import build_card, write_card
 from mbi_predict.report.card_text import agreement_sentence
 
 
@@ -62,13 +62,7 @@ def effect_summary(run_summary):
     return summary
 
 
-def _card(tmp_path, summary, name="cf"):
-    folder = tmp_path / "run"
-    folder.mkdir(exist_ok=True)
-    (folder / "summary.json").write_text(json.dumps(summary))
-    card = build_card(folder, model=name)
-    validate_card(card)
-    return card, to_markdown(card, {})
+_card = card_and_markdown
 
 
 def test_three_answers_side_by_side(tmp_path, effect_summary):

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import copy
-import json
 
 import pytest
 
-from mbi_predict.report.card import build_card, validate_card
-from mbi_predict.report.card_render import to_markdown
+from card_helpers import card_and_markdown
+from mbi_predict.report.card import build_card
 
 
 def _iv(estimate, low, high, k=8):
@@ -52,13 +51,7 @@ def summary(run_summary):
     return make
 
 
-def _card(tmp_path, summary, name="cf"):
-    folder = tmp_path / "run"
-    folder.mkdir(exist_ok=True)
-    (folder / "summary.json").write_text(json.dumps(summary))
-    card = build_card(folder, model=name)
-    validate_card(card)
-    return card, to_markdown(card, {})
+_card = card_and_markdown
 
 
 def test_groups_harm_and_rule_are_in_the_card(tmp_path, summary):

@@ -30,6 +30,16 @@ def _inputs(trials=("T1", "T2", "T3", "T4", "T5", "T6")):
         benefit_calibration={"m": {"pseudo": cate + rng.normal(0, 1, len(trial)), "cate": cate, "trial": trial}})
 
 
+def _check_file(data: bytes, fmt: str, dpi: int) -> None:
+    """A written figure is in its format, a PNG at its dpi."""
+    if fmt == "png":
+        assert figstyle.png_dpi(data) == pytest.approx(dpi, abs=1)
+    elif fmt == "svg":
+        assert b"<svg" in data[:2000]
+    else:
+        assert data.startswith(b"%PDF")
+
+
 @pytest.mark.parametrize("fmt,dpi", [("png", 200), ("svg", 150), ("pdf", 300)])
 def test_plots_are_written_in_the_requested_format_and_dpi(tmp_path, fmt, dpi):
     from mbi_predict.report.plots import write_plots
@@ -39,13 +49,7 @@ def test_plots_are_written_in_the_requested_format_and_dpi(tmp_path, fmt, dpi):
     assert names == {f"forest_m_rate_autoc.{fmt}", f"calibration_p.{fmt}", f"benefit-calibration_m_pooled.{fmt}",
                      f"benefit-calibration_m_by-trial.{fmt}", f"toc_m.{fmt}"}
     for path in written:
-        data = path.read_bytes()
-        if fmt == "png":
-            assert figstyle.png_dpi(data) == pytest.approx(dpi, abs=1)
-        elif fmt == "svg":
-            assert b"<svg" in data[:2000]
-        else:
-            assert data.startswith(b"%PDF")
+        _check_file(path.read_bytes(), fmt, dpi)
 
 
 def test_the_default_is_png_at_150_dpi_and_the_environment_plays_no_part(tmp_path, monkeypatch):
@@ -92,13 +96,7 @@ def test_meta_plots_are_written_in_the_requested_format_and_dpi(tmp_path, fmt, d
     written = write_meta_plots(record, tmp_path, format=fmt, dpi=dpi)
     assert [p.name for p in written] == [f"forest.{fmt}", f"funnel.{fmt}"]
     for path in written:
-        data = path.read_bytes()
-        if fmt == "png":
-            assert figstyle.png_dpi(data) == pytest.approx(dpi, abs=1)
-        elif fmt == "svg":
-            assert b"<svg" in data[:2000]
-        else:
-            assert data.startswith(b"%PDF")
+        _check_file(path.read_bytes(), fmt, dpi)
 
 
 def test_forest_plot_is_annotated_like_metafor(tmp_path):

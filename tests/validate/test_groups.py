@@ -212,3 +212,18 @@ def test_trial_effects_are_the_null_draws_constant_effects():
     flipped = constant_effect_outcome(y, arm, 1 - arm, trial)
     shift = np.array([tau[k] for k in trial]) * ((1 - arm) - arm)
     assert np.allclose(flipped[np.isfinite(y)], (y + shift)[np.isfinite(y)])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_deterioration_variance_is_agresti_caffos_of_statsmodels(seed):
+    """The variance is the one behind statsmodels' Agresti-Caffo interval for a difference of two proportions."""
+    from scipy.stats import norm
+    from statsmodels.stats.proportion import confint_proportions_2indep
+
+    rng = np.random.default_rng(seed)
+    arm = np.repeat([1, 0], [60, 45])
+    flag = (rng.random(len(arm)) < np.where(arm == 1, 0.2, 0.1)).astype(float)
+    _, variance = g.deterioration_difference(flag, arm)
+    low, high = confint_proportions_2indep(flag[arm == 1].sum(), 60, flag[arm == 0].sum(), 45,
+                                           method="agresti-caffo", compare="diff", alpha=0.05)
+    assert variance == pytest.approx(((high - low) / (2 * norm.ppf(0.975))) ** 2, rel=1e-9)
