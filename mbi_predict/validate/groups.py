@@ -190,8 +190,10 @@ def _best_split(Z: np.ndarray, reward: np.ndarray, min_leaf: int) -> tuple[float
     """The best single split (or leaf) of the rows: (value, feature index or -1, threshold, offers).
 
     Leaf value: the summed reward of offering if positive, else 0 (offering to no one). Candidate thresholds are
-    the rows' `RULE_QUANTILES`, rounded (`_fmt`), leaving at least ``min_leaf`` rows on each side; sums left of
-    each threshold come from one sort and a cumulative sum per trait.
+    the rows' `RULE_QUANTILES`, rounded (`_fmt`), leaving at least ``min_leaf`` rows on each side. The rows at or
+    below each threshold are counted and summed by binning each trait at its (few) thresholds — a row falls in bin k
+    when cuts[k-1] < value <= cuts[k] — and accumulating the bins: O(n log K) per trait for K thresholds instead of
+    a sort of the rows (at 190,000 training rows the sorts took 5 of a fold's 28 seconds).
     """
     total = float(reward.sum())
     best = (max(total, 0.0), -1, float("nan"), (bool(total > 0),))
@@ -199,15 +201,15 @@ def _best_split(Z: np.ndarray, reward: np.ndarray, min_leaf: int) -> tuple[float
     if n < 2 * min_leaf:
         return best
     for j in range(Z.shape[1]):
-        order = np.argsort(Z[:, j], kind="stable")
-        column, cumulative = Z[order, j], np.cumsum(reward[order])
+        column = Z[:, j]
         cuts = np.unique([float(_fmt(c)) for c in np.quantile(column, RULE_QUANTILES)])
-        count = np.searchsorted(column, cuts, side="right")
+        bins = np.searchsorted(cuts, column, side="left")
+        count = np.cumsum(np.bincount(bins, minlength=len(cuts) + 1))[:len(cuts)]
         usable = (count >= min_leaf) & (count <= n - min_leaf)
         if not usable.any():
             continue
+        left = np.cumsum(np.bincount(bins, weights=reward, minlength=len(cuts) + 1))[:len(cuts)][usable]
         cuts, count = cuts[usable], count[usable]
-        left = cumulative[count - 1]
         values = np.maximum(left, 0.0) + np.maximum(total - left, 0.0)
         k = int(np.argmax(values))
         if values[k] > best[0] + 1e-12:

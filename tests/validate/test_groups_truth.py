@@ -13,6 +13,7 @@ import warnings
 
 import numpy as np
 import pandas as pd
+import pytest
 from scipy import stats
 
 from mbi_predict.validate import groups as g
@@ -87,3 +88,30 @@ def test_weighted_group_intervals_cover_the_truth_over_200_seeds():
     # the complete-case means of the group that benefits most (who drop out most) miss the truth significantly more
     # often than 5%
     assert _wilson(covered_cc[f"gates_{N_GROUPS}"], seeds)[1] < 0.95, table
+
+
+def test_best_split_equals_brute_force_over_the_rounded_quantile_thresholds():
+    """The binned sums of `_best_split` against evaluating every candidate threshold by masking the rows."""
+    from mbi_predict.validate.groups import RULE_QUANTILES, _best_split, _fmt
+
+    for seed in range(30):
+        rng = np.random.default_rng(seed)
+        n = int(rng.integers(50, 1500))
+        Z = np.column_stack([rng.normal(size=n).round(int(rng.integers(0, 3))), rng.integers(0, 2, n),
+                             rng.gamma(2.0, size=n)]).astype(float)
+        reward = rng.normal(size=n) + 0.6 * (Z[:, 0] > 0.2) - 0.5 * Z[:, 1]
+        total = reward.sum()
+        expected = (max(total, 0.0), -1)
+        for j in range(Z.shape[1]):
+            for cut in np.unique([float(_fmt(c)) for c in np.quantile(Z[:, j], RULE_QUANTILES)]):
+                left = Z[:, j] <= cut
+                if not 20 <= left.sum() <= n - 20:
+                    continue
+                value = max(reward[left].sum(), 0.0) + max(reward[~left].sum(), 0.0)
+                if value > expected[0] + 1e-12:
+                    expected = (value, j, cut)
+        got = _best_split(Z, reward, 20)
+        assert got[0] == pytest.approx(expected[0], rel=1e-12, abs=1e-12)
+        assert got[1] == expected[1]
+        if expected[1] >= 0:
+            assert got[2] == expected[2]
