@@ -188,7 +188,10 @@ class ExperimentRun:
     # ------------------------------------------------------------------------------------------ logging
 
     def _log(self, run_id: str, *, metrics: Mapping[str, float] | None = None, params: Mapping[str, str] | None = None,
-             tags: Mapping[str, str] | None = None, step: int = 0, model_id: str | None = None) -> None:
+             tags: Mapping[str, str] | None = None, step: int = 0, model_id: str | None = None,
+             stepped: Iterable[tuple[int, Mapping[str, float]]] = ()) -> None:
+        """One run's metrics (at ``step``, plus ``stepped``: (step, metrics) pairs), params and tags, in as few
+        ``log_batch`` calls as MLflow's limits allow (each call is a transaction of the store)."""
         from mlflow.entities import Metric, Param, RunTag
 
         now = _now_ms()
@@ -197,6 +200,8 @@ class ExperimentRun:
                               dataset_name=dataset.name if dataset is not None and model_id else None,
                               dataset_digest=dataset.digest if dataset is not None and model_id else None)
                        for k, v in (metrics or {}).items() if _finite(v)]
+        metric_list += [Metric(k, float(v), now, at) for at, values in stepped for k, v in values.items()
+                        if _finite(v)]
         param_list = [Param(k, str(v)[:_MAX_PARAM_LENGTH]) for k, v in (params or {}).items() if not _is_unset(v)]
         tag_list = [RunTag(k, v) for k, v in _clip_tags(tags or {}).items()]
         chunks = max(math.ceil(len(metric_list) / _METRIC_BATCH), math.ceil(len(param_list) / _BATCH),
@@ -261,9 +266,9 @@ class ExperimentRun:
             if (block.get("heterogeneity") or {}).get("verdict"):
                 model_tags["mbi_predict.heterogeneity"] = block["heterogeneity"]["verdict"]
             model_id = self.model_ids.get(name)
-            self._log(run_id, metrics=pooled, params=params, tags=model_tags, model_id=model_id)
-            for step, values in held_out_metrics(name, summary):
-                self._log(run_id, metrics=values, step=step)
+            # the held-out trials' metrics (step = trial) go in the same batch, tied to the run, not the model
+            self._log(run_id, metrics=pooled, params=params, tags=model_tags, model_id=model_id,
+                      stepped=held_out_metrics(name, summary))
             if model_id is not None:
                 hyper = {k: v for k, v in params.items() if k != "held_out_trials"}
                 for i in range(0, len(hyper), _BATCH):
