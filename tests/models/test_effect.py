@@ -214,3 +214,32 @@ def test_inner_tuning_and_dr_ate_respect_trials(data):
         assert all(not set(arm_groups[train]) & set(arm_groups[test]) for train, test in folds)
     dr = DRLearner(outcome_learner="ridge").fit(y, t, X=X, groups=groups)
     assert dr.ate_["n_clusters"] == len(np.unique(groups)) and dr.ate_["ci_low"] < tau.mean() < dr.ate_["ci_high"]
+
+
+def test_causal_forest_auto_nuisance_picks_ridge_for_linear_and_boosting_for_nonlinear_prognosis():
+    """model_y="auto": econml's first-stage selection between ridge and xgboost by cross-fitted error over the same
+    whole-trial folds; a linear prognosis goes to ridge, a step-shaped one to boosting."""
+    y, t, X, groups, tau = consortium(n_trials=8, per_trial=200, seed=4)
+    linear = CausalForest(n_estimators=48).fit(y, t, X=X, groups=groups)
+    assert linear.selected_model_y_ == "Ridge"
+    rng = np.random.default_rng(5)
+    stepped = 3.0 * np.sign(X[:, 2]) * (np.abs(X[:, 3]) > 1) + t * tau + rng.normal(size=len(y))
+    boosted = CausalForest(n_estimators=48).fit(stepped, t, X=X, groups=groups)
+    assert boosted.selected_model_y_ == "XGBRegressor"
+    fixed = CausalForest(n_estimators=48, model_y="xgboost").fit(y, t, X=X, groups=groups)
+    assert fixed.selected_model_y_ == "XGBRegressor"
+
+
+def test_causal_forest_rows_per_tree_are_capped_only_for_large_data():
+    from mbi_predict.models.effect import MAX_TREE_ROWS
+
+    forest = CausalForest()
+    assert forest._max_samples(2_000) == 0.45
+    assert forest._max_samples(int(MAX_TREE_ROWS / 0.45)) == 0.45
+    assert forest._max_samples(186_853) == MAX_TREE_ROWS  # a 240k consortium's passive-control comparison
+    assert CausalForest(max_samples=0.3)._max_samples(10 ** 6) == 0.3
+    y, t, X, groups, _ = consortium(n_trials=4, per_trial=100, seed=6)
+    with pytest.raises(ConfigError, match="max_samples"):
+        CausalForest(max_samples=0.7).fit(y, t, X=X, groups=groups)
+    with pytest.raises(ConfigError, match="criterion"):
+        CausalForest(criterion="gini").fit(y, t, X=X, groups=groups)
