@@ -228,6 +228,9 @@ def test_causal_forest_auto_nuisance_picks_ridge_for_linear_and_boosting_for_non
     assert boosted.selected_model_y_ == "XGBRegressor"
     fixed = CausalForest(n_estimators=48, model_y="xgboost").fit(y, t, X=X, groups=groups)
     assert fixed.selected_model_y_ == "XGBRegressor"
+    # with an estimated propensity there is no selection: the outcome model's errors would bias the effect
+    observational = CausalForest(n_estimators=48, propensity="estimated").fit(y, t, X=X, groups=groups)
+    assert observational.selected_model_y_ == "XGBRegressor"
 
 
 def test_causal_forest_rows_per_tree_are_capped_only_for_large_data():
