@@ -188,15 +188,15 @@ class ExperimentRun:
     # ------------------------------------------------------------------------------------------ logging
 
     def _log(self, run_id: str, *, metrics: Mapping[str, float] | None = None, params: Mapping[str, str] | None = None,
-             tags: Mapping[str, str] | None = None, step: int = 0, model_id: str | None = None,
+             tags: Mapping[str, str] | None = None, model_id: str | None = None,
              stepped: Iterable[tuple[int, Mapping[str, float]]] = ()) -> None:
-        """One run's metrics (at ``step``, plus ``stepped``: (step, metrics) pairs), params and tags, in as few
+        """One run's metrics (at step 0, plus ``stepped``: (step, metrics) pairs), params and tags, in as few
         ``log_batch`` calls as MLflow's limits allow (each call is a transaction of the store)."""
         from mlflow.entities import Metric, Param, RunTag
 
         now = _now_ms()
         dataset = self._dataset
-        metric_list = [Metric(k, float(v), now, step, model_id=model_id,
+        metric_list = [Metric(k, float(v), now, 0, model_id=model_id,
                               dataset_name=dataset.name if dataset is not None and model_id else None,
                               dataset_digest=dataset.digest if dataset is not None and model_id else None)
                        for k, v in (metrics or {}).items() if _finite(v)]

@@ -209,7 +209,7 @@ def _best_split(Z: np.ndarray, reward: np.ndarray, min_leaf: int) -> tuple[float
         if not usable.any():
             continue
         left = np.cumsum(np.bincount(bins, weights=reward, minlength=len(cuts) + 1))[:len(cuts)][usable]
-        cuts, count = cuts[usable], count[usable]
+        cuts = cuts[usable]
         values = np.maximum(left, 0.0) + np.maximum(total - left, 0.0)
         k = int(np.argmax(values))
         if values[k] > best[0] + 1e-12:
