@@ -3,7 +3,13 @@
 * `Terminated`: SIGTERM raised like Ctrl-C (`sigterm_interrupts` installs it for a block), so every ``finally``
   removes what it staged; `interrupt_in_chain` finds the interrupt behind an error raised during that cleanup.
 * `deferred_interrupts`: hold SIGINT and SIGTERM for the few renames that publish a set of files (or the calls that
-  end a tracked run), so an interrupt cannot split them.
+  end a tracked run), so an interrupt cannot split them; `InterruptsHeld` holds them for every call of an object (the
+  MLflow client of a run: an interrupt raised inside SQLAlchemy's session and connection handling could leave a
+  connection mid-transaction and MLflow logging the resulting database error, traceback and all, on stderr).
+* `redelivered_interrupts`: an interrupt raised inside a finaliser or weak-reference callback (which the garbage
+  collector may run at any line, SQLAlchemy's registry cleanup for one) is swallowed by Python with an "Exception
+  ignored in" traceback, and the command would go on as if Ctrl-C had never been pressed. For the block, such an
+  interrupt is not printed but delivered again, as its signal, so it surfaces at the next line that can raise it.
 * Staging folders name their owner (`staging_prefix`: host and pid), so the next writer removes the ones a SIGKILLed
   process left (`remove_stale_staging`, `process_alive`).
 
@@ -14,12 +20,15 @@ Terminated, ...`` keeps working); standard library only.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import shutil
 import signal
 import socket
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -111,6 +120,73 @@ def deferred_interrupts(restore: dict[int, Any] | None = None) -> Iterator[None]
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
         if pending:
             signal.raise_signal(pending[0])
+
+
+class InterruptsHeld:
+    """A stand-in for ``target`` whose method calls run with SIGINT and SIGTERM held (`deferred_interrupts`): an
+    interrupt that arrives during a call is raised when the call has returned. Attributes that are not callable
+    are passed through; the target itself is ``.target``."""
+
+    def __init__(self, target: Any) -> None:
+        object.__setattr__(self, "target", target)
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self.target, name)
+        if not callable(value):
+            return value
+
+        @functools.wraps(value)
+        def held(*args: Any, **kwargs: Any) -> Any:
+            with deferred_interrupts():
+                return value(*args, **kwargs)
+
+        return held
+
+
+def _signal_of(interrupt: BaseException) -> int:
+    return signal.SIGTERM if isinstance(interrupt, Terminated) else signal.SIGINT
+
+
+def _send_later(sig: int, delay: float = 0.02) -> None:
+    """Send ``sig`` to this process from a short-lived thread after ``delay`` seconds: raised at once, inside the
+    unraisable hook, the handler's exception would be swallowed again."""
+    def send() -> None:
+        time.sleep(delay)
+        os.kill(os.getpid(), sig)
+
+    threading.Thread(target=send, name="mbi-redeliver-interrupt", daemon=True).start()
+
+
+@contextlib.contextmanager
+def redelivered_interrupts() -> Iterator[None]:
+    """For the block, an interrupt (KeyboardInterrupt, `Terminated`) that Python could not raise because it arrived
+    in a finaliser or callback (``sys.unraisablehook``) is sent again as its signal (SIGINT, SIGTERM), silently, from
+    a short-lived thread: the handler in place then raises it in the main thread within moments, in ordinary code
+    (were it cut off by another finaliser, the same happens again). Other unraisable exceptions (and an interrupt
+    whose signal has no Python handler any more) go to the hook that was in place. Main thread only (elsewhere a no-op)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = sys.unraisablehook
+
+    def hook(unraisable: Any) -> None:
+        sig = _signal_of(unraisable.exc_value)
+        if isinstance(unraisable.exc_value, KeyboardInterrupt) and callable(signal.getsignal(sig)):
+            for _ in range(10):
+                try:
+                    _send_later(sig)
+                    return
+                except KeyboardInterrupt:  # it came back while this hook still ran (a stalled main thread)
+                    continue
+                except RuntimeError:  # no new thread at interpreter shutdown: nothing left to interrupt anyway
+                    break
+        previous(unraisable)
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous
 
 
 _STAGING = ".mbi-staging."

@@ -19,7 +19,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from mbi_predict.errors import MBIError
-from mbi_predict.interrupts import Terminated, forget_sigterms, interrupt_in_chain, sigterm_received
+from mbi_predict.interrupts import (Terminated, forget_sigterms, interrupt_in_chain, redelivered_interrupts,
+                                   sigterm_received)
 
 app = typer.Typer(
     name="mbi-predict",
@@ -64,7 +65,9 @@ def boundary(command: F) -> F:
         forget_sigterms()
         try:
             fit_console()
-            return command(*args, **kwargs)
+            quiet_mlflow_store()
+            with redelivered_interrupts():
+                return command(*args, **kwargs)
         except (typer.Exit, typer.Abort):
             raise
         except MBIError as error:
@@ -115,6 +118,25 @@ def internal(error: BaseException) -> None:
     err_console.print(f"[bold red]internal error:[/] {escape(f'{type(error).__name__}: {text}')} "
                       "(run again with --debug for the traceback)", markup=True, highlight=False, soft_wrap=True)
     raise typer.Exit(code=1) from None
+
+
+def _store_error(record: Any) -> bool:
+    """False for the database errors MLflow's SQL store logs, with their traceback, just before it raises them again
+    as an MlflowException (which reaches the boundary and is reported there in one line)."""
+    return not (record.levelno >= 40 and record.exc_info)
+
+
+def quiet_mlflow_store() -> None:
+    """MLflow's SQL store logs a database error (a locked or unreachable store, a session cut off by Ctrl-C) as an
+    ERROR with its traceback and then raises it; the boundary reports the raised error, or the interrupt it followed,
+    in one line. Drop the logged copy (not with --debug, where tracebacks are wanted)."""
+    if state["debug"]:
+        return
+    import logging
+
+    store_logger = logging.getLogger("mlflow.store.db.utils")
+    if _store_error not in store_logger.filters:
+        store_logger.addFilter(_store_error)
 
 
 def quiet_optuna() -> None:

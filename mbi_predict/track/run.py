@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from mbi_predict.errors import ConfigError
-from mbi_predict.interrupts import note_sigterm
+from mbi_predict.interrupts import InterruptsHeld, note_sigterm
 from mbi_predict.io import Terminated, deferred_interrupts, interrupt_in_chain
 from mbi_predict.track.artifacts import check_artifact, log_artifacts_to, log_cards
 from mbi_predict.track.liveness import KILLED_REASON_TAG, process_tags, reap_dead_runs
@@ -86,7 +86,8 @@ class ExperimentRun:
                  run_name: str | None = None, tags: Mapping[str, Any] | None = None, checked: bool = False,
                  registry: bool = False) -> None:
         self.uri = uri if (checked and uri) else check_tracking_uri(uri, registry=registry)
-        self.client = client(self.uri)
+        # every store call with Ctrl-C and SIGTERM held: an interrupt lands between calls, never inside SQLAlchemy
+        self.client = InterruptsHeld(client(self.uri))
         self.experiment = experiment
         self.experiment_id = experiment_id(self.client, experiment, self.uri)
         self.config = _config_dict(config)
@@ -240,7 +241,8 @@ class ExperimentRun:
         previous = mlflow.get_tracking_uri()
         mlflow.set_tracking_uri(self.uri)
         try:
-            with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
+            # the LoggedModel is written whole (never left PENDING by Ctrl-C) before an interrupt lands
+            with deferred_interrupts(), mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
                 uri = log_final_model(fitted, kind=kind, features=features, task=task, envelope=envelope, name=name,
                                       preprocess=preprocess, alpha=alpha,
                                       tags={KIND_TAG: kind, ESTIMATOR_TAG: spec["estimator"],

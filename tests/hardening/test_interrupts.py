@@ -88,3 +88,119 @@ def test_process_alive():
                               text=True, check=True).stdout)
     assert not io.process_alive(dead)
     assert not io.process_alive(0)
+
+
+# ------------------------------------------------- interrupts that land inside a library's calls or finalisers
+
+class _Dies:
+    """An object whose finaliser is cut off by Ctrl-C (as SQLAlchemy's registry cleanup was in a kill test)."""
+
+    def __init__(self, interrupt: type[KeyboardInterrupt] = KeyboardInterrupt) -> None:
+        self.interrupt = interrupt
+
+    def __del__(self) -> None:
+        raise self.interrupt()
+
+
+def _wait_for_a_signal(seconds: float = 10.0) -> None:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.001)
+    pytest.fail(f"no interrupt within {seconds} s")
+
+
+def test_an_interrupt_swallowed_by_a_finaliser_is_raised_again_and_not_printed(capsys):
+    from mbi_predict.interrupts import redelivered_interrupts
+
+    before = sys.unraisablehook
+    with pytest.raises(KeyboardInterrupt):
+        with redelivered_interrupts():
+            _Dies()  # Python swallows the finaliser's KeyboardInterrupt; the signal comes back within moments
+            _wait_for_a_signal()
+    assert "Exception ignored" not in capsys.readouterr().err
+    assert sys.unraisablehook is before
+
+
+def test_a_swallowed_sigterm_comes_back_as_sigterm():
+    from mbi_predict.interrupts import redelivered_interrupts, sigterm_interrupts
+
+    with pytest.raises(io.Terminated):
+        with sigterm_interrupts(), redelivered_interrupts():
+            _Dies(io.Terminated)
+            _wait_for_a_signal()
+
+
+def test_other_unraisable_errors_go_to_the_hook_in_place(monkeypatch):
+    from mbi_predict.interrupts import redelivered_interrupts
+
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda unraisable: seen.append(type(unraisable.exc_value)))
+
+    class Fails:
+        def __del__(self):
+            raise ValueError("not an interrupt")
+
+    with redelivered_interrupts():
+        Fails()
+    assert seen == [ValueError]
+
+
+def test_calls_through_interrupts_held_finish_before_the_interrupt_lands():
+    from mbi_predict.interrupts import InterruptsHeld
+
+    class Store:
+        label = "store"
+
+        def __init__(self):
+            self.written = []
+
+        def write(self, value):
+            signal.raise_signal(signal.SIGINT)  # Ctrl-C in the middle of a transaction
+            self.written.append(value)
+            return value
+
+    store = Store()
+    held = InterruptsHeld(store)
+    assert held.label == "store" and held.target is store
+    with pytest.raises(KeyboardInterrupt):
+        held.write(1)
+    assert store.written == [1]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+_SWALLOWED_CTRL_C = """
+import sys
+import time
+from mbi_predict.cli import app
+from mbi_predict.data import rawsim
+
+real = rawsim.simulate_consortium_files
+
+class Dies:
+    def __del__(self):
+        raise KeyboardInterrupt
+
+def cut_off(*args, **kwargs):
+    Dies()  # the user's Ctrl-C lands in a finaliser the garbage collector runs mid-command ...
+    time.sleep(30)  # ... which goes on working (the signal comes back within moments)
+    return real(*args, **kwargs)
+
+rawsim.simulate_consortium_files = cut_off
+sys.argv = ["mbi-predict", "simulate", "--out", sys.argv[1], "--n", "200", "--trials", "2"]
+app()
+"""
+
+
+def test_a_ctrl_c_swallowed_by_a_finaliser_still_interrupts_the_command(tmp_path):
+    """End to end: the command stops with exit 130 and its one line, and writes nothing (without the redelivery it
+    went on to exit 0 with five lines of "Exception ignored" on stderr)."""
+    script = tmp_path / "swallowed.py"
+    script.write_text(_SWALLOWED_CTRL_C)
+    out = tmp_path / "sim"
+    ended = subprocess.run([sys.executable, str(script), str(out)], capture_output=True, text=True, timeout=120)
+    lines = [line for line in ended.stderr.splitlines() if line.strip()]
+    assert ended.returncode == 130, ended.stderr[-800:]
+    assert lines == ["interrupted: no partial output was left behind"], lines
+    assert not out.exists()

@@ -29,3 +29,47 @@ def test_importing_the_deployed_model_class_warns_nothing():
                           timeout=120)
     assert done.returncode == 0, done.stderr
     assert "Add type hints" not in done.stderr, done.stderr
+
+
+def test_the_store_s_logged_copy_of_a_database_error_is_dropped_and_its_warnings_kept(monkeypatch):
+    """MLflow's SQL store logs a database error with its traceback, then raises it (the boundary prints that one
+    line); a Ctrl-C that cut a session off made a kill test print 511 lines this way."""
+    import logging
+
+    from mbi_predict.cli import _common
+
+    monkeypatch.setitem(_common.state, "debug", False)
+    store_logger = logging.getLogger("mlflow.store.db.utils")
+    monkeypatch.setattr(store_logger, "filters", list(store_logger.filters))
+    _common.quiet_mlflow_store()
+    _common.quiet_mlflow_store()  # idempotent
+    assert store_logger.filters.count(_common._store_error) == 1
+    seen = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            seen.append(record.getMessage())
+
+    handler = Keep()
+    store_logger.addHandler(handler)
+    try:
+        try:
+            raise RuntimeError("database is locked")
+        except RuntimeError:
+            store_logger.exception("SQLAlchemy database error. The following exception is caught.")
+        store_logger.warning("a warning without a traceback")
+    finally:
+        store_logger.removeHandler(handler)
+    assert seen == ["a warning without a traceback"]
+
+
+def test_with_debug_the_store_s_errors_are_kept(monkeypatch):
+    import logging
+
+    from mbi_predict.cli import _common
+
+    monkeypatch.setitem(_common.state, "debug", True)
+    store_logger = logging.getLogger("mlflow.store.db.utils")
+    monkeypatch.setattr(store_logger, "filters", [])
+    _common.quiet_mlflow_store()
+    assert store_logger.filters == []
