@@ -159,6 +159,10 @@ class ValidationConfig(_Strict):
     #: e.g. ``tcp://host:8786``, required for dask); see ``mbi_predict.parallel.execution_backend``
     backend: Literal["local", "dask"] = "local"
     scheduler: str | None = None
+    #: before fitting, estimate the run's time and memory from two pilot fits (data of 50,000 analysed rows or more,
+    #: local backend; `mbi_predict.validate.estimate`) and stop, before any fitting, when the memory estimate
+    #: exceeds what the machine has available
+    estimate: bool = True
 
     @field_validator("n_jobs")
     @classmethod

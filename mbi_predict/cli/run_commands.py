@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from mbi_predict.cli._common import app, boundary, console, emit, output_format, print_table, quiet_optuna
+from mbi_predict.cli._common import (app, boundary, console, emit, err_console, output_format, print_table,
+                                    quiet_optuna)
 from mbi_predict.cli.printers import print_run, print_verdict, run_rows
 from mbi_predict.errors import ConfigError
 from mbi_predict.io import check_outputs_apart as _outputs_apart
@@ -75,7 +76,7 @@ def run(
         _outputs_apart([out, Path(out) / "summary.json", Path(out) / "predictions.parquet"], inputs,
                        folder=Path(out), replaced=[Path(out) / "plots"])
     result = run_experiment(to_run, data=data, outcome=outcome, out_dir=out, tracking_uri=tracking_uri,
-                            save_predictions=save_predictions, progress=progress)
+                            save_predictions=save_predictions, progress=progress, on_estimate=_print_estimate)
     if fmt:
         emit(run_rows(result.summary), fmt)
         register_from_config(result, tracking_uri)
@@ -251,3 +252,8 @@ def explain(
             console.print(f"  plot: {path}", markup=False)
     if shown.get("summary_path"):
         console.print(f"summary: {shown['summary_path']}")
+
+
+def _print_estimate(estimate: Any) -> None:
+    """The run's time and memory estimate, one line on stderr before fitting (stdout stays the command's output)."""
+    err_console.print(estimate.line(), markup=False, highlight=False, soft_wrap=True)

@@ -18,13 +18,17 @@ from typing import Any
 import numpy as np
 
 from mbi_predict.config import ExperimentConfig, ModelConfig
+from mbi_predict.errors import ConfigError
 from mbi_predict.explain.run import explain_fold
 from mbi_predict.models.prognostic import input_columns
 from mbi_predict.pipeline.load import RunInputs
 from mbi_predict.pipeline.progress import Progress
+from mbi_predict.parallel import local_workers
+from mbi_predict.validate.estimate import CostEstimate, available_memory, estimate_run
 from mbi_predict.validate.loto import FoldJob, FoldResult, PreparedData, make_jobs, run_jobs
 from mbi_predict.validate.pooling import pool_metric
 from mbi_predict.validate.subgroup_performance import subgroup_metrics
+from mbi_predict.validate.verdict_null import null_refits
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,24 @@ class FoldOutputs:
 def fold_jobs(inputs: RunInputs, *, keep_models: bool = False) -> list[FoldJob]:
     """The stage's jobs: one per (model, held-out trial), SHAP in the fold when the model's explain settings ask."""
     return make_jobs(inputs.config, inputs.plan, keep_models=keep_models, explainer=explain_fold)
+
+
+def estimate(inputs: RunInputs, n_jobs: int, *, final_models: bool) -> CostEstimate | None:
+    """The run's time and memory, estimated before fitting (`validate.estimate`), or None: small data, the dask
+    backend (its workers are the cluster's) or ``validation.estimate: false``. Raises `ConfigError` (one line, before
+    anything is fitted) when the memory estimate exceeds what the machine has available."""
+    config = inputs.config
+    if not config.validation.estimate or config.validation.backend != "local":
+        return None
+    models, null_B = null_refits(config, inputs.data, inputs.plan)
+    workers = local_workers(n_jobs if n_jobs > 0 else 10**6)  # -1: every core
+    found = estimate_run(config, inputs.data, inputs.plan, workers=workers, verdict_models=models, null_B=null_B, final_models=final_models, explainer=explain_fold)
+    free = available_memory()
+    if found is not None and free is not None and found.peak_bytes > free:
+        raise ConfigError(f"data too large for these settings on this machine ({free / 2**30:.1f} GiB available): "
+                          f"{found.line(dask=False)}; fewer validation.n_jobs, or "
+                          "validation.estimate: false to run anyway")
+    return found
 
 
 def group_by_model(config: ExperimentConfig, results: list[FoldResult]) -> dict[str, list[FoldResult]]:

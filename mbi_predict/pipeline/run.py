@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
@@ -20,13 +21,14 @@ from mbi_predict.interrupts import deferred_interrupts
 from mbi_predict.parallel import local_workers
 from mbi_predict.pipeline import average_effect, explanations, final_models, heterogeneity, interactions, projection
 from mbi_predict.pipeline.batch import execution, run_batch
-from mbi_predict.pipeline.folds import fold_jobs, run_folds
+from mbi_predict.pipeline.folds import estimate, fold_jobs, run_folds
 from mbi_predict.pipeline.load import load_inputs, resolve_config
 from mbi_predict.pipeline.results import FinishedRun, build_results
 from mbi_predict.pipeline.sinks import run_folder, tracking
 from mbi_predict.pipeline.sinks.figures import PlotRenderer, plot_tasks
 from mbi_predict.pipeline.summary import CodeProvenance
 from mbi_predict.track.store import git_commit
+from mbi_predict.validate.estimate import CostEstimate
 
 
 @dataclass(frozen=True)
@@ -44,10 +46,12 @@ class RunResult:
 def run_experiment(config_path_or_obj: ExperimentConfig | str | Path | dict, *,
                    data: str | Path | pd.DataFrame | None = None,
                    outcome: str | None = None, out_dir: str | Path | None = None, tracking_uri: str | None = None,
-                   save_predictions: bool = False, progress: bool = True, keep_models: bool = False) -> RunResult:
+                   save_predictions: bool = False, progress: bool = True, keep_models: bool = False,
+                   on_estimate: Callable[[CostEstimate], None] | None = None) -> RunResult:
     """Validate every model of the config; write ``out_dir/summary.json`` (+ plots, + predictions on request) and
     log the run to MLflow. Flags override the config (``data`` a harmonised table path or an IPD DataFrame, in
-    which case the config needs no data block; ``outcome`` a column; ``tracking_uri`` the MLflow store)."""
+    which case the config needs no data block; ``outcome`` a column; ``tracking_uri`` the MLflow store).
+    ``on_estimate``: given the run's time and memory estimate before fitting, when there is one (large data)."""
     config = resolve_config(config_path_or_obj, data=data, outcome=outcome, tracking_uri=tracking_uri)
     uri = tracking.tracking_uri(config)
     # the MLflow runs exist (RUNNING) from here: FAILED on an error, KILLED on Ctrl-C or SIGTERM
@@ -55,6 +59,9 @@ def run_experiment(config_path_or_obj: ExperimentConfig | str | Path | dict, *,
         inputs = load_inputs(config, data if isinstance(data, pd.DataFrame) else None)
         jobs = fold_jobs(inputs, keep_models=keep_models)
         with execution(config) as n_jobs:
+            estimated = estimate(inputs, n_jobs, final_models=final_models.wanted(config, run is not None))
+            if estimated is not None and on_estimate is not None:
+                on_estimate(estimated)
             folds = run_folds(inputs, jobs, n_jobs=n_jobs, progress=progress)
             # the run-level work that does not need the fold models, as one batch of parallel jobs
             batch = run_batch([*final_models.jobs(inputs, fit=final_models.wanted(config, run is not None)),

@@ -272,6 +272,20 @@ def calibrate_run(config, data: PreparedData, plan: FoldPlan, *, n_jobs: int = 1
     dependence the verdict must not feed on. ``calibration: none`` gives no verdict either (the naive test's
     false-positive rate was measured above alpha).
     """
+    planned = _calibration_plan(config, data, plan)
+    if planned is None or isinstance(planned, VerdictCalibration):
+        return planned
+    run_rule, primary, models = planned
+    rule = config.heterogeneity
+    metrics = (rule.rate_metric,) + ((rule.slope_metric,) if rule.require_calibration_slope else ()) + \
+        (GROUP_STATISTICS if config.group_settings() is not None and data.task == "continuous" else ())
+    null = run_null(config, data, plan, models, B=rule.null_B, n_jobs=n_jobs, metrics=metrics)
+    return VerdictCalibration(run_rule, primary, null)
+
+
+def _calibration_plan(config, data: PreparedData, plan: FoldPlan):
+    """None without effect models; a `VerdictCalibration` saying why when the run gives no calibrated verdict; else
+    (run rule, primary model, the effect models to refit on the null draws)."""
     from mbi_predict.validate.heterogeneity import resolve_run_rule
 
     rule = config.heterogeneity
@@ -290,8 +304,13 @@ def calibrate_run(config, data: PreparedData, plan: FoldPlan, *, n_jobs: int = 1
     if rule.null_B < MIN_NULL_DRAWS:
         return VerdictCalibration(run_rule, primary, {}, f"heterogeneity.null_B = {rule.null_B} is below "
                                   f"{MIN_NULL_DRAWS} constant-effect draws: no calibrated test")
-    models = [m for m in effect if primary is None or m.name == primary]
-    metrics = (rule.rate_metric,) + ((rule.slope_metric,) if rule.require_calibration_slope else ()) + \
-        (GROUP_STATISTICS if config.group_settings() is not None and data.task == "continuous" else ())
-    null = run_null(config, data, plan, models, B=rule.null_B, n_jobs=n_jobs, metrics=metrics)
-    return VerdictCalibration(run_rule, primary, null)
+    return run_rule, primary, [m for m in effect if primary is None or m.name == primary]
+
+
+def null_refits(config, data: PreparedData, plan: FoldPlan) -> tuple[list[str], int]:
+    """(the models the calibration refits on every fold, the number of null draws): ``([], 0)`` when the run has no
+    calibration. What `calibrate_run` will run, for estimating its cost before it does."""
+    planned = _calibration_plan(config, data, plan)
+    if planned is None or isinstance(planned, VerdictCalibration):
+        return [], 0
+    return [m.name for m in planned[2]], int(config.heterogeneity.null_B)

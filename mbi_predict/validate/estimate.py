@@ -1,0 +1,253 @@
+"""How long a run will take and how much memory it will need, estimated before fitting from two pilot fits.
+
+Large data and slow settings (a causal forest at 200,000 participants, with the verdict's 19 calibration refits of
+every fold) can turn a run into hours. Before the first fold is fitted, `estimate_run` times the run's real fold
+jobs (`validate.loto.run_fold`: the same code path, every model of the config, each as a full fold job and, for the
+models the heterogeneity verdict refits, as a light one) on a quarter and a half of one representative fold (the
+fold with the median training size; training and held-out rows subsampled alike, seeded). Pilots on a sixteenth and
+a quarter cost less but extrapolated badly: at such sizes fixed costs dominate, the fitted exponents came out at
+0.4-0.5 and the run was underestimated 2.4-fold (RESULTS). Half a fold of every job kind is a small share of a run
+of dozens of folds (and of ``null_B`` times as many light refits). A power law through
+the two timings (exponent clipped to [0.3, 1.5]) extrapolates each job to the full fold; the run's cost is then the
+sum over the jobs the run will make (models x folds, the final refits on all trials, ``null_B`` x verdict models x
+folds light refits) divided by the local workers. The pilots run one after the other in one fresh worker process
+each (so their peak resident memory is theirs alone); a line through the two peaks, extrapolated to the full fold,
+times the workers, plus this process's current memory, is the memory estimate.
+
+No library estimates the cost of a pipeline of this kind: this module is ours. What it leaves out, and so
+understates: the run-level batch other than the final refits (explanations, classical interactions, projection:
+small next to the folds), MLflow logging and figures (seconds), and tuning beyond the pilot's two trials (scaled
+by the trial count). Its accuracy was measured against full runs (experiments/benchmarks RESULTS, "time and memory
+estimate"); it is a planning figure, printed as such, never a limit.
+
+Only data of at least `MIN_ROWS` analysed rows are estimated (below that a run takes minutes at most and the
+pilots would be a noticeable share of it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from mbi_predict.config import ExperimentConfig
+from mbi_predict.validate.folds import Fold, FoldJob, FoldPlan, derive_seed
+from mbi_predict.validate.loto import run_fold
+from mbi_predict.validate.prepared import PreparedData
+
+#: analysed rows from which a run is estimated before fitting
+MIN_ROWS = 50_000
+#: the two pilot fractions of the representative fold
+FRACTIONS = (1 / 4, 1 / 2)
+#: held-out rows a pilot keeps at least (all of a smaller held-out trial)
+MIN_PILOT_TEST = 400
+#: tuning trials a pilot runs (the estimate scales by the model's trial count)
+PILOT_TUNING_TRIALS = 2
+_EXPONENT = (0.3, 1.5)
+
+
+@dataclass(frozen=True)
+class CostEstimate:
+    """The estimated wall time and peak memory of a run (see the module docstring for what they include)."""
+
+    rows: int                    # analysed rows
+    folds: int
+    workers: int
+    seconds: float               # wall, all estimated parts
+    peak_bytes: float            # this process plus the workers
+    parts: dict[str, float]      # wall seconds by part: folds, final models, verdict calibration
+    by_model: dict[str, float]   # CPU seconds by model, all parts
+    pilot_seconds: float         # what estimating took
+    exponents: dict[str, float] = field(default_factory=dict)  # fitted time ~ rows^b per model
+
+    @property
+    def dominant(self) -> str:
+        return max(self.by_model, key=self.by_model.get) if self.by_model else ""
+
+    def line(self, *, dask: bool = False) -> str:
+        """The one line shown before fitting."""
+        parts = ", ".join(f"{name} {_duration(value)}" for name, value in self.parts.items() if value >= 1)
+        text = (f"estimated {_duration(self.seconds)} of fitting and {self.peak_bytes / 2**30:.1f} GiB peak memory "
+                f"for {self.rows:,} participants in {self.folds} folds on {self.workers} worker{'s' if self.workers != 1 else ''} "
+                f"({parts}; mostly {self.dominant})")
+        if not dask and self.seconds > 600:
+            text += "; validation.backend: dask with a scheduler spreads the fold jobs over a cluster"
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "dominant": self.dominant}
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def representative_fold(plan: FoldPlan) -> Fold:
+    """The fold with the median training size (ties: the first in the plan)."""
+    sizes = np.array([len(f.train) for f in plan.folds])
+    order = np.argsort(sizes, kind="stable")
+    return plan.folds[int(order[(len(order) - 1) // 2])]
+
+
+def subset(data: PreparedData, rows: np.ndarray) -> PreparedData:
+    """The prepared data restricted to ``rows`` (positions), in that order."""
+    take = lambda a: None if a is None else np.asarray(a)[rows]  # noqa: E731
+    return dataclasses.replace(data, X=data.X.iloc[rows].reset_index(drop=True), y=data.y[rows],
+                               trial=data.trial[rows], participant=data.participant[rows], arm=data.arm[rows],
+                               truth_cate=take(data.truth_cate), deteriorated=take(data.deteriorated))
+
+
+def pilot_fold(fold: Fold, fraction: float, seed: int) -> tuple[np.ndarray, Fold]:
+    """(rows of the data, the fold in those rows' positions): ``fraction`` of the fold's training rows and of its
+    held-out rows, but at least `MIN_PILOT_TEST` held-out rows (or all): an effect model's held-out metrics need
+    enough participants in each arm of the held-out trial. Drawn without replacement."""
+    rng = np.random.default_rng(seed)
+    train = np.sort(rng.choice(fold.train, max(2, round(len(fold.train) * fraction)), replace=False))
+    n_test = min(len(fold.test), max(round(len(fold.test) * fraction), MIN_PILOT_TEST))
+    test = np.sort(rng.choice(fold.test, n_test, replace=False))
+    rows = np.concatenate([train, test])
+    return rows, Fold(fold.label, np.arange(len(train)), np.arange(len(train), len(rows)))
+
+
+def pilot_jobs(config: ExperimentConfig, fold: Fold, verdict_models: list[str], *,
+               explainer: Any = None) -> list[tuple[str, bool, FoldJob]]:
+    """(model name, light, job) on ``fold``: every model's full fold job (SHAP by ``explainer`` where the model's
+    explain settings ask, as in the run), and a light one for the verdict's models."""
+    jobs = []
+    for spec in config.models:
+        model = spec
+        if spec.tuning.n_trials > PILOT_TUNING_TRIALS:
+            model = spec.model_copy(update={"tuning": spec.tuning.model_copy(update={"n_trials": PILOT_TUNING_TRIALS})})
+        seed = derive_seed(config.seed, spec.name, fold.label, "estimate")
+        groups = config.group_settings() if spec.kind == "effect" else None
+        jobs.append((spec.name, False, FoldJob(model, fold, seed, config.validation.bootstrap,
+                                               config.tuning.inner_folds, explain=config.explain_settings(spec.name),
+                                               groups=groups, explainer=explainer)))
+        if spec.name in verdict_models:
+            jobs.append((spec.name, True, FoldJob(model, fold, seed, config.validation.bootstrap,
+                                                  config.tuning.inner_folds, light=True, groups=groups)))
+    return jobs
+
+
+def time_jobs(jobs: list[tuple[str, bool, FoldJob]], data: PreparedData) -> tuple[list[float], int]:
+    """Seconds of each job run here, one after the other, and this process's peak resident memory (bytes)."""
+    import resource
+
+    seconds = []
+    for _, _, job in jobs:
+        start = time.perf_counter()
+        run_fold(job, data)
+        seconds.append(time.perf_counter() - start)
+    return seconds, int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def _in_fresh_process(jobs, data) -> tuple[list[float], int]:
+    """`time_jobs` in a new worker process of the kind the run uses (loky; its peak memory is the pilot's alone;
+    started without Ctrl-C, `mbi_predict.workers`)."""
+    from joblib.externals.loky import ProcessPoolExecutor
+
+    from mbi_predict.workers import start_workers_without_ctrl_c
+
+    start_workers_without_ctrl_c()
+    pool = ProcessPoolExecutor(max_workers=1)
+    try:
+        return pool.submit(time_jobs, jobs, data).result()
+    finally:
+        pool.shutdown(wait=True)
+
+
+def current_rss() -> float:
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):  # not Linux: the peak so far
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024.0
+
+
+def available_memory() -> float | None:
+    """Bytes the machine has available now (Linux ``MemAvailable``), or None when unknown."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return float(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def extrapolate(small: float, large: float, ratio: float, factor: float) -> tuple[float, float]:
+    """(value at ``factor`` x the large pilot, exponent): power law through (1, small) and (ratio, large)."""
+    if small <= 0 or large <= 0:
+        return large * factor, 1.0
+    b = min(max(math.log(large / small) / math.log(ratio), _EXPONENT[0]), _EXPONENT[1])
+    return large * factor ** b, b
+
+
+def estimate_run(config: ExperimentConfig, data: PreparedData, plan: FoldPlan, *, workers: int,
+                 verdict_models: list[str], null_B: int, final_models: bool, explainer: Any = None,
+                 in_process: bool = False) -> CostEstimate | None:
+    """The run's estimated wall time and peak memory, or None below `MIN_ROWS` rows or without folds.
+
+    ``workers``: the local workers the fold jobs will run on; ``verdict_models``: the effect models the verdict's
+    calibration refits ``null_B`` times per fold; ``final_models``: whether every model is refitted on all trials;
+    ``explainer``: the fold jobs' SHAP function (`explain.run.explain_fold`, given by the pipeline).
+    ``in_process``: time the pilots in this process (tests; the memory figure is then not the pilots' own)."""
+    if data.n < MIN_ROWS or not plan.folds:
+        return None
+    started = time.perf_counter()
+    fold = representative_fold(plan)
+    timings, peaks = [], []
+    for fraction in FRACTIONS:
+        rows, small = pilot_fold(fold, fraction, derive_seed(config.seed, "estimate", fraction))
+        jobs = pilot_jobs(config, small, verdict_models, explainer=explainer)
+        pilot_data = subset(data, rows)
+        seconds, peak = time_jobs(jobs, pilot_data) if in_process else _in_fresh_process(jobs, pilot_data)
+        timings.append(seconds)
+        peaks.append(peak)
+    ratio = FRACTIONS[1] / FRACTIONS[0]
+    factor = 1 / FRACTIONS[1]
+    n_folds = len(plan.folds)
+    cpu = {"folds": 0.0, "final models": 0.0, "verdict calibration": 0.0}
+    by_model: dict[str, float] = {}
+    exponents: dict[str, float] = {}
+    specs = {m.name: m for m in config.models}
+    for (name, light, _), small, large in zip(jobs, timings[0], timings[1]):
+        per_job, b = extrapolate(small, large, ratio, factor)
+        trials = specs[name].tuning.n_trials
+        if trials > PILOT_TUNING_TRIALS:
+            per_job *= trials / PILOT_TUNING_TRIALS
+        if light:
+            spent = null_B * n_folds * per_job
+            cpu["verdict calibration"] += spent
+        else:
+            exponents[name] = round(b, 2)
+            spent = n_folds * per_job
+            cpu["folds"] += spent
+            if final_models:  # a refit on all trials: about one more fold (its training set is ~all rows)
+                cpu["final models"] += per_job
+                spent += per_job
+        by_model[name] = by_model.get(name, 0.0) + spent
+    # waves: jobs run on `workers` processes at a time; a part with fewer jobs than workers is not spread further
+    jobs_in = {"folds": len(specs) * n_folds, "final models": len(specs) if final_models else 0,
+               "verdict calibration": null_B * len(verdict_models) * n_folds}
+    parts = {name: value / max(1, min(workers, jobs_in[name] or 1)) for name, value in cpu.items()}
+    small_peak, large_peak = peaks
+    per_row = max(0.0, (large_peak - small_peak) / (len(fold.train) + len(fold.test)) / (FRACTIONS[1] - FRACTIONS[0]))
+    worker_peak = large_peak + per_row * (1 - FRACTIONS[1]) * (len(fold.train) + len(fold.test))
+    peak = current_rss() + workers * worker_peak
+    return CostEstimate(rows=int(data.n), folds=n_folds, workers=workers, seconds=float(sum(parts.values())),
+                        peak_bytes=float(peak), parts={k: float(v) for k, v in parts.items()},
+                        by_model={k: float(v) for k, v in by_model.items()},
+                        pilot_seconds=time.perf_counter() - started, exponents=exponents)

@@ -1,0 +1,118 @@
+"""The time and memory estimate before fitting (`validate.estimate`): pilots on a representative fold, extrapolated
+by a power law; the pipeline's refusal when the memory estimate exceeds what the machine has. Its accuracy against
+full runs is a benchmark (experiments/benchmarks RESULTS), not a timed test."""
+
+import numpy as np
+import pytest
+
+from mbi_predict.config import parse_config
+from mbi_predict.data.schema import check_ipd
+from mbi_predict.data.simulate import simulate_latent
+from mbi_predict.errors import ConfigError
+from mbi_predict.validate import estimate, loto
+
+
+def _config(**extra):
+    return parse_config({"experiment": "t", "data": {"simulate": {}}, "outcome": "distress_fu1_6", "seed": 4,
+                         "models": [{"name": "reference", "estimator": "reference"},
+                                    {"name": "t_enet", "kind": "effect", "estimator": "t_learner_enet"}],
+                         "validation": {"bootstrap": 20}, **extra})
+
+
+@pytest.fixture(scope="module")
+def prepared():
+    ipd = check_ipd(simulate_latent("galante2023", seed=3, n_trials=5, n=1600).ipd)
+    data = loto.prepare_data(ipd, outcome="distress_fu1_6", study_traits=["setting"])
+    return data, loto.plan_folds(data)
+
+
+def test_small_data_are_not_estimated(prepared):
+    data, plan = prepared
+    assert data.n < estimate.MIN_ROWS
+    assert estimate.estimate_run(_config(), data, plan, workers=2, verdict_models=["t_enet"], null_B=19,
+                                 final_models=True) is None
+
+
+def test_the_estimate_counts_every_job_the_run_makes(prepared, monkeypatch):
+    data, plan = prepared
+    monkeypatch.setattr(estimate, "MIN_ROWS", 100)
+    calls = []
+    real = estimate.time_jobs
+
+    def timed(jobs, pilot):  # the pilots really run; their timings are set: 1 s full, 2 s light, twice that at 2x
+        calls.append([(name, light, len(job.fold.train), len(job.fold.test)) for name, light, job in jobs])
+        _, peak = real(jobs, pilot)
+        scale = 1 if len(calls) == 1 else 2
+        return [(2.0 if light else 1.0) * scale for _, light, _ in jobs], peak
+
+    monkeypatch.setattr(estimate, "time_jobs", timed)
+    found = estimate.estimate_run(_config(), data, plan, workers=2, verdict_models=["t_enet"], null_B=19,
+                                  final_models=True, in_process=True)
+    fold = estimate.representative_fold(plan)
+    # two pilots: a quarter and a half of the fold, every model full, the verdict model also light
+    assert [[(name, light) for name, light, _, _ in pilot] for pilot in calls] == \
+        [[("reference", False), ("t_enet", False), ("t_enet", True)]] * 2
+    small, large = estimate.FRACTIONS
+    assert (small, large) == (1 / 4, 1 / 2)
+    assert calls[0][0][2] == round(len(fold.train) * small) and calls[1][0][2] == round(len(fold.train) * large)
+    assert calls[1][0][3] == min(len(fold.test), max(round(len(fold.test) * large), estimate.MIN_PILOT_TEST))
+    # time doubles for 2x the rows: exponent 1, so the full fold costs 2x the half pilot
+    k = len(plan.folds)
+    per_full, per_light = 2.0 * 2, 4.0 * 2
+    assert found.exponents == {"reference": 1.0, "t_enet": 1.0}
+    assert found.parts["folds"] == pytest.approx(2 * k * per_full / 2)
+    assert found.parts["final models"] == pytest.approx(2 * per_full / 2)
+    assert found.parts["verdict calibration"] == pytest.approx(19 * k * per_light / 2)
+    assert found.seconds == pytest.approx(sum(found.parts.values()))
+    assert found.by_model["t_enet"] == pytest.approx(k * per_full + per_full + 19 * k * per_light)
+    assert found.dominant == "t_enet"
+    assert found.rows == data.n and found.folds == k and found.workers == 2 and found.peak_bytes > 0
+    line = found.line()
+    assert line.startswith("estimated ") and "GiB" in line and "mostly t_enet" in line and "\n" not in line
+    assert ("dask" in line) == (found.seconds > 600)
+
+
+def test_real_pilots_give_a_positive_finite_estimate(prepared, monkeypatch):
+    data, plan = prepared
+    monkeypatch.setattr(estimate, "MIN_ROWS", 100)
+    found = estimate.estimate_run(_config(), data, plan, workers=1, verdict_models=[], null_B=0,
+                                  final_models=False, in_process=True)
+    assert np.isfinite(found.seconds) and found.seconds > 0
+    assert found.parts["verdict calibration"] == 0 and found.parts["final models"] == 0
+    assert set(found.exponents) == {"reference", "t_enet"}
+    assert all(0.3 <= b <= 1.5 for b in found.exponents.values())
+
+
+def test_extrapolation_is_a_clipped_power_law():
+    assert estimate.extrapolate(1.0, 4.0, 4.0, 4.0) == (pytest.approx(16.0), pytest.approx(1.0))
+    value, b = estimate.extrapolate(1.0, 100.0, 4.0, 4.0)  # steeper than rows^1.5: clipped
+    assert b == 1.5 and value == pytest.approx(100.0 * 4.0 ** 1.5)
+    value, b = estimate.extrapolate(1.0, 1.0, 4.0, 4.0)    # flat: at least rows^0.3
+    assert b == 0.3
+
+
+def test_the_pilot_fold_keeps_training_and_held_out_rows_apart(prepared):
+    data, plan = prepared
+    fold = plan.folds[0]
+    rows, small = estimate.pilot_fold(fold, 0.25, seed=1)
+    assert set(rows[small.train]) <= set(fold.train) and set(rows[small.test]) <= set(fold.test)
+    sub = estimate.subset(data, rows)
+    assert sub.n == len(rows) and set(sub.trial[small.test]) == {fold.label}
+    assert fold.label not in set(sub.trial[small.train])
+
+
+def test_the_pipeline_refuses_a_run_that_would_not_fit_in_memory(prepared, monkeypatch):
+    from mbi_predict.pipeline import folds as stage
+    from mbi_predict.pipeline.load import RunInputs
+
+    data, plan = prepared
+    monkeypatch.setattr(estimate, "MIN_ROWS", 100)
+    monkeypatch.setattr(stage, "available_memory", lambda: 1024.0)
+    monkeypatch.setattr(stage, "estimate_run", lambda *a, **k: estimate.CostEstimate(
+        rows=data.n, folds=len(plan.folds), workers=2, seconds=100.0, peak_bytes=3 * 2**30,
+        parts={"folds": 100.0}, by_model={"t_enet": 200.0}, pilot_seconds=1.0))
+    inputs = RunInputs(_config(), None, data, plan, {})
+    with pytest.raises(ConfigError, match=r"data too large .* estimated 2 min of fitting and 3\.0 GiB peak memory"):
+        stage.estimate(inputs, 2, final_models=False)
+    assert stage.estimate(RunInputs(_config(validation={"estimate": False}), None, data, plan, {}), 2,
+                          final_models=False) is None
