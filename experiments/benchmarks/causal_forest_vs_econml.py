@@ -1,6 +1,6 @@
 """The toolkit's CausalForest and TLearner against econml used by hand, side by side, leave-one-trial-out (issue 18).
 
-    .venv/bin/python experiments/benchmarks/causal_forest_vs_econml.py [--quick] [--seeds 2023,4,5,6,7]
+    .venv/bin/python experiments/benchmarks/causal_forest_vs_econml.py [--quick] [--seeds 11,12,13,14,15,16,17,18]
         [--t-learners]
 
 Data: ``simulate_latent(scenario, seed, n_trials=13, n=2371)`` for 'strong' (two true effect modifiers) and 'null'
@@ -101,8 +101,10 @@ def rmse(parts: list[np.ndarray]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="'strong' only, first seed, first 4 folds")
-    parser.add_argument("--seeds", default="2023,4,5,6,7,8,9,10",
-                        help="comma-separated simulator seeds (default: 8 seeds)")
+    # the defaults of the causal forest were chosen on seeds 2023 and 1-3 and checked on 4-7 (RESULTS 14): the
+    # default seeds are ones they never saw
+    parser.add_argument("--seeds", default="11,12,13,14,15,16,17,18",
+                        help="comma-separated simulator seeds (default: 8 seeds not used to choose the defaults)")
     parser.add_argument("--t-learners", action="store_true", help="also the T-learners, on the first seed")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")

@@ -4,15 +4,16 @@ Large data and slow settings (a causal forest at 200,000 participants, with the 
 every fold) can turn a run into hours. Before the first fold is fitted, `estimate_run` times the run's real fold
 jobs (`validate.loto.run_fold`: the same code path, every model of the config, each as a full fold job and, for the
 models the heterogeneity verdict refits, as a light one) on a quarter and a half of one representative fold (the
-fold with the median training size; training and held-out rows subsampled alike, seeded). Pilots on a sixteenth and
+fold with the median training size; training and held-out rows subsampled alike, seeded), after an untimed warm-up
+pass on an eighth (which pays for the first imports of the model libraries). Pilots on a sixteenth and
 a quarter cost less but extrapolated badly: at such sizes fixed costs dominate, the fitted exponents came out at
 0.4-0.5 and the run was underestimated 2.4-fold (RESULTS). Half a fold of every job kind is a small share of a run
 of dozens of folds (and of ``null_B`` times as many light refits). A power law through
 the two timings (exponent clipped to [0.3, 1.5]) extrapolates each job to the full fold; the run's cost is then the
 sum over the jobs the run will make (models x folds, the final refits on all trials, ``null_B`` x verdict models x
-folds light refits) divided by the local workers. The pilots run one after the other in one fresh worker process
-each (so their peak resident memory is theirs alone); a line through the two peaks, extrapolated to the full fold,
-times the workers, plus this process's current memory, is the memory estimate.
+folds light refits) divided by the local workers. The pilots run one after the other, smallest first, in one fresh
+worker process (so the peak resident memory after each is its own); a line through the two peaks, extrapolated to
+the full fold, times the workers, plus this process's current memory, is the memory estimate.
 
 No library estimates the cost of a pipeline of this kind: this module is ours. What it leaves out, and so
 understates: the run-level batch other than the final refits (explanations, classical interactions, projection:
@@ -44,6 +45,9 @@ from mbi_predict.validate.prepared import PreparedData
 MIN_ROWS = 50_000
 #: the two pilot fractions of the representative fold
 FRACTIONS = (1 / 4, 1 / 2)
+#: an untimed first pass, in the same process: the first job of a fresh process pays for importing the model
+#: libraries (seconds), which would flatten the fitted exponent of fast models
+WARM_UP = 1 / 8
 #: held-out rows a pilot keeps at least (all of a smaller held-out trial)
 MIN_PILOT_TEST = 400
 #: tuning trials a pilot runs (the estimate scales by the model's trial count)
@@ -150,9 +154,14 @@ def time_jobs(jobs: list[tuple[str, bool, FoldJob]], data: PreparedData) -> tupl
     return seconds, int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
-def _in_fresh_process(jobs, data) -> tuple[list[float], int]:
-    """`time_jobs` in a new worker process of the kind the run uses (loky; its peak memory is the pilot's alone;
-    started without Ctrl-C, `mbi_predict.workers`)."""
+def time_pilots(pilots: list[tuple[list, PreparedData]]) -> list[tuple[list[float], int]]:
+    """`time_jobs` of each pilot in turn, here (smallest first: the peak after each is that pilot's own)."""
+    return [time_jobs(jobs, data) for jobs, data in pilots]
+
+
+def _in_fresh_process(pilots) -> list[tuple[list[float], int]]:
+    """`time_pilots` in a new worker process of the kind the run uses (loky, started without Ctrl-C,
+    `mbi_predict.workers`): its peak memory is the pilots' alone."""
     from joblib.externals.loky import ProcessPoolExecutor
 
     from mbi_predict.workers import start_workers_without_ctrl_c
@@ -160,7 +169,7 @@ def _in_fresh_process(jobs, data) -> tuple[list[float], int]:
     start_workers_without_ctrl_c()
     pool = ProcessPoolExecutor(max_workers=1)
     try:
-        return pool.submit(time_jobs, jobs, data).result()
+        return pool.submit(time_pilots, pilots).result()
     finally:
         pool.shutdown(wait=True)
 
@@ -208,14 +217,13 @@ def estimate_run(config: ExperimentConfig, data: PreparedData, plan: FoldPlan, *
         return None
     started = time.perf_counter()
     fold = representative_fold(plan)
-    timings, peaks = [], []
-    for fraction in FRACTIONS:
+    pilots = []
+    for fraction in (WARM_UP, *FRACTIONS):
         rows, small = pilot_fold(fold, fraction, derive_seed(config.seed, "estimate", fraction))
         jobs = pilot_jobs(config, small, verdict_models, explainer=explainer)
-        pilot_data = subset(data, rows)
-        seconds, peak = time_jobs(jobs, pilot_data) if in_process else _in_fresh_process(jobs, pilot_data)
-        timings.append(seconds)
-        peaks.append(peak)
+        pilots.append((jobs, subset(data, rows)))
+    measured = (time_pilots if in_process else _in_fresh_process)(pilots)[1:]  # the warm-up is not used
+    timings, peaks = [seconds for seconds, _ in measured], [peak for _, peak in measured]
     ratio = FRACTIONS[1] / FRACTIONS[0]
     factor = 1 / FRACTIONS[1]
     n_folds = len(plan.folds)

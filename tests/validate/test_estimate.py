@@ -42,7 +42,7 @@ def test_the_estimate_counts_every_job_the_run_makes(prepared, monkeypatch):
     def timed(jobs, pilot):  # the pilots really run; their timings are set: 1 s full, 2 s light, twice that at 2x
         calls.append([(name, light, len(job.fold.train), len(job.fold.test)) for name, light, job in jobs])
         _, peak = real(jobs, pilot)
-        scale = 1 if len(calls) == 1 else 2
+        scale = {1: 0, 2: 1, 3: 2}[len(calls)]  # the first call is the untimed warm-up
         return [(2.0 if light else 1.0) * scale for _, light, _ in jobs], peak
 
     monkeypatch.setattr(estimate, "time_jobs", timed)
@@ -51,9 +51,11 @@ def test_the_estimate_counts_every_job_the_run_makes(prepared, monkeypatch):
     fold = estimate.representative_fold(plan)
     # two pilots: a quarter and a half of the fold, every model full, the verdict model also light
     assert [[(name, light) for name, light, _, _ in pilot] for pilot in calls] == \
-        [[("reference", False), ("t_enet", False), ("t_enet", True)]] * 2
+        [[("reference", False), ("t_enet", False), ("t_enet", True)]] * 3
     small, large = estimate.FRACTIONS
-    assert (small, large) == (1 / 4, 1 / 2)
+    assert (estimate.WARM_UP, small, large) == (1 / 8, 1 / 4, 1 / 2)
+    assert calls[0][0][2] == round(len(fold.train) * estimate.WARM_UP)
+    calls = calls[1:]
     assert calls[0][0][2] == round(len(fold.train) * small) and calls[1][0][2] == round(len(fold.train) * large)
     assert calls[1][0][3] == min(len(fold.test), max(round(len(fold.test) * large), estimate.MIN_PILOT_TEST))
     # time doubles for 2x the rows: exponent 1, so the full fold costs 2x the half pilot
