@@ -311,6 +311,17 @@ class CausalForest(EffectEstimator):
         self.forest_.fit(y, t, X=Xa, W=e[:, None])
         return self
 
+    @staticmethod
+    def pilot_params(params: dict, n_full: int, n_pilot: int) -> dict:
+        """Parameters under which a fit on ``n_pilot`` rows grows trees on as many rows as a fit on ``n_full`` rows
+        would (for the time estimate before a run, `mbi_predict.validate.estimate`): past ``MAX_TREE_ROWS / 0.45``
+        rows the trees stop growing with the data, which pilots on fewer rows would not show. Empty when the
+        config sets ``max_samples`` itself."""
+        if params.get("max_samples", "auto") != "auto" or n_pilot < 1:
+            return {}
+        rows = 0.45 * n_full if 0.45 * n_full <= MAX_TREE_ROWS else MAX_TREE_ROWS
+        return {"max_samples": min(0.5, rows / n_pilot)}
+
     def _max_samples(self, n: int) -> float | int:
         """Rows per tree: "auto" is 45% of the rows up to ``MAX_TREE_ROWS / 0.45`` rows, then ``MAX_TREE_ROWS``."""
         if self.max_samples != "auto":

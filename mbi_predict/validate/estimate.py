@@ -11,7 +11,9 @@ a quarter cost less but extrapolated badly: at such sizes fixed costs dominate, 
 of dozens of folds (and of ``null_B`` times as many light refits). A power law through
 the two timings (exponent clipped to [0.3, 1.5]) extrapolates each job to the full fold; the run's cost is then the
 sum over the jobs the run will make (models x folds, the final refits on all trials, ``null_B`` x verdict models x
-folds light refits) divided by the local workers. The pilots run one after the other, smallest first, in one fresh
+folds light refits), each with the time to send the whole prepared data to a worker (pickled and unpickled once,
+measured here: the pilots do not see it, and it made the null refits 17-35% slower than their pilots said), divided
+by the local workers. The pilots run one after the other, smallest first, in one fresh
 worker process (so the peak resident memory after each is its own); a line through the two peaks, extrapolated to
 the full fold, times the workers, plus this process's current memory, is the memory estimate.
 
@@ -37,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from mbi_predict.config import ExperimentConfig
+from mbi_predict.models.effect import EFFECT_MODELS
 from mbi_predict.validate.folds import Fold, FoldJob, FoldPlan, derive_seed
 from mbi_predict.validate.loto import run_fold
 from mbi_predict.validate.prepared import PreparedData
@@ -122,15 +125,28 @@ def pilot_fold(fold: Fold, fraction: float, seed: int) -> tuple[np.ndarray, Fold
     return rows, Fold(fold.label, np.arange(len(train)), np.arange(len(train), len(rows)))
 
 
-def pilot_jobs(config: ExperimentConfig, fold: Fold, verdict_models: list[str], *,
+def pilot_model(spec: Any, n_full: int, n_pilot: int) -> Any:
+    """The model config a pilot fits: tuning capped at `PILOT_TUNING_TRIALS` trials, and, for an estimator whose
+    work stops growing with the rows past some size (``pilot_params``: the causal forest's rows per tree), the
+    settings a fit on the full fold's ``n_full`` training rows would use, on the pilot's ``n_pilot``."""
+    update: dict[str, Any] = {}
+    if spec.tuning.n_trials > PILOT_TUNING_TRIALS:
+        update["tuning"] = spec.tuning.model_copy(update={"n_trials": PILOT_TUNING_TRIALS})
+    entry = EFFECT_MODELS.get(spec.estimator) if spec.kind == "effect" else None
+    hook = getattr(entry[0], "pilot_params", None) if entry else None
+    if hook is not None:
+        update["params"] = {**spec.params, **hook(dict(spec.params), n_full, n_pilot)}
+    return spec.model_copy(update=update) if update else spec
+
+
+def pilot_jobs(config: ExperimentConfig, fold: Fold, verdict_models: list[str], *, n_full: int | None = None,
                explainer: Any = None) -> list[tuple[str, bool, FoldJob]]:
     """(model name, light, job) on ``fold``: every model's full fold job (SHAP by ``explainer`` where the model's
-    explain settings ask, as in the run), and a light one for the verdict's models."""
+    explain settings ask, as in the run), and a light one for the verdict's models; ``n_full``: the training rows
+    of the fold the pilot stands for (`pilot_model`)."""
     jobs = []
     for spec in config.models:
-        model = spec
-        if spec.tuning.n_trials > PILOT_TUNING_TRIALS:
-            model = spec.model_copy(update={"tuning": spec.tuning.model_copy(update={"n_trials": PILOT_TUNING_TRIALS})})
+        model = pilot_model(spec, n_full or len(fold.train), len(fold.train))
         seed = derive_seed(config.seed, spec.name, fold.label, "estimate")
         groups = config.group_settings() if spec.kind == "effect" else None
         jobs.append((spec.name, False, FoldJob(model, fold, seed, config.validation.bootstrap,
@@ -172,6 +188,16 @@ def _in_fresh_process(pilots) -> list[tuple[list[float], int]]:
         return pool.submit(time_pilots, pilots).result()
     finally:
         pool.shutdown(wait=True)
+
+
+def transfer_seconds(data: PreparedData) -> float:
+    """Seconds to send the prepared data to a worker once (pickled here, unpickled there): every fold job and
+    every null refit ships its data, which the pilots, run on a small subset in one process, do not see."""
+    import pickle
+
+    start = time.perf_counter()
+    pickle.loads(pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL))
+    return time.perf_counter() - start
 
 
 def current_rss() -> float:
@@ -220,9 +246,10 @@ def estimate_run(config: ExperimentConfig, data: PreparedData, plan: FoldPlan, *
     pilots = []
     for fraction in (WARM_UP, *FRACTIONS):
         rows, small = pilot_fold(fold, fraction, derive_seed(config.seed, "estimate", fraction))
-        jobs = pilot_jobs(config, small, verdict_models, explainer=explainer)
+        jobs = pilot_jobs(config, small, verdict_models, n_full=len(fold.train), explainer=explainer)
         pilots.append((jobs, subset(data, rows)))
     measured = (time_pilots if in_process else _in_fresh_process)(pilots)[1:]  # the warm-up is not used
+    transfer = transfer_seconds(data)
     timings, peaks = [seconds for seconds, _ in measured], [peak for _, peak in measured]
     ratio = FRACTIONS[1] / FRACTIONS[0]
     factor = 1 / FRACTIONS[1]
@@ -233,6 +260,7 @@ def estimate_run(config: ExperimentConfig, data: PreparedData, plan: FoldPlan, *
     specs = {m.name: m for m in config.models}
     for (name, light, _), small, large in zip(jobs, timings[0], timings[1]):
         per_job, b = extrapolate(small, large, ratio, factor)
+        per_job += transfer
         trials = specs[name].tuning.n_trials
         if trials > PILOT_TUNING_TRIALS:
             per_job *= trials / PILOT_TUNING_TRIALS

@@ -46,6 +46,7 @@ def test_the_estimate_counts_every_job_the_run_makes(prepared, monkeypatch):
         return [(2.0 if light else 1.0) * scale for _, light, _ in jobs], peak
 
     monkeypatch.setattr(estimate, "time_jobs", timed)
+    monkeypatch.setattr(estimate, "transfer_seconds", lambda data: 0.5)  # sending the data: once per job
     found = estimate.estimate_run(_config(), data, plan, workers=2, verdict_models=["t_enet"], null_B=19,
                                   final_models=True, in_process=True)
     fold = estimate.representative_fold(plan)
@@ -58,9 +59,9 @@ def test_the_estimate_counts_every_job_the_run_makes(prepared, monkeypatch):
     calls = calls[1:]
     assert calls[0][0][2] == round(len(fold.train) * small) and calls[1][0][2] == round(len(fold.train) * large)
     assert calls[1][0][3] == min(len(fold.test), max(round(len(fold.test) * large), estimate.MIN_PILOT_TEST))
-    # time doubles for 2x the rows: exponent 1, so the full fold costs 2x the half pilot
+    # time doubles for 2x the rows: exponent 1, so the full fold costs 2x the half pilot, plus sending the data
     k = len(plan.folds)
-    per_full, per_light = 2.0 * 2, 4.0 * 2
+    per_full, per_light = 2.0 * 2 + 0.5, 4.0 * 2 + 0.5
     assert found.exponents == {"reference": 1.0, "t_enet": 1.0}
     assert found.parts["folds"] == pytest.approx(2 * k * per_full / 2)
     assert found.parts["final models"] == pytest.approx(2 * per_full / 2)
@@ -83,6 +84,12 @@ def test_real_pilots_give_a_positive_finite_estimate(prepared, monkeypatch):
     assert found.parts["verdict calibration"] == 0 and found.parts["final models"] == 0
     assert set(found.exponents) == {"reference", "t_enet"}
     assert all(0.3 <= b <= 1.5 for b in found.exponents.values())
+
+
+def test_sending_the_data_is_timed_on_the_whole_table(prepared):
+    data, _ = prepared
+    small = estimate.subset(data, np.arange(100))
+    assert 0 < estimate.transfer_seconds(small) < 5 and estimate.transfer_seconds(data) > 0
 
 
 def test_extrapolation_is_a_clipped_power_law():
@@ -118,3 +125,23 @@ def test_the_pipeline_refuses_a_run_that_would_not_fit_in_memory(prepared, monke
         stage.estimate(inputs, 2, final_models=False)
     assert stage.estimate(RunInputs(_config(validation={"estimate": False}), None, data, plan, {}), 2,
                           final_models=False) is None
+
+
+def test_a_causal_forest_pilot_grows_trees_of_the_full_fold_s_size():
+    from mbi_predict.models.effect import MAX_TREE_ROWS, CausalForest
+
+    config = parse_config({"experiment": "t", "data": {"simulate": {}}, "outcome": "distress_fu1_6", "models": [
+        {"name": "cf", "kind": "effect", "estimator": "causal_forest"},
+        {"name": "cf_set", "kind": "effect", "estimator": "causal_forest", "params": {"max_samples": 0.3}},
+        {"name": "xgb", "estimator": "xgboost", "tuning": {"n_trials": 20}}]})
+    cf, cf_set, xgb = config.models
+    pilot = estimate.pilot_model(cf, 190_000, 47_500)
+    assert pilot.params["max_samples"] == pytest.approx(MAX_TREE_ROWS / 47_500)
+    # rows per tree of the pilot's fit = rows per tree of the full fit
+    assert CausalForest()._max_samples(190_000) == MAX_TREE_ROWS == pytest.approx(47_500 * pilot.params["max_samples"])
+    small = estimate.pilot_model(cf, 12_000, 3_000)  # below the cap: 45% of the full fold, at most half the pilot
+    assert small.params["max_samples"] == 0.5
+    assert estimate.pilot_model(cf_set, 190_000, 47_500).params == {"max_samples": 0.3}
+    capped = estimate.pilot_model(xgb, 190_000, 47_500)
+    assert capped.tuning.n_trials == estimate.PILOT_TUNING_TRIALS and capped.params == xgb.params
+    assert cf.params == {}  # the config is not changed
