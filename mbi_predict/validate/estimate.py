@@ -170,12 +170,19 @@ def time_jobs(jobs: list[tuple[str, bool, FoldJob]], data: PreparedData) -> tupl
     return seconds, int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
-def time_pilots(pilots: list[tuple[list, PreparedData]]) -> list[tuple[list[float], int]]:
-    """`time_jobs` of each pilot in turn, here (smallest first: the peak after each is that pilot's own)."""
-    return [time_jobs(jobs, data) for jobs, data in pilots]
+def time_pilots(pilots: list[tuple[list, PreparedData]], threads: int | None = None) -> list[tuple[list[float], int]]:
+    """`time_jobs` of each pilot in turn, here (smallest first: the peak after each is that pilot's own), with at
+    most ``threads`` threads in the native libraries, as a run's worker has (joblib gives each of its workers the
+    cores divided by the workers; a pilot on both cores timed xgboost too fast)."""
+    if threads is None:
+        return [time_jobs(jobs, data) for jobs, data in pilots]
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=threads):
+        return [time_jobs(jobs, data) for jobs, data in pilots]
 
 
-def _in_fresh_process(pilots) -> list[tuple[list[float], int]]:
+def _in_fresh_process(pilots, threads: int | None = None) -> list[tuple[list[float], int]]:
     """`time_pilots` in a new worker process of the kind the run uses (loky, started without Ctrl-C,
     `mbi_predict.workers`): its peak memory is the pilots' alone."""
     from joblib.externals.loky import ProcessPoolExecutor
@@ -185,7 +192,7 @@ def _in_fresh_process(pilots) -> list[tuple[list[float], int]]:
     start_workers_without_ctrl_c()
     pool = ProcessPoolExecutor(max_workers=1)
     try:
-        return pool.submit(time_pilots, pilots).result()
+        return pool.submit(time_pilots, pilots, threads).result()
     finally:
         pool.shutdown(wait=True)
 
@@ -248,7 +255,10 @@ def estimate_run(config: ExperimentConfig, data: PreparedData, plan: FoldPlan, *
         rows, small = pilot_fold(fold, fraction, derive_seed(config.seed, "estimate", fraction))
         jobs = pilot_jobs(config, small, verdict_models, n_full=len(fold.train), explainer=explainer)
         pilots.append((jobs, subset(data, rows)))
-    measured = (time_pilots if in_process else _in_fresh_process)(pilots)[1:]  # the warm-up is not used
+    from joblib import cpu_count
+
+    threads = max(1, cpu_count() // max(1, workers))  # what joblib gives each worker of the run
+    measured = (time_pilots if in_process else _in_fresh_process)(pilots, threads)[1:]  # the warm-up is not used
     transfer = transfer_seconds(data)
     timings, peaks = [seconds for seconds, _ in measured], [peak for _, peak in measured]
     ratio = FRACTIONS[1] / FRACTIONS[0]
