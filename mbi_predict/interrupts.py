@@ -163,7 +163,8 @@ def redelivered_interrupts() -> Iterator[None]:
     in a finaliser or callback (``sys.unraisablehook``) is sent again as its signal (SIGINT, SIGTERM), silently, from
     a short-lived thread: the handler in place then raises it in the main thread within moments, in ordinary code
     (were it cut off by another finaliser, the same happens again). Other unraisable exceptions (and an interrupt
-    whose signal has no Python handler any more) go to the hook that was in place. Main thread only (elsewhere a no-op)."""
+    whose signal has no Python handler any more) go to the hook that was in place. Main thread only (elsewhere a
+    no-op)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return

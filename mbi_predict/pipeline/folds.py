@@ -21,9 +21,9 @@ from mbi_predict.config import ExperimentConfig, ModelConfig
 from mbi_predict.errors import ConfigError
 from mbi_predict.explain.run import explain_fold
 from mbi_predict.models.prognostic import input_columns
+from mbi_predict.parallel import local_workers
 from mbi_predict.pipeline.load import RunInputs
 from mbi_predict.pipeline.progress import Progress
-from mbi_predict.parallel import local_workers
 from mbi_predict.validate.estimate import CostEstimate, available_memory, estimate_run
 from mbi_predict.validate.loto import FoldJob, FoldResult, PreparedData, make_jobs, run_jobs
 from mbi_predict.validate.pooling import pool_metric
@@ -53,11 +53,12 @@ def estimate(inputs: RunInputs, n_jobs: int, *, final_models: bool) -> CostEstim
         return None
     models, null_B = null_refits(config, inputs.data, inputs.plan)
     workers = local_workers(n_jobs if n_jobs > 0 else 10**6)  # -1: every core
-    found = estimate_run(config, inputs.data, inputs.plan, workers=workers, verdict_models=models, null_B=null_B, final_models=final_models, explainer=explain_fold)
+    found = estimate_run(config, inputs.data, inputs.plan, workers=workers, verdict_models=models, null_B=null_B,
+                         final_models=final_models, explainer=explain_fold)
     free = available_memory()
     if found is not None and free is not None and found.peak_bytes > free:
         raise ConfigError(f"data too large for these settings on this machine ({free / 2**30:.1f} GiB available): "
-                          f"{found.line(dask=False)}; fewer validation.n_jobs, or "
+                          f"{found.line()}; fewer validation.n_jobs, or "
                           "validation.estimate: false to run anyway")
     return found
 

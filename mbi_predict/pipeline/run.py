@@ -8,9 +8,9 @@ logging) has succeeded. This module is the composition root: it sits above the s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 import pandas as pd

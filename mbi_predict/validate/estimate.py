@@ -3,25 +3,30 @@
 Large data and slow settings (a causal forest at 200,000 participants, with the verdict's 19 calibration refits of
 every fold) can turn a run into hours. Before the first fold is fitted, `estimate_run` times the run's real fold
 jobs (`validate.loto.run_fold`: the same code path, every model of the config, each as a full fold job and, for the
-models the heterogeneity verdict refits, as a light one) on a quarter and a half of one representative fold (the
-fold with the median training size; training and held-out rows subsampled alike, seeded), after an untimed warm-up
-pass on an eighth (which pays for the first imports of the model libraries). Pilots on a sixteenth and
-a quarter cost less but extrapolated badly: at such sizes fixed costs dominate, the fitted exponents came out at
-0.4-0.5 and the run was underestimated 2.4-fold (RESULTS). Half a fold of every job kind is a small share of a run
-of dozens of folds (and of ``null_B`` times as many light refits). A power law through
-the two timings (exponent clipped to [0.3, 1.5]) extrapolates each job to the full fold; the run's cost is then the
-sum over the jobs the run will make (models x folds, the final refits on all trials, ``null_B`` x verdict models x
-folds light refits), each with the time to send the whole prepared data to a worker (pickled and unpickled once,
-measured here: the pilots do not see it, and it made the null refits 17-35% slower than their pilots said), divided
-by the local workers. The pilots run one after the other, smallest first, in one fresh
-worker process (so the peak resident memory after each is its own); a line through the two peaks, extrapolated to
-the full fold, times the workers, plus this process's current memory, is the memory estimate.
+models the heterogeneity verdict refits, as a light one) on a quarter and a half of one representative fold.
 
-No library estimates the cost of a pipeline of this kind: this module is ours. What it leaves out, and so
-understates: the run-level batch other than the final refits (explanations, classical interactions, projection:
-small next to the folds), MLflow logging and figures (seconds), and tuning beyond the pilot's two trials (scaled
-by the trial count). Its accuracy was measured against full runs (experiments/benchmarks RESULTS, "time and memory
-estimate"); it is a planning figure, printed as such, never a limit.
+* The fold: the one with the median training size; training and held-out rows subsampled alike, seeded.
+* The pilots run one after the other, smallest first, in one fresh worker process, after an untimed warm-up pass on
+  an eighth (which pays for the first imports of the model libraries), with the native thread pools limited as a
+  run's workers are (cores / workers).
+* Why a quarter and a half: pilots on a sixteenth and a quarter cost less but extrapolated badly. Fixed costs
+  dominate at such sizes, the fitted exponents came out at 0.4-0.5 and the run was underestimated 2.4-fold. Half a
+  fold of every job kind is a small share of a run of dozens of folds (and of ``null_B`` times as many refits).
+* Time: a power law through the two timings (exponent clipped to [0.3, 1.5]) extrapolates each job to the full
+  fold. Each job also pays for sending the whole prepared data to a worker (pickled and unpickled once, timed here:
+  the pilots, on a subset in one process, do not see it). The run's cost is the sum over the jobs it will make
+  (models x folds, the final refits on all trials, ``null_B`` x verdict models x folds light refits), divided by
+  the local workers.
+* Memory: a line through the two pilots' peaks (the peak after each pilot is its own), extrapolated to the full
+  fold, times the workers, plus this process's current memory.
+
+No library estimates the cost of a pipeline of this kind: this module is ours. It leaves out the run-level batch
+other than the final refits (explanations, classical interactions, projection: small next to the folds), MLflow
+logging and figures (seconds), and tuning beyond the pilot's two trials (scaled by the trial count). Its accuracy
+was measured against full runs (experiments/benchmarks/RESULTS.md, section 18): fold jobs within 6%, the verdict's
+calibration 1.8-fold over, memory 1% over to 20% under. It is a planning figure and is printed as such. Time is
+never a limit; a memory estimate above what the machine has available stops the run before fitting
+(`pipeline.folds.estimate`).
 
 Only data of at least `MIN_ROWS` analysed rows are estimated (below that a run takes minutes at most and the
 pilots would be a noticeable share of it).
@@ -76,13 +81,13 @@ class CostEstimate:
     def dominant(self) -> str:
         return max(self.by_model, key=self.by_model.get) if self.by_model else ""
 
-    def line(self, *, dask: bool = False) -> str:
-        """The one line shown before fitting."""
+    def line(self) -> str:
+        """The one line shown before fitting (the estimate is made for the local backend only)."""
         parts = ", ".join(f"{name} {_duration(value)}" for name, value in self.parts.items() if value >= 1)
+        workers = f"{self.workers} worker{'s' if self.workers != 1 else ''}"
         text = (f"estimated {_duration(self.seconds)} of fitting and {self.peak_bytes / 2**30:.1f} GiB peak memory "
-                f"for {self.rows:,} participants in {self.folds} folds on {self.workers} worker{'s' if self.workers != 1 else ''} "
-                f"({parts}; mostly {self.dominant})")
-        if not dask and self.seconds > 600:
+                f"for {self.rows:,} participants in {self.folds} folds on {workers} ({parts}; mostly {self.dominant})")
+        if self.seconds > 600:
             text += "; validation.backend: dask with a scheduler spreads the fold jobs over a cluster"
         return text
 
