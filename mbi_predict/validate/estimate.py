@@ -197,9 +197,12 @@ def _in_fresh_process(pilots, threads: int | None = None) -> list[tuple[list[flo
     start_workers_without_ctrl_c()
     pool = ProcessPoolExecutor(max_workers=1)
     try:
-        return pool.submit(time_pilots, pilots, threads).result()
-    finally:
-        pool.shutdown(wait=True)
+        measured = pool.submit(time_pilots, pilots, threads).result()
+    except BaseException:  # Ctrl-C, SIGTERM or an error: end the pilot now rather than wait for it
+        pool.shutdown(wait=True, kill_workers=True)
+        raise
+    pool.shutdown(wait=True)
+    return measured
 
 
 def transfer_seconds(data: PreparedData) -> float:

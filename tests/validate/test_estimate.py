@@ -2,6 +2,9 @@
 by a power law; the pipeline's refusal when the memory estimate exceeds what the machine has. Its accuracy against
 full runs is a benchmark (experiments/benchmarks RESULTS), not a timed test."""
 
+import os
+import signal
+
 import numpy as np
 import pytest
 
@@ -145,3 +148,35 @@ def test_a_causal_forest_pilot_grows_trees_of_the_full_fold_s_size():
     capped = estimate.pilot_model(xgb, 190_000, 47_500)
     assert capped.tuning.n_trials == estimate.PILOT_TUNING_TRIALS and capped.params == xgb.params
     assert cf.params == {}  # the config is not changed
+
+
+def test_an_interrupted_pilot_is_ended_not_waited_for(prepared, monkeypatch):
+    """Ctrl-C while the pilots run in their worker: the worker is killed at once (a 1M pilot takes minutes)."""
+    import time
+
+    from joblib.externals.loky import ProcessPoolExecutor
+
+    data, plan = prepared
+    shut = []
+    real_shutdown = ProcessPoolExecutor.shutdown
+
+    def shutdown(self, wait=True, kill_workers=False):
+        shut.append(kill_workers)
+        return real_shutdown(self, wait=wait, kill_workers=kill_workers)
+
+    monkeypatch.setattr(ProcessPoolExecutor, "shutdown", shutdown)
+    monkeypatch.setattr(estimate, "time_pilots", _sleep_then_time)
+    start = time.monotonic()
+    import threading
+
+    threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGINT)).start()  # Ctrl-C while the pilot runs
+    with pytest.raises(KeyboardInterrupt):
+        estimate._in_fresh_process([([], estimate.subset(data, np.arange(10)))], 1)
+    assert shut == [True] and time.monotonic() - start < 30
+
+
+def _sleep_then_time(pilots, threads=None):
+    import time
+
+    time.sleep(120)
+    return []
