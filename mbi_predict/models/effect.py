@@ -231,6 +231,13 @@ class DRLearner(EffectEstimator):
 
 #: the rows one tree of `CausalForest` is grown on at most (``max_samples="auto"``)
 MAX_TREE_ROWS = 10_000
+#: the share of the rows one tree is grown on below that cap
+_AUTO_FRACTION = 0.45
+
+
+def _auto_is_fraction(n: int) -> bool:
+    """Whether ``max_samples="auto"`` is the fraction (True) or the cap of rows per tree, for ``n`` rows."""
+    return _AUTO_FRACTION * n <= MAX_TREE_ROWS
 
 
 class CausalForest(EffectEstimator):
@@ -319,14 +326,14 @@ class CausalForest(EffectEstimator):
         config sets ``max_samples`` itself."""
         if params.get("max_samples", "auto") != "auto" or n_pilot < 1:
             return {}
-        rows = 0.45 * n_full if 0.45 * n_full <= MAX_TREE_ROWS else MAX_TREE_ROWS
+        rows = _AUTO_FRACTION * n_full if _auto_is_fraction(n_full) else MAX_TREE_ROWS
         return {"max_samples": min(0.5, rows / n_pilot)}
 
     def _max_samples(self, n: int) -> float | int:
         """Rows per tree: "auto" is 45% of the rows up to ``MAX_TREE_ROWS / 0.45`` rows, then ``MAX_TREE_ROWS``."""
         if self.max_samples != "auto":
             return self.max_samples
-        return 0.45 if 0.45 * n <= MAX_TREE_ROWS else MAX_TREE_ROWS
+        return _AUTO_FRACTION if _auto_is_fraction(n) else MAX_TREE_ROWS
 
     def _model_y(self, seed: int):
         """The outcome nuisance: one learner, or for "auto" the list econml selects from by cross-fitted error."""
