@@ -276,7 +276,7 @@ def estimate_run(config: ExperimentConfig, data: PreparedData, plan: FoldPlan, *
     by_model: dict[str, float] = {}
     exponents: dict[str, float] = {}
     specs = {m.name: m for m in config.models}
-    for (name, light, _), small, large in zip(jobs, timings[0], timings[1]):
+    for (name, light, _), small, large in zip(pilots[-1][0], timings[0], timings[1]):
         per_job, b = extrapolate(small, large, ratio, factor)
         per_job += transfer
         trials = specs[name].tuning.n_trials
