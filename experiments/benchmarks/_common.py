@@ -6,6 +6,7 @@ import os
 import platform
 import resource
 import sys
+import threading
 import time
 from contextlib import contextmanager
 
@@ -35,6 +36,47 @@ def stopwatch():
         yield out
     finally:
         out["seconds"] = time.perf_counter() - start
+
+
+class TreeMemory:
+    """Peak RSS of this process plus all its descendants, sampled in a thread."""
+
+    def __init__(self, every: float = 0.2) -> None:
+        self.every, self.peak, self._stop = every, 0, threading.Event()
+        try:
+            import psutil
+            self._proc = psutil.Process()
+        except ImportError:
+            self._proc = None
+
+    def sample(self) -> None:
+        if self._proc is None:
+            return
+        total = 0
+        try:
+            procs = [self._proc] + self._proc.children(recursive=True)
+        except Exception:  # noqa: BLE001 - a process may vanish while we list it
+            return
+        for proc in procs:
+            try:
+                total += proc.memory_info().rss
+            except Exception:  # noqa: BLE001
+                pass
+        self.peak = max(self.peak, total)
+
+    def __enter__(self) -> TreeMemory:
+        def loop():
+            while not self._stop.is_set():
+                self.sample()
+                self._stop.wait(self.every)
+        self._thread = threading.Thread(target=loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
 
 
 def machine() -> str:

@@ -18,12 +18,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine  # noqa: E402
+from _common import GIB, TreeMemory, machine  # noqa: E402
 
 CASES = {
     "xgb_t80k": dict(n=80_000, trials=20, null_B=19, models=[
@@ -42,19 +41,6 @@ def _config(case: dict, seed: int, label: str) -> dict:
     return {"experiment": f"estimate_{label}", "outcome": "distress_fu1_6", "study_traits": ["setting"],
             "seed": seed, "models": case["models"], "validation": {"n_jobs": 2, "bootstrap": 200},
             "heterogeneity": {"null_B": case["null_B"]}, "tracking": {"enabled": False}}
-
-
-def _watch_peak(peak: list[float]) -> None:
-    import psutil
-
-    me = psutil.Process()
-    while True:
-        try:
-            rss = me.memory_info().rss + sum(c.memory_info().rss for c in me.children(recursive=True))
-            peak[0] = max(peak[0], rss)
-        except Exception:  # noqa: BLE001 - a child that ended between listing and reading
-            pass
-        time.sleep(0.2)
 
 
 def run_case(label: str, seed: int, out_dir: Path) -> dict:
@@ -78,14 +64,14 @@ def run_case(label: str, seed: int, out_dir: Path) -> dict:
     for name in ("load_inputs", "estimate", "run_folds", "run_batch", "build_results", "_write"):
         setattr(pipeline, name, timed(name, getattr(pipeline, name)))
     pipeline.heterogeneity.calibration = timed("calibration", pipeline.heterogeneity.calibration)
-    peak = [0.0]
-    threading.Thread(target=_watch_peak, args=(peak,), daemon=True).start()
     seen: dict = {}
     start = time.perf_counter()
-    pipeline.run_experiment(_config(case, seed, label), data=ipd, out_dir=out_dir / f"run_{label}_{seed}",
-                            progress=False, on_estimate=lambda e: seen.update(estimate=e.to_dict(), line=e.line()))
+    with TreeMemory() as memory:
+        pipeline.run_experiment(_config(case, seed, label), data=ipd, out_dir=out_dir / f"run_{label}_{seed}",
+                                progress=False,
+                                on_estimate=lambda e: seen.update(estimate=e.to_dict(), line=e.line()))
     total = time.perf_counter() - start
-    return {"case": label, "seed": seed, "wall_total": total, "stages": stages, "peak_tree_gib": peak[0] / 2**30,
+    return {"case": label, "seed": seed, "wall_total": total, "stages": stages, "peak_tree_gib": memory.peak / GIB,
             **seen}
 
 

@@ -33,14 +33,13 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import GIB, machine, peak_rss_bytes, table  # noqa: E402
+from _common import GIB, TreeMemory, machine, peak_rss_bytes, table  # noqa: E402
 
 SIZES = (2_400, 24_000, 240_000, 1_000_000)
 TRIALS = (13, 50, 200)
@@ -53,47 +52,6 @@ OUTCOME = "distress_fu1_6"
 TRUTH = "true_effect_passive_distress_fu1_6"
 TARGETS = {(240_000, 50): (600.0, 8.0), (1_000_000, 50): (1800.0, 16.0), (1_000_000, 200): (1800.0, 16.0),
            (1_000_000, 13): (1800.0, 16.0)}
-
-
-class TreeMemory:
-    """Peak RSS of this process plus all its descendants, sampled in a thread."""
-
-    def __init__(self, every: float = 0.2) -> None:
-        self.every, self.peak, self._stop = every, 0, threading.Event()
-        try:
-            import psutil
-            self._proc = psutil.Process()
-        except ImportError:
-            self._proc = None
-
-    def sample(self) -> None:
-        if self._proc is None:
-            return
-        total = 0
-        try:
-            procs = [self._proc] + self._proc.children(recursive=True)
-        except Exception:  # noqa: BLE001 - a process may vanish while we list it
-            return
-        for proc in procs:
-            try:
-                total += proc.memory_info().rss
-            except Exception:  # noqa: BLE001
-                pass
-        self.peak = max(self.peak, total)
-
-    def __enter__(self) -> TreeMemory:
-        def loop():
-            while not self._stop.is_set():
-                self.sample()
-                self._stop.wait(self.every)
-        self._thread = threading.Thread(target=loop, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.sample()
 
 
 def cate_column(predictions) -> np.ndarray:
