@@ -37,6 +37,12 @@ def main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks in
         # and its "Downloading artifacts" progress bars (one line per refresh when stderr is not a terminal) would
         # bury a one-line error
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        # loky's resource tracker (a helper process that inherits the environment) warns on stderr, as the command
+        # exits, about semaphores of a worker pool that a worker's error shut down, and then removes them itself:
+        # its two warnings would follow the command's one-line error (seen in 1 of 3 slow-suite runs)
+        quiet = "ignore:resource_tracker:UserWarning"
+        if quiet not in os.environ.get("PYTHONWARNINGS", ""):
+            os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), quiet]))
 
 
 from mbi_predict.cli import data_commands, run_commands  # noqa: E402,F401,I001  (registers commands in order)
