@@ -186,35 +186,96 @@ def _fmt(value: float) -> str:
     return f"{float(value):.2g}"
 
 
+def _rounded(candidates: np.ndarray) -> np.ndarray:
+    """Every value rounded by `_fmt` (each distinct value formatted once; -0 is 0)."""
+    unique, inverse = np.unique(candidates.ravel(), return_inverse=True)
+    return np.array([float(_fmt(v)) + 0.0 for v in unique])[inverse.ravel()].reshape(candidates.shape)
+
+
+def _quantile_positions(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``np.quantile``'s default (linear) rule for `RULE_QUANTILES` of n sorted values: the order statistics below
+    and above each quantile (0-based) and the weight of the upper one."""
+    virtual = (n - 1) * RULE_QUANTILES
+    below = np.floor(virtual).astype(np.int64)
+    return below, np.minimum(below + 1, n - 1), virtual - below
+
+
+def _lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """``np.quantile``'s interpolation between two order statistics, term for term (so the candidate thresholds are
+    the ones ``np.quantile`` gives, bit for bit; tested)."""
+    diff = b - a
+    return np.where(t >= 0.5, b - diff * (1 - t), a + diff * t)
+
+
+class _SortedTraits:
+    """The rule search's traits, each sorted once, so that a node's best split is read off cumulative counts and
+    reward sums along every trait's order: O(p n) per node and no sort (a node's rows are a mask over the sorted
+    orders). A node's complement comes from the same sums (everyone minus the node), so both children of a root
+    split cost one pass. At 2,000 training rows and 25 traits this made the depth-2 search about three times faster
+    than sorting or binning each node's rows afresh, which took 38% of the demo's fold jobs."""
+
+    def __init__(self, Z: np.ndarray, reward: np.ndarray) -> None:
+        self.reward = reward
+        self.order = np.argsort(Z, axis=0, kind="stable").T.copy()       # p x N: the rows by each trait
+        self.values = np.take_along_axis(Z.T, self.order, axis=1)         # p x N, ascending
+        self.rewards = reward[self.order]                                 # p x N, in each trait's order
+        N = len(reward)
+        self.all_counts = np.broadcast_to(np.arange(1, N + 1), self.values.shape)
+        self.all_rewards = np.cumsum(self.rewards, axis=1)
+
+    def best_split(self, rows: np.ndarray, min_leaf: int) -> tuple[float, int, float, tuple]:
+        """`_best_split` of the rows in the mask ``rows``."""
+        counts, rewards = self._cumulative(rows)
+        return self._split(counts, rewards, float(self.reward[rows].sum()), int(rows.sum()), min_leaf)
+
+    def best_splits(self, rows: np.ndarray, min_leaf: int) -> tuple[tuple, tuple]:
+        """`_best_split` of the rows in the mask ``rows`` and of the others."""
+        counts, rewards = self._cumulative(rows)
+        inside, outside = float(self.reward[rows].sum()), float(self.reward[~rows].sum())
+        n = int(rows.sum())
+        return (self._split(counts, rewards, inside, n, min_leaf),
+                self._split(self.all_counts - counts, self.all_rewards - rewards, outside, len(rows) - n, min_leaf))
+
+    def _cumulative(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per trait, how many of the node's rows and how much of their reward lie among its first i+1 values."""
+        inside = rows[self.order]
+        return np.cumsum(inside, axis=1), np.cumsum(np.where(inside, self.rewards, 0.0), axis=1)
+
+    def _split(self, counts: np.ndarray, rewards: np.ndarray, total: float, n: int,
+               min_leaf: int) -> tuple[float, int, float, tuple]:
+        best = (max(total, 0.0), -1, float("nan"), (bool(total > 0),))
+        if n < 2 * min_leaf:
+            return best
+        below, above, weight = _quantile_positions(n)
+        ranks = np.concatenate([below, above]) + 1   # the node's k-th smallest value is where its count reaches k
+        p, K = self.values.shape[0], len(below)
+        cuts = np.empty((K, p))
+        for j in range(p):
+            stats = self.values[j, np.searchsorted(counts[j], ranks, side="left")]
+            cuts[:, j] = _lerp(stats[:K], stats[K:], weight)
+        cuts = _rounded(cuts)
+        count, left = np.zeros((K, p), dtype=np.int64), np.zeros((K, p))
+        for j in range(p):
+            at = np.searchsorted(self.values[j], cuts[:, j], side="right") - 1   # the last value <= each cut
+            some = at >= 0
+            count[some, j], left[some, j] = counts[j, at[some]], rewards[j, at[some]]
+        usable = (count >= min_leaf) & (count <= n - min_leaf)
+        gain = np.where(usable, np.maximum(left, 0.0) + np.maximum(total - left, 0.0), -np.inf)
+        for j, k in enumerate(np.argmax(gain, axis=0)):   # the lowest best threshold of each trait, first trait first
+            if usable[k, j] and gain[k, j] > best[0] + 1e-12:
+                best = (float(gain[k, j]), j, float(cuts[k, j]), (bool(left[k, j] > 0), bool(total - left[k, j] > 0)))
+        return best
+
+
 def _best_split(Z: np.ndarray, reward: np.ndarray, min_leaf: int) -> tuple[float, int, float, tuple]:
     """The best single split (or leaf) of the rows: (value, feature index or -1, threshold, offers).
 
     Leaf value: the summed reward of offering if positive, else 0 (offering to no one). Candidate thresholds are
-    the rows' `RULE_QUANTILES`, rounded (`_fmt`), leaving at least ``min_leaf`` rows on each side. The rows at or
-    below each threshold are counted and summed by binning each trait at its (few) thresholds — a row falls in bin k
-    when cuts[k-1] < value <= cuts[k] — and accumulating the bins: O(n log K) per trait for K thresholds instead of
-    a sort of the rows (at 190,000 training rows the sorts took 5 of a fold's 28 seconds).
+    the rows' `RULE_QUANTILES`, rounded (`_fmt`), leaving at least ``min_leaf`` rows on each side; ties go to the
+    lowest threshold of the first trait.
     """
-    total = float(reward.sum())
-    best = (max(total, 0.0), -1, float("nan"), (bool(total > 0),))
-    n = len(reward)
-    if n < 2 * min_leaf:
-        return best
-    for j in range(Z.shape[1]):
-        column = Z[:, j]
-        cuts = np.unique([float(_fmt(c)) for c in np.quantile(column, RULE_QUANTILES)])
-        bins = np.searchsorted(cuts, column, side="left")
-        count = np.cumsum(np.bincount(bins, minlength=len(cuts) + 1))[:len(cuts)]
-        usable = (count >= min_leaf) & (count <= n - min_leaf)
-        if not usable.any():
-            continue
-        left = np.cumsum(np.bincount(bins, weights=reward, minlength=len(cuts) + 1))[:len(cuts)][usable]
-        cuts = cuts[usable]
-        values = np.maximum(left, 0.0) + np.maximum(total - left, 0.0)
-        k = int(np.argmax(values))
-        if values[k] > best[0] + 1e-12:
-            best = (float(values[k]), j, float(cuts[k]), (bool(left[k] > 0), bool(total - left[k] > 0)))
-    return best
+    reward = np.asarray(reward, dtype=float)
+    return _SortedTraits(np.asarray(Z, dtype=float), reward).best_split(np.ones(len(reward), dtype=bool), min_leaf)
 
 
 def learn_rule(frame: pd.DataFrame, reward: np.ndarray, *, depth: int = 2, min_leaf: int = 20) -> Rule:
@@ -226,7 +287,8 @@ def learn_rule(frame: pd.DataFrame, reward: np.ndarray, *, depth: int = 2, min_l
     names = list(frame.columns)
     Z = frame.to_numpy(dtype=float)
     reward = np.asarray(reward, dtype=float)
-    root = _best_split(Z, reward, min_leaf)
+    traits = _SortedTraits(Z, reward)
+    root = traits.best_split(np.ones(len(reward), dtype=bool), min_leaf)
     best_value = root[0]
     best_rule = Rule(None, None, offer=root[3]) if root[1] < 0 else \
         Rule(names[root[1]], root[2], children=((None, None, (root[3][0],)), (None, None, (root[3][1],))))
@@ -234,14 +296,12 @@ def learn_rule(frame: pd.DataFrame, reward: np.ndarray, *, depth: int = 2, min_l
         return best_rule
     n = len(reward)
     for j in range(Z.shape[1]):
-        cuts = np.unique([float(_fmt(c)) for c in np.quantile(Z[:, j], RULE_QUANTILES)])
-        for cut in cuts:
+        for cut in np.unique(_rounded(np.quantile(Z[:, j], RULE_QUANTILES))):
             left = Z[:, j] <= cut
             if not min_leaf <= left.sum() <= n - min_leaf:
                 continue
             children, value = [], 0.0
-            for rows in (left, ~left):
-                child = _best_split(Z[rows], reward[rows], min_leaf)
+            for child in traits.best_splits(left, min_leaf):
                 value += child[0]
                 children.append((None, None, child[3]) if child[1] < 0 else (names[child[1]], child[2], child[3]))
             if value > best_value + 1e-12:

@@ -115,3 +115,80 @@ def test_best_split_equals_brute_force_over_the_rounded_quantile_thresholds():
         assert got[1] == expected[1]
         if expected[1] >= 0:
             assert got[2] == expected[2]
+
+
+def test_candidate_thresholds_are_numpys_quantiles_bit_for_bit():
+    """The search reads a node's quantiles off the traits' sorted orders (`_quantile_positions`, `_lerp`): they
+    must be exactly what ``np.quantile`` gives on the node's rows, or a rounded threshold could differ."""
+    from mbi_predict.validate.groups import RULE_QUANTILES, _lerp, _quantile_positions
+
+    for seed in range(200):
+        rng = np.random.default_rng(seed)
+        n = int(rng.integers(2, 400))
+        values = np.sort(rng.normal(size=n) * 10 ** rng.uniform(-3, 3)).round(int(rng.integers(0, 6)))
+        below, above, weight = _quantile_positions(n)
+        assert np.array_equal(_lerp(values[below], values[above], weight), np.quantile(values, RULE_QUANTILES))
+
+
+def _brute_force_rule(Z, reward, min_leaf):
+    """Depth-2 search by masking the rows for every root and child threshold (the rounded quantiles of the node's
+    own rows): (value, root feature, root threshold, the children's (feature, threshold, offers))."""
+    from mbi_predict.validate.groups import RULE_QUANTILES, _fmt
+
+    def candidates(column):
+        return np.unique([float(_fmt(c)) + 0.0 for c in np.quantile(column, RULE_QUANTILES)])
+
+    def best_split(rows):
+        total = reward[rows].sum()
+        best = (max(total, 0.0), None, None, (bool(total > 0),))
+        if rows.sum() < 2 * min_leaf:
+            return best
+        for j in range(Z.shape[1]):
+            for cut in candidates(Z[rows, j]):
+                left = rows & (Z[:, j] <= cut)
+                if not min_leaf <= left.sum() <= rows.sum() - min_leaf:
+                    continue
+                value = max(reward[left].sum(), 0.0) + max(reward[rows & ~left].sum(), 0.0)
+                if value > best[0] + 1e-9:
+                    best = (value, j, cut, (bool(reward[left].sum() > 0), bool(reward[rows & ~left].sum() > 0)))
+        return best
+
+    everyone = np.ones(len(reward), dtype=bool)
+    root = best_split(everyone)
+    best = (root[0], None, None, None)
+    for j in range(Z.shape[1]):
+        for cut in candidates(Z[:, j]):
+            left = Z[:, j] <= cut
+            if not min_leaf <= left.sum() <= len(reward) - min_leaf:
+                continue
+            children = [best_split(left), best_split(~left)]
+            value = children[0][0] + children[1][0]
+            if value > best[0] + 1e-9:
+                best = (value, j, cut, [(c[1], c[2], c[3]) for c in children])
+    return best
+
+
+def test_the_depth_two_rule_search_equals_brute_force():
+    """`learn_rule` (sorted orders, cumulative sums, complements from everyone minus the node) against masking the
+    rows for every candidate root and child split."""
+    import pandas as pd
+
+    from mbi_predict.validate.groups import learn_rule
+
+    for seed in range(25):
+        rng = np.random.default_rng(seed)
+        n = int(rng.integers(80, 900))
+        Z = np.column_stack([rng.normal(size=n).round(int(rng.integers(0, 3))), rng.integers(0, 2, n),
+                             rng.integers(18, 70, n), rng.gamma(2.0, size=n)]).astype(float)
+        reward = rng.normal(size=n) + 0.8 * ((Z[:, 0] > 0.3) & (Z[:, 2] < 40)) - 0.4 * Z[:, 1] + rng.uniform(-.3, .3)
+        min_leaf = int(rng.choice([5, 20]))
+        value, j, cut, children = _brute_force_rule(Z, reward, min_leaf)
+        rule = learn_rule(pd.DataFrame(Z, columns=list("abcd")), reward, depth=2, min_leaf=min_leaf)
+        if j is None:   # no root split beats the best single split or leaf: compare the value of the rule found
+            offer = rule.apply(pd.DataFrame(Z, columns=list("abcd")))
+            assert reward[offer].sum() == pytest.approx(value, abs=1e-9)
+            continue
+        assert (rule.feature, rule.threshold) == ("abcd"[j], cut), seed
+        for (feature, threshold, offers), (bf_j, bf_cut, bf_offers) in zip(rule.children, children):
+            assert (feature, threshold, tuple(offers)) == (None if bf_j is None else "abcd"[bf_j], bf_cut,
+                                                           tuple(bf_offers)), seed
