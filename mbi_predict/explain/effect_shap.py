@@ -71,15 +71,36 @@ def _component_shap(component: _Component, Z: np.ndarray, Zb: np.ndarray, *, max
     return values, base, "permutation", "shap PermutationExplainer on a common background"
 
 
+def _expand(components: list[_Component]) -> tuple[list[_Component], float]:
+    """A stacked learner (``StackingRegressor`` with a linear combiner: intercept + sum_k c_k f_k(x)) as its base
+    models weighted by their coefficients, and the weighted intercepts as one constant: SHAP is linear in the model,
+    so the pieces explain the stack exactly and each base model keeps its exact path (linear, TreeSHAP)."""
+    from sklearn.ensemble import StackingRegressor
+
+    out, offset = [], 0.0
+    for component in components:
+        model = component.model
+        final = getattr(model, "final_estimator_", None)
+        if component.output == "raw" and isinstance(model, StackingRegressor) and hasattr(final, "coef_"):
+            coef = np.asarray(final.coef_, dtype=float).reshape(-1)
+            offset += component.weight * float(np.asarray(final.intercept_).reshape(-1)[0])
+            out += [_Component(component.weight * c, base, "raw", component.arm)
+                    for c, base in zip(coef, model.estimators_) if c != 0.0]
+        else:
+            out.append(component)
+    return out, offset
+
+
 def _combine(components: list[_Component], Z, Zb, *, max_evals, seed):
-    values, base, kinds, methods = np.zeros(Z.shape), 0.0, [], []
+    components, offset = _expand(components)
+    values, base, kinds, methods = np.zeros(Z.shape), offset, [], []
     for component in components:
         v, b, kind, method = _component_shap(component, Z, Zb, max_evals=max_evals, seed=seed)
         values += component.weight * v
         base += component.weight * b
         kinds.append(kind)
         methods.append(method)
-    kind = max(kinds, key=_KIND_ORDER.__getitem__)
+    kind = max(kinds, key=_KIND_ORDER.__getitem__) if kinds else "linear"
     return values, base, kind, "; ".join(dict.fromkeys(methods))
 
 

@@ -195,10 +195,26 @@ XGB_DEFAULTS = dict(n_estimators=200, max_depth=3, learning_rate=0.05, tree_meth
                     subsample=0.8, colsample_bytree=0.8, min_child_weight=5)
 
 
+#: the base learners by name (`make_regressor`, `make_classifier`)
+LEARNERS = ("xgboost", "elasticnet", "ridge", "hgb", "stack")
+#: folds of the stacked learner's cross-fitted predictions (of whole trials when the fit has trial groups)
+STACK_FOLDS = 3
+
+
 def make_regressor(learner, seed: int):
-    """A regressor from a short name ('xgboost', 'elasticnet', 'ridge', 'hgb') or a clone of an sklearn estimator."""
+    """A regressor from a short name (`LEARNERS`) or a clone of an sklearn estimator.
+
+    'stack': sklearn's ``StackingRegressor`` of ridge and xgboost, combined by non-negative least squares on their
+    cross-fitted predictions (a super learner over two libraries: linear where the truth is near linear, trees where
+    it is not); `fit_weighted` makes its folds whole trials."""
     if not isinstance(learner, str):
         return clone(learner)
+    if learner == "stack":
+        from sklearn.ensemble import StackingRegressor
+        from sklearn.linear_model import LinearRegression
+
+        return StackingRegressor([("ridge", make_regressor("ridge", seed)), ("xgboost", make_regressor("xgboost", seed))],
+                                 final_estimator=LinearRegression(positive=True), cv=STACK_FOLDS)
     if learner == "xgboost":
         from xgboost import XGBRegressor
         return XGBRegressor(**XGB_DEFAULTS, random_state=seed)
@@ -209,14 +225,20 @@ def make_regressor(learner, seed: int):
     if learner == "hgb":
         return HistGradientBoostingRegressor(max_iter=100, max_depth=3, learning_rate=0.1, min_samples_leaf=20,
                                              early_stopping=False, random_state=seed)
-    raise ConfigError(f"unknown base learner {learner!r}; use 'xgboost', 'elasticnet', 'ridge', 'hgb' or an "
-                      "estimator")
+    raise ConfigError(f"unknown base learner {learner!r}; use one of {', '.join(LEARNERS)} or an estimator")
 
 
 def make_classifier(learner, seed: int):
     """The classifier counterpart of :func:`make_regressor` (for 0/1 outcomes)."""
     if not isinstance(learner, str):
         return clone(learner)
+    if learner == "stack":
+        from sklearn.ensemble import StackingClassifier
+
+        return StackingClassifier([("ridge", make_classifier("ridge", seed)),
+                                   ("xgboost", make_classifier("xgboost", seed))],
+                                  final_estimator=LogisticRegression(C=1.0, max_iter=2000), cv=STACK_FOLDS,
+                                  stack_method="predict_proba")
     if learner == "xgboost":
         from xgboost import XGBClassifier
         return XGBClassifier(**XGB_DEFAULTS, random_state=seed)
@@ -227,8 +249,7 @@ def make_classifier(learner, seed: int):
     if learner == "hgb":
         return HistGradientBoostingClassifier(max_iter=100, max_depth=3, learning_rate=0.1, min_samples_leaf=20,
                                               early_stopping=False, random_state=seed)
-    raise ConfigError(f"unknown base learner {learner!r}; use 'xgboost', 'elasticnet', 'ridge', 'hgb' or an "
-                      "estimator")
+    raise ConfigError(f"unknown base learner {learner!r}; use one of {', '.join(LEARNERS)} or an estimator")
 
 
 def fit_weighted(model, X, y, sample_weight=None, groups=None):
@@ -240,12 +261,21 @@ def fit_weighted(model, X, y, sample_weight=None, groups=None):
     if isinstance(model, ElasticNetCV) and groups is not None and len(pd.unique(groups)) >= 2:
         n_splits = min(5, len(pd.unique(groups)))
         model.set_params(cv=list(GroupKFold(n_splits=n_splits).split(X, y, groups)))
+    if _is_stack(model) and groups is not None and len(pd.unique(groups)) >= 2:
+        n_splits = min(STACK_FOLDS, len(pd.unique(groups)))
+        model.set_params(cv=list(GroupKFold(n_splits=n_splits).split(X, y, groups)))
     if sample_weight is None:
         return model.fit(X, y)
     try:
         return model.fit(X, y, sample_weight=sample_weight)
     except TypeError:
         return model.fit(X, y)
+
+
+def _is_stack(model) -> bool:
+    from sklearn.ensemble import StackingClassifier, StackingRegressor
+
+    return isinstance(model, (StackingRegressor, StackingClassifier))
 
 
 def is_binary_outcome(y: np.ndarray, outcome_type: str) -> bool:
