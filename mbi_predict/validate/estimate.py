@@ -278,10 +278,10 @@ def estimate_run(config: ExperimentConfig, data: PreparedData, plan: FoldPlan, *
     specs = {m.name: m for m in config.models}
     for (name, light, _), small, large in zip(pilots[-1][0], timings[0], timings[1]):
         per_job, b = extrapolate(small, large, ratio, factor)
-        per_job += transfer
         trials = specs[name].tuning.n_trials
-        if trials > PILOT_TUNING_TRIALS:
+        if trials > PILOT_TUNING_TRIALS:  # the pilots tune with PILOT_TUNING_TRIALS; the fit scales with the trials
             per_job *= trials / PILOT_TUNING_TRIALS
+        per_job += transfer  # the data are sent once per job, however many trials it tunes
         if light:
             spent = null_B * n_folds * per_job
             cpu["verdict calibration"] += spent

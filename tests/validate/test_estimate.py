@@ -78,6 +78,30 @@ def test_the_estimate_counts_every_job_the_run_makes(prepared, monkeypatch):
     assert ("dask" in line) == (found.seconds > 600)
 
 
+def test_a_tuned_model_scales_its_fit_by_the_trials_but_sends_the_data_once(prepared, monkeypatch):
+    """The pilots tune with `PILOT_TUNING_TRIALS` trials; a model tuned with 8 costs 8/2 of the pilot's fit time,
+    plus the same one transfer of the data per job (it was scaled with the trials, an overestimate)."""
+    data, plan = prepared
+    monkeypatch.setattr(estimate, "MIN_ROWS", 100)
+    calls = []
+    real = estimate.time_jobs
+
+    def timed(jobs, pilot):
+        calls.append(None)
+        _, peak = real(jobs, pilot)
+        return [1.0 * {1: 0, 2: 1, 3: 2}[len(calls)] for _ in jobs], peak
+
+    monkeypatch.setattr(estimate, "time_jobs", timed)
+    monkeypatch.setattr(estimate, "transfer_seconds", lambda data: 0.5)
+    config = parse_config({"experiment": "t", "data": {"simulate": {}}, "outcome": "distress_fu1_6", "seed": 4,
+                           "models": [{"name": "enet", "estimator": "elastic_net", "tuning": {"n_trials": 8}}],
+                           "validation": {"bootstrap": 20}})
+    found = estimate.estimate_run(config, data, plan, workers=1, verdict_models=[], null_B=0, final_models=False,
+                                  in_process=True)
+    per_job = 2.0 * 2 * 8 / estimate.PILOT_TUNING_TRIALS + 0.5   # the half pilot's 2 s, doubled to the full fold
+    assert found.parts["folds"] == pytest.approx(len(plan.folds) * per_job)
+
+
 def test_real_pilots_give_a_positive_finite_estimate(prepared, monkeypatch):
     data, plan = prepared
     monkeypatch.setattr(estimate, "MIN_ROWS", 100)
