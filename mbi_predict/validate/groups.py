@@ -220,6 +220,9 @@ class _SortedTraits:
         self.values = np.take_along_axis(Z.T, self.order, axis=1)         # p x N, ascending
         self.rewards = reward[self.order]                                 # p x N, in each trait's order
         N = len(reward)
+        #: a gain must beat the best so far by more than rounding to replace it (ties go to the first trait): relative
+        #: to the rewards' scale, so a reward in grams ties as one in standard deviations does
+        self.tolerance = 1e-9 * float(np.abs(reward).sum())
         self.all_counts = np.broadcast_to(np.arange(1, N + 1), self.values.shape)
         self.all_rewards = np.cumsum(self.rewards, axis=1)
 
@@ -260,9 +263,12 @@ class _SortedTraits:
             some = at >= 0
             count[some, j], left[some, j] = counts[j, at[some]], rewards[j, at[some]]
         usable = (count >= min_leaf) & (count <= n - min_leaf)
+        # a cut that leaves the same rows on each side as the cut below it is the same split: only the lowest counts
+        # (a complement's sums, everyone minus the node, can differ in the last digit for two such cuts)
+        usable[1:] &= count[1:] != count[:-1]
         gain = np.where(usable, np.maximum(left, 0.0) + np.maximum(total - left, 0.0), -np.inf)
         for j, k in enumerate(np.argmax(gain, axis=0)):   # the lowest best threshold of each trait, first trait first
-            if usable[k, j] and gain[k, j] > best[0] + 1e-12:
+            if usable[k, j] and gain[k, j] > best[0] + self.tolerance:
                 best = (float(gain[k, j]), j, float(cuts[k, j]), (bool(left[k, j] > 0), bool(total - left[k, j] > 0)))
         return best
 
@@ -271,8 +277,8 @@ def _best_split(Z: np.ndarray, reward: np.ndarray, min_leaf: int) -> tuple[float
     """The best single split (or leaf) of the rows: (value, feature index or -1, threshold, offers).
 
     Leaf value: the summed reward of offering if positive, else 0 (offering to no one). Candidate thresholds are
-    the rows' `RULE_QUANTILES`, rounded (`_fmt`), leaving at least ``min_leaf`` rows on each side; ties go to the
-    lowest threshold of the first trait.
+    the rows' `RULE_QUANTILES`, rounded (`_fmt`), leaving at least ``min_leaf`` rows on each side; ties (within
+    1e-9 of the summed absolute reward) go to the lowest threshold of the first trait.
     """
     reward = np.asarray(reward, dtype=float)
     return _SortedTraits(np.asarray(Z, dtype=float), reward).best_split(np.ones(len(reward), dtype=bool), min_leaf)
@@ -304,7 +310,7 @@ def learn_rule(frame: pd.DataFrame, reward: np.ndarray, *, depth: int = 2, min_l
             for child in traits.best_splits(left, min_leaf):
                 value += child[0]
                 children.append((None, None, child[3]) if child[1] < 0 else (names[child[1]], child[2], child[3]))
-            if value > best_value + 1e-12:
+            if value > best_value + traits.tolerance:
                 best_value, best_rule = value, Rule(names[j], float(cut), children=tuple(children))
     return best_rule
 
