@@ -81,8 +81,9 @@ def _expand(components: list[_Component]) -> tuple[list[_Component], float]:
     for component in components:
         model = component.model
         final = getattr(model, "final_estimator_", None)
-        if component.output == "raw" and isinstance(model, StackingRegressor) and hasattr(final, "coef_"):
-            coef = np.asarray(final.coef_, dtype=float).reshape(-1)
+        coef = np.asarray(getattr(final, "coef_", []), dtype=float).reshape(-1)
+        if (component.output == "raw" and isinstance(model, StackingRegressor) and not model.passthrough
+                and len(coef) == len(model.estimators_)):  # a combiner of the base predictions alone
             offset += component.weight * float(np.asarray(final.intercept_).reshape(-1)[0])
             out += [_Component(component.weight * c, base, "raw", component.arm)
                     for c, base in zip(coef, model.estimators_) if c != 0.0]

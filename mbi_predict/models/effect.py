@@ -284,7 +284,10 @@ class CausalForest(EffectEstimator):
     within-population intervals. Trial-clustered average effects: ``inference.trial_aware_ate``.
     """
 
-    _parameter_constraints = {**_COMMON_CONSTRAINTS, "model_y": [StrOptions({"auto"}), *_LEARNER],
+    # not 'stack': econml cross-fits model_y itself, with no trial groups for a stack's own folds
+    _parameter_constraints = {**_COMMON_CONSTRAINTS,
+                              "model_y": [StrOptions({"auto", *(set(common.LEARNERS) - {"stack"})}),
+                                          HasMethods(["fit", "predict"])],
                               "n_estimators": [Interval(Integral, 4, None, closed="left")],
                               "subforest_size": [Interval(Integral, 2, None, closed="left")],
                               "min_samples_leaf": [Interval(Integral, 1, None, closed="left")],

@@ -113,7 +113,8 @@ def crossfit_outcome_models(y, t, X, *, folds, learner="ridge", seed: int = 0, b
             if X is None:
                 model = DummyRegressor().fit(Xm[rows], y[rows])
             elif binary and len(np.unique(y[rows])) == 2:
-                model = common.make_classifier(learner, seed).fit(Xm[rows], y[rows].astype(int))  # no CV inside
+                model = common.fit_weighted(common.make_classifier(learner, seed), Xm[rows], y[rows].astype(int),
+                                            groups=None if groups is None else groups[rows])  # a stack: trial folds
                 mu[test, arm] = model.predict_proba(Xm[test])[:, 1]
                 continue
             else:

@@ -57,9 +57,52 @@ def test_shap_explains_a_stacked_learner_exactly_through_its_base_models():
         model = make_effect_model(name, random_state=4).fit(y, t, X=X, groups=trial)
         explanation = explain_effect(model, X[:120], background=X[120:240], max_rows=120, max_background=60)
         assert explanation.additivity_error < 1e-4
-        assert "permutation" not in explanation.method, explanation.method
+        assert "permutation" not in explanation.method.lower(), explanation.method
 
 
 def test_an_unknown_base_learner_names_the_choices():
     with pytest.raises(ConfigError, match="stack"):
         common.make_regressor("boosted", 0)
+
+
+def test_every_stack_a_learner_fits_gets_folds_of_whole_trials(monkeypatch):
+    """Also the DR-learner's outcome models of a 0/1 outcome (classifiers); the causal forest refuses a stacked
+    outcome model (econml cross-fits it itself, without the trials)."""
+    X, t, trial, _, y = _trials(5, n=800)
+    binary = (y > np.median(y)).astype(float)
+    seen = []
+    real = common.fit_weighted
+
+    def spy(model, X_, y_, sample_weight=None, groups=None):
+        fitted = real(model, X_, y_, sample_weight, groups)
+        if common._is_stack(fitted):
+            seen.append((fitted.cv, groups))
+        return fitted
+
+    monkeypatch.setattr(common, "fit_weighted", spy)
+    make_effect_model("dr_learner", outcome_learner="stack", random_state=0).fit(binary, t, X=X, groups=trial)
+    assert seen
+    for folds, groups in seen:
+        assert isinstance(folds, list) and all(not set(groups[a]) & set(groups[b]) for a, b in folds)
+    with pytest.raises(ConfigError, match="model_y"):
+        make_effect_model("causal_forest", model_y="stack").fit(y, t, X=X, groups=trial)
+
+
+def test_a_stack_that_passes_the_features_through_is_not_split_into_its_base_models():
+    """A user's ``StackingRegressor(passthrough=True)`` also weights the raw features: splitting it into its base
+    models would drop them, so it is explained as one model (permutation), and its additivity still holds."""
+    import warnings
+
+    from sklearn.ensemble import StackingRegressor
+    from sklearn.linear_model import LinearRegression, RidgeCV
+
+    from mbi_predict.explain.effect_shap import explain_effect
+
+    X, t, trial, _, y = _trials(6, n=600)
+    stack = StackingRegressor([("ridge", RidgeCV())], final_estimator=LinearRegression(), passthrough=True, cv=3)
+    model = make_effect_model("t_learner_xgb", base_learner=stack, random_state=0).fit(y, t, X=X, groups=trial)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        explanation = explain_effect(model, X[:30], background=X[30:60], max_rows=30, max_background=30)
+    assert "permutation" in explanation.method.lower()
+    assert explanation.additivity_error < 1e-4
