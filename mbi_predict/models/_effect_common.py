@@ -255,21 +255,26 @@ def make_classifier(learner, seed: int):
 def fit_weighted(model, X, y, sample_weight=None, groups=None):
     """Fit with sample weights when the model takes them (all our named learners do).
 
-    An ``ElasticNetCV`` gets its penalty chosen over folds of whole trials when ``groups`` holds >= 2 trials, so
-    inner tuning, like cross-fitting, never scores a model on participants of a trial it was trained on.
+    An ``ElasticNetCV`` gets its penalty chosen, and a stack (`make_regressor`'s 'stack') its weights, over folds of
+    whole trials when ``groups`` holds >= 2 trials, so inner tuning, like cross-fitting, never scores a model on
+    participants of a trial it was trained on. The folds' row indices are not kept in the fitted model (its ``cv``
+    is set back after the fit): a logged final model would otherwise carry which rows were trained together.
     """
-    if isinstance(model, ElasticNetCV) and groups is not None and len(pd.unique(groups)) >= 2:
-        n_splits = min(5, len(pd.unique(groups)))
+    most = 5 if isinstance(model, ElasticNetCV) else STACK_FOLDS if _is_stack(model) else 0
+    original = model.get_params()["cv"] if most else None
+    if most and groups is not None and len(pd.unique(groups)) >= 2:
+        n_splits = min(most, len(pd.unique(groups)))
         model.set_params(cv=list(GroupKFold(n_splits=n_splits).split(X, y, groups)))
-    if _is_stack(model) and groups is not None and len(pd.unique(groups)) >= 2:
-        n_splits = min(STACK_FOLDS, len(pd.unique(groups)))
-        model.set_params(cv=list(GroupKFold(n_splits=n_splits).split(X, y, groups)))
-    if sample_weight is None:
-        return model.fit(X, y)
     try:
-        return model.fit(X, y, sample_weight=sample_weight)
-    except TypeError:
-        return model.fit(X, y)
+        if sample_weight is None:
+            return model.fit(X, y)
+        try:
+            return model.fit(X, y, sample_weight=sample_weight)
+        except TypeError:
+            return model.fit(X, y)
+    finally:
+        if most:
+            model.set_params(cv=original)
 
 
 def _is_stack(model) -> bool:

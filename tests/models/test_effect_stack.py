@@ -22,16 +22,36 @@ def _trials(seed: int, n: int = 1600, n_trials: int = 8):
     return X, t, trial, tau, y
 
 
-def test_the_stack_combines_ridge_and_xgboost_over_folds_of_whole_trials():
+class _RecordedFolds:
+    """Every GroupKFold split `fit_weighted` makes, with the groups it split."""
+
+    def __init__(self, monkeypatch):
+        self.splits = []
+        real = common.GroupKFold
+        record = self.splits
+
+        class Recording(real):
+            def split(self, X, y=None, groups=None):
+                folds = list(super().split(X, y, groups))
+                record.append((folds, np.asarray(groups)))
+                return iter(folds)
+
+        monkeypatch.setattr(common, "GroupKFold", Recording)
+
+
+def test_the_stack_combines_ridge_and_xgboost_over_folds_of_whole_trials(monkeypatch):
     X, t, trial, _, y = _trials(0)
+    recorded = _RecordedFolds(monkeypatch)
     model = common.fit_weighted(common.make_regressor("stack", 0), X, y, groups=trial)
-    assert len(model.cv) == common.STACK_FOLDS
-    for train, test in model.cv:
-        assert not set(trial[train]) & set(trial[test])   # no trial on both sides of a fold
+    (folds, groups), = recorded.splits
+    assert len(folds) == common.STACK_FOLDS
+    for train, test in folds:
+        assert not set(groups[train]) & set(groups[test])   # no trial on both sides of a fold
     weights = model.final_estimator_.coef_
     assert np.all(weights >= 0) and weights.sum() > 0
+    assert model.cv == common.STACK_FOLDS   # the folds' row indices are not kept in the fitted model
     without_groups = common.fit_weighted(common.make_regressor("stack", 0), X, y)
-    assert without_groups.cv == common.STACK_FOLDS      # plain K-fold when there are no trials
+    assert without_groups.cv == common.STACK_FOLDS and len(recorded.splits) == 1   # plain K-fold without trials
 
 
 def test_stacked_learners_beat_xgboost_alone_where_the_effect_is_smooth():
@@ -70,20 +90,21 @@ def test_every_stack_a_learner_fits_gets_folds_of_whole_trials(monkeypatch):
     outcome model (econml cross-fits it itself, without the trials)."""
     X, t, trial, _, y = _trials(5, n=800)
     binary = (y > np.median(y)).astype(float)
-    seen = []
+    stacks = []
     real = common.fit_weighted
 
     def spy(model, X_, y_, sample_weight=None, groups=None):
-        fitted = real(model, X_, y_, sample_weight, groups)
-        if common._is_stack(fitted):
-            seen.append((fitted.cv, groups))
-        return fitted
+        if common._is_stack(model):
+            stacks.append(groups)
+        return real(model, X_, y_, sample_weight, groups)
 
     monkeypatch.setattr(common, "fit_weighted", spy)
+    recorded = _RecordedFolds(monkeypatch)
     make_effect_model("dr_learner", outcome_learner="stack", random_state=0).fit(binary, t, X=X, groups=trial)
-    assert seen
-    for folds, groups in seen:
-        assert isinstance(folds, list) and all(not set(groups[a]) & set(groups[b]) for a, b in folds)
+    stack_splits = [(folds, groups) for folds, groups in recorded.splits if len(folds) == common.STACK_FOLDS]
+    assert stacks and len(stack_splits) >= len(stacks)   # every stack fitted got trial folds
+    for folds, groups in stack_splits:
+        assert all(not set(groups[a]) & set(groups[b]) for a, b in folds)
     with pytest.raises(ConfigError, match="model_y"):
         make_effect_model("causal_forest", model_y="stack").fit(y, t, X=X, groups=trial)
 
