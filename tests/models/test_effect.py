@@ -204,27 +204,14 @@ def test_config_errors():
         TLearner(propensity="guessed").fit(y, t, X=X, groups=groups)
 
 
-def test_inner_tuning_and_dr_ate_respect_trials(data, monkeypatch):
-    from mbi_predict.models import _effect_common
-
+def test_inner_tuning_and_dr_ate_respect_trials(data, recorded_folds):
     y, t, X, groups, tau = data
-    splits = []
-    real = _effect_common.GroupKFold
-
-    class Recording(real):
-        def split(self, X, y=None, groups=None):
-            folds = list(super().split(X, y, groups))
-            splits.append((folds, np.asarray(groups)))
-            return iter(folds)
-
-    monkeypatch.setattr(_effect_common, "GroupKFold", Recording)
     enet = TLearner(base_learner="elasticnet").fit(y, t, X=X, groups=groups)
-    assert len(splits) == 2   # one per arm: the penalty is chosen over folds of whole trials
-    for folds, arm_groups in splits:
+    assert len(recorded_folds) == 2   # one per arm: the penalty is chosen over folds of whole trials
+    for folds, arm_groups in recorded_folds:
         assert len(folds) == 5
         assert all(not set(arm_groups[train]) & set(arm_groups[test]) for train, test in folds)
     assert all(model.cv == 5 for model in enet.models_)   # the folds' row indices are not kept after the fit
-    monkeypatch.undo()
     dr = DRLearner(outcome_learner="ridge").fit(y, t, X=X, groups=groups)
     assert dr.ate_["n_clusters"] == len(np.unique(groups)) and dr.ate_["ci_low"] < tau.mean() < dr.ate_["ci_high"]
 

@@ -22,28 +22,10 @@ def _trials(seed: int, n: int = 1600, n_trials: int = 8):
     return X, t, trial, tau, y
 
 
-class _RecordedFolds:
-    """Every GroupKFold split `fit_weighted` makes, with the groups it split."""
-
-    def __init__(self, monkeypatch):
-        self.splits = []
-        real = common.GroupKFold
-        record = self.splits
-
-        class Recording(real):
-            def split(self, X, y=None, groups=None):
-                folds = list(super().split(X, y, groups))
-                record.append((folds, np.asarray(groups)))
-                return iter(folds)
-
-        monkeypatch.setattr(common, "GroupKFold", Recording)
-
-
-def test_the_stack_combines_ridge_and_xgboost_over_folds_of_whole_trials(monkeypatch):
+def test_the_stack_combines_ridge_and_xgboost_over_folds_of_whole_trials(recorded_folds):
     X, t, trial, _, y = _trials(0)
-    recorded = _RecordedFolds(monkeypatch)
     model = common.fit_weighted(common.make_regressor("stack", 0), X, y, groups=trial)
-    (folds, groups), = recorded.splits
+    (folds, groups), = recorded_folds
     assert len(folds) == common.STACK_FOLDS
     for train, test in folds:
         assert not set(groups[train]) & set(groups[test])   # no trial on both sides of a fold
@@ -51,7 +33,7 @@ def test_the_stack_combines_ridge_and_xgboost_over_folds_of_whole_trials(monkeyp
     assert np.all(weights >= 0) and weights.sum() > 0
     assert model.cv == common.STACK_FOLDS   # the folds' row indices are not kept in the fitted model
     without_groups = common.fit_weighted(common.make_regressor("stack", 0), X, y)
-    assert without_groups.cv == common.STACK_FOLDS and len(recorded.splits) == 1   # plain K-fold without trials
+    assert without_groups.cv == common.STACK_FOLDS and len(recorded_folds) == 1   # plain K-fold without trials
 
 
 def test_stacked_learners_beat_xgboost_alone_where_the_effect_is_smooth():
@@ -85,7 +67,7 @@ def test_an_unknown_base_learner_names_the_choices():
         common.make_regressor("boosted", 0)
 
 
-def test_every_stack_a_learner_fits_gets_folds_of_whole_trials(monkeypatch):
+def test_every_stack_a_learner_fits_gets_folds_of_whole_trials(monkeypatch, recorded_folds):
     """Also the DR-learner's outcome models of a 0/1 outcome (classifiers); the causal forest refuses a stacked
     outcome model (econml cross-fits it itself, without the trials)."""
     X, t, trial, _, y = _trials(5, n=800)
@@ -99,9 +81,8 @@ def test_every_stack_a_learner_fits_gets_folds_of_whole_trials(monkeypatch):
         return real(model, X_, y_, sample_weight, groups)
 
     monkeypatch.setattr(common, "fit_weighted", spy)
-    recorded = _RecordedFolds(monkeypatch)
     make_effect_model("dr_learner", outcome_learner="stack", random_state=0).fit(binary, t, X=X, groups=trial)
-    stack_splits = [(folds, groups) for folds, groups in recorded.splits if len(folds) == common.STACK_FOLDS]
+    stack_splits = [(folds, groups) for folds, groups in recorded_folds if len(folds) == common.STACK_FOLDS]
     assert stacks and len(stack_splits) >= len(stacks)   # every stack fitted got trial folds
     for folds, groups in stack_splits:
         assert all(not set(groups[a]) & set(groups[b]) for a, b in folds)
