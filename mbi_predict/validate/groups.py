@@ -244,11 +244,11 @@ class _SortedTraits:
         inside = rows[self.order]
         return np.cumsum(inside, axis=1), np.cumsum(np.where(inside, self.rewards, 0.0), axis=1)
 
-    def _split(self, counts: np.ndarray, rewards: np.ndarray, total: float, n: int,
-               min_leaf: int) -> tuple[float, int, float, tuple]:
-        best = (max(total, 0.0), -1, float("nan"), (bool(total > 0),))
-        if n < 2 * min_leaf:
-            return best
+    def candidates(self, counts: np.ndarray | None = None, n: int | None = None) -> np.ndarray:
+        """The candidate thresholds (K x p) of a node of ``n`` rows given its cumulative ``counts`` (everyone by
+        default): each trait's `RULE_QUANTILES` of the node's values, rounded (`_rounded`)."""
+        counts = self.all_counts if counts is None else counts
+        n = self.values.shape[1] if n is None else n
         below, above, weight = _quantile_positions(n)
         ranks = np.concatenate([below, above]) + 1   # the node's k-th smallest value is where its count reaches k
         p, K = self.values.shape[0], len(below)
@@ -256,7 +256,15 @@ class _SortedTraits:
         for j in range(p):
             stats = self.values[j, np.searchsorted(counts[j], ranks, side="left")]
             cuts[:, j] = _lerp(stats[:K], stats[K:], weight)
-        cuts = _rounded(cuts)
+        return _rounded(cuts)
+
+    def _split(self, counts: np.ndarray, rewards: np.ndarray, total: float, n: int,
+               min_leaf: int) -> tuple[float, int, float, tuple]:
+        best = (max(total, 0.0), -1, float("nan"), (bool(total > 0),))
+        if n < 2 * min_leaf:
+            return best
+        cuts = self.candidates(counts, n)
+        p, K = self.values.shape[0], cuts.shape[0]
         count, left = np.zeros((K, p), dtype=np.int64), np.zeros((K, p))
         for j in range(p):
             at = np.searchsorted(self.values[j], cuts[:, j], side="right") - 1   # the last value <= each cut
@@ -301,8 +309,9 @@ def learn_rule(frame: pd.DataFrame, reward: np.ndarray, *, depth: int = 2, min_l
     if depth == 1:
         return best_rule
     n = len(reward)
+    root_cuts = traits.candidates()
     for j in range(Z.shape[1]):
-        for cut in np.unique(_rounded(np.quantile(Z[:, j], RULE_QUANTILES))):
+        for cut in np.unique(root_cuts[:, j]):
             left = Z[:, j] <= cut
             if not min_leaf <= left.sum() <= n - min_leaf:
                 continue

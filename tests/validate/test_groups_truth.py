@@ -91,7 +91,7 @@ def test_weighted_group_intervals_cover_the_truth_over_200_seeds():
 
 
 def test_best_split_equals_brute_force_over_the_rounded_quantile_thresholds():
-    """The binned sums of `_best_split` against evaluating every candidate threshold by masking the rows."""
+    """`_best_split` (cumulative sums along sorted orders) against masking the rows for every candidate threshold."""
     from mbi_predict.validate.groups import RULE_QUANTILES, _best_split, _fmt
 
     for seed in range(30):
