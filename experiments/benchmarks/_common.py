@@ -110,3 +110,31 @@ def wilson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
 
     low, high = proportion_confint(k, n, alpha=1 - level, method="wilson")
     return float(low), float(high)
+
+
+#: the simulator's outcome and its true individual effect, scored by the effect-learner benchmarks
+OUTCOME = "distress_fu1_6"
+TRUTH = "true_effect_passive_distress_fu1_6"
+
+
+def simulated_folds(scenario: str, seed: int, max_folds: int | None = None):
+    """Leave-one-trial-out folds of one simulated consortium (13 trials, 2,371 participants; MBI vs passive
+    control), as an effect learner sees them: ``(train rows' encoded covariates, held-out rows' encoded covariates,
+    y, arm and trial of the training rows with an observed outcome, the held-out rows' true effects)`` per fold.
+    The covariates go through the toolkit's fold-fitted transformer, fitted on the training rows only."""
+    import numpy as np
+
+    from mbi_predict.data.schema import check_ipd
+    from mbi_predict.data.simulate import simulate_latent
+    from mbi_predict.models.preprocess import make_preprocessor
+    from mbi_predict.validate.loto import plan_folds, prepare_data
+
+    consortium = simulate_latent(scenario, seed=seed, n_trials=13, n=2371)
+    data = prepare_data(check_ipd(consortium.ipd), outcome=OUTCOME, covariates="all", control_type="passive")
+    truth = consortium.truth.set_index("participant_id")[TRUTH].reindex(data.participant).to_numpy(dtype=float)
+    plan = plan_folds(data, scheme="loto", min_trial_size=20, seed=seed)
+    for fold in plan.folds[:max_folds] if max_folds else plan.folds:
+        train = fold.train[np.isfinite(data.y[fold.train])]
+        features = make_preprocessor(data.features, use_arm=False, seed=seed).fit(data.X.iloc[train])
+        yield (features.transform(data.X.iloc[train]), features.transform(data.X.iloc[fold.test]), data.y[train],
+               data.arm[train], data.trial[train], truth[fold.test])

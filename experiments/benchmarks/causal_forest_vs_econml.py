@@ -35,11 +35,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, table  # noqa: E402
-
-OUTCOME = "distress_fu1_6"
-TRUTH = "true_effect_passive_distress_fu1_6"
-
+from _common import machine, simulated_folds, table  # noqa: E402
 
 def estimators(seed: int, t_learners: bool) -> dict:
     """Factories: name -> (build(), fit(model, y, t, X, groups))."""
@@ -67,30 +63,17 @@ def estimators(seed: int, t_learners: bool) -> dict:
 
 def run_scenario(scenario: str, seed: int, max_folds: int | None, t_learners: bool) -> dict:
     """name -> {wall, cpu, sq: squared errors of every held-out participant, folds}."""
-    from mbi_predict.data.schema import check_ipd
-    from mbi_predict.data.simulate import simulate_latent
-    from mbi_predict.models.preprocess import make_preprocessor
-    from mbi_predict.validate.loto import plan_folds, prepare_data
-
-    consortium = simulate_latent(scenario, seed=seed, n_trials=13, n=2371)
-    data = prepare_data(check_ipd(consortium.ipd), outcome=OUTCOME, covariates="all", control_type="passive")
-    truth = consortium.truth.set_index("participant_id")[TRUTH].reindex(data.participant).to_numpy(dtype=float)
-    plan = plan_folds(data, scheme="loto", min_trial_size=20, seed=seed)
-    folds = plan.folds[:max_folds] if max_folds else plan.folds
     models = estimators(seed, t_learners)
-    per = {name: {"wall": 0.0, "cpu": 0.0, "sq": [], "folds": len(folds)} for name in models}
-    for fold in folds:
-        train = fold.train[np.isfinite(data.y[fold.train])]
-        features = make_preprocessor(data.features, use_arm=False, seed=seed).fit(data.X.iloc[train])
-        X_train, X_test = features.transform(data.X.iloc[train]), features.transform(data.X.iloc[fold.test])
-        y, t, g = data.y[train], data.arm[train], data.trial[train]
+    per = {name: {"wall": 0.0, "cpu": 0.0, "sq": [], "folds": 0} for name in models}
+    for X_train, X_test, y, t, g, truth in simulated_folds(scenario, seed, max_folds):
         for name, (build, fit) in models.items():
             wall, cpu = time.perf_counter(), time.process_time()
             model = fit(build(), y, t, X_train, g)
             cate = np.asarray(model.effect(X_test), dtype=float).reshape(-1)
             per[name]["wall"] += time.perf_counter() - wall
             per[name]["cpu"] += time.process_time() - cpu
-            per[name]["sq"].append((truth[fold.test] - cate) ** 2)
+            per[name]["sq"].append((truth - cate) ** 2)
+            per[name]["folds"] += 1
     return per
 
 

@@ -29,10 +29,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, table  # noqa: E402
+from _common import machine, simulated_folds, table  # noqa: E402
 
-OUTCOME = "distress_fu1_6"
-TRUTH = "true_effect_passive_distress_fu1_6"
 #: label -> (registered estimator, parameters); the stacked learners and their xgboost-only counterparts
 VARIANTS = {
     "t_learner_xgb": ("t_learner_xgb", {}),
@@ -50,30 +48,20 @@ PAIRS = (("t_learner_stack", "t_learner_xgb"), ("x_learner (stack, default)", "x
 def run_one(scenario: str, seed: int) -> list[dict]:
     """One consortium: every variant's held-out PEHE over all folds."""
     warnings.filterwarnings("ignore")
-    from mbi_predict.data.schema import check_ipd
-    from mbi_predict.data.simulate import simulate_latent
     from mbi_predict.models.effect import make_effect_model
-    from mbi_predict.models.preprocess import make_preprocessor
-    from mbi_predict.validate.loto import plan_folds, prepare_data
 
-    consortium = simulate_latent(scenario, seed=seed, n_trials=13, n=2371)
-    data = prepare_data(check_ipd(consortium.ipd), outcome=OUTCOME, covariates="all", control_type="passive")
-    truth = consortium.truth.set_index("participant_id")[TRUTH].reindex(data.participant).to_numpy(dtype=float)
-    plan = plan_folds(data, scheme="loto", min_trial_size=20, seed=seed)
     squared = {label: [] for label in VARIANTS}
     seconds = dict.fromkeys(VARIANTS, 0.0)
-    for fold in plan.folds:
-        train = fold.train[np.isfinite(data.y[fold.train])]
-        features = make_preprocessor(data.features, use_arm=False, seed=seed).fit(data.X.iloc[train])
-        X_train, X_test = features.transform(data.X.iloc[train]), features.transform(data.X.iloc[fold.test])
+    folds = 0
+    for X_train, X_test, y, t, g, truth in simulated_folds(scenario, seed):
+        folds += 1
         for label, (name, params) in VARIANTS.items():
             start = time.perf_counter()
-            model = make_effect_model(name, random_state=seed, **params).fit(
-                data.y[train], data.arm[train], X=X_train, groups=data.trial[train])
+            model = make_effect_model(name, random_state=seed, **params).fit(y, t, X=X_train, groups=g)
             cate = np.asarray(model.effect(X_test), dtype=float).reshape(-1)
             seconds[label] += time.perf_counter() - start
-            squared[label].append((truth[fold.test] - cate) ** 2)
-    return [{"scenario": scenario, "seed": seed, "model": label, "folds": len(plan.folds),
+            squared[label].append((truth - cate) ** 2)
+    return [{"scenario": scenario, "seed": seed, "model": label, "folds": folds,
              "pehe": float(np.sqrt(np.mean(np.concatenate(squared[label])))), "fit_seconds": seconds[label]}
             for label in VARIANTS]
 
