@@ -242,6 +242,9 @@ class DRLearner(EffectEstimator):
 MAX_TREE_ROWS = 10_000
 #: the share of the rows one tree is grown on below that cap
 _AUTO_FRACTION = 0.45
+#: ``model_y="auto"``'s boosting candidate: xgboost's defaults here (`_effect_common.XGB_DEFAULTS`) with the same
+#: shrinkage budget (trees x learning rate = 10) in half the trees; it is fitted on every fold to be compared
+AUTO_BOOSTING = {"n_estimators": 100, "learning_rate": 0.1}
 
 
 def _auto_is_fraction(n: int) -> bool:
@@ -255,12 +258,16 @@ class CausalForest(EffectEstimator):
 
     * the treatment model is :class:`FixedPropensityClassifier` returning the known propensity, passed as ``W``
       (so the residual T - e uses each trial's randomisation ratio);
-    * ``model_y="auto"``: the outcome nuisance is chosen between a ridge regression (penalty by efficient
-      leave-one-out) and small gradient boosting (xgboost, 200 depth-3 trees, one thread) by their cross-fitted
+    * ``model_y="auto"``: the outcome nuisance is chosen between a ridge regression and small gradient boosting
+      (xgboost, 100 depth-3 trees at learning rate 0.1, one thread: ``AUTO_BOOSTING``) by their cross-fitted
       error on the same ``n_folds`` folds of whole trials the forest's residuals come from (econml's first-stage
-      model selection: a list passed as ``model_y``), then refitted per fold. A linear prognosis is common in
-      trials (follow-up distress is mostly baseline distress) and boosting wastes residual variance on it; a
-      non-linear one is left to boosting. The choice is made only with the known (randomised) propensity: there
+      model selection: a list passed as ``model_y``), then refitted per fold. econml runs the ridge's own penalty
+      search (``RidgeCV``) over those folds too, as a grid search: slower than RidgeCV's leave-one-out, but
+      needed, because the nuisance also sees the propensity column, constant within a trial, and a penalty chosen
+      row by row lets that column fit the training trials' outcome shifts (R^2 below 0 on held-out trials; test
+      ``test_causal_forest_ridge_penalty_is_chosen_over_whole_trials``). A linear prognosis is common in trials
+      (follow-up distress is mostly baseline distress) and boosting wastes residual variance on it; a non-linear
+      one is left to boosting. The choice is made only with the known (randomised) propensity: there
       T - e has mean zero given X exactly, so the outcome model changes the forest's variance, not its bias, and
       cross-fitted error is the right yardstick. With ``propensity="estimated"`` (observational data) the bias of
       the effect grows with the product of the two nuisances' errors, and a linear outcome model chosen for its
@@ -352,7 +359,8 @@ class CausalForest(EffectEstimator):
         if isinstance(self.model_y, str) and self.model_y == "auto":
             if self.propensity != "known":  # an estimated propensity: the outcome model's errors become bias
                 return common.make_regressor("xgboost", seed)
-            return [common.make_regressor("ridge", seed), common.make_regressor("xgboost", seed)]
+            boosting = common.make_regressor("xgboost", seed).set_params(**AUTO_BOOSTING)
+            return [common.make_regressor("ridge", seed), boosting]
         return common.make_regressor(self.model_y, seed)
 
     @property

@@ -233,6 +233,31 @@ def test_causal_forest_auto_nuisance_picks_ridge_for_linear_and_boosting_for_non
     assert observational.selected_model_y_ == "XGBRegressor"
 
 
+def test_causal_forest_ridge_penalty_is_chosen_over_whole_trials():
+    """econml runs the ridge nuisance's penalty search over the forest's cross-fitting folds of whole trials (a
+    grid search). A penalty chosen row by row (RidgeCV's own leave-one-out, which is faster) lets the propensity
+    column, constant within a trial, fit the training trials' outcome shifts: below zero R^2 on held-out trials."""
+    from sklearn.linear_model import Ridge, RidgeCV
+    from sklearn.model_selection import GridSearchCV
+
+    from mbi_predict.models import _effect_common as common
+
+    y, t, X, groups, tau = consortium(n_trials=8, per_trial=200, seed=4)
+    forest = CausalForest(n_estimators=8, model_y="ridge").fit(y, t, X=X, groups=groups)
+    nuisance_X = np.column_stack([X, common.known_propensity(t, groups)])   # what econml's model_y sees
+    folds = common.make_folds(t, groups, forest.n_folds, forest._seed())
+    alphas = common.make_regressor("ridge", 0).alphas
+    by_trials = GridSearchCV(Ridge(), {"alpha": list(alphas)}, cv=folds).fit(nuisance_X, y).best_params_["alpha"]
+    fitted = forest.forest_.models_y[0]
+    assert [type(m).__name__ for m in fitted] == ["Ridge"] * len(folds)
+    loo_scores = []
+    for (train, test), model in zip(folds, fitted):
+        assert model.alpha == by_trials
+        assert model.score(nuisance_X[test], y[test]) > 0.2
+        loo_scores.append(RidgeCV(alphas=alphas).fit(nuisance_X[train], y[train]).score(nuisance_X[test], y[test]))
+    assert min(loo_scores) < 0
+
+
 def test_causal_forest_rows_per_tree_are_capped_only_for_large_data():
     from mbi_predict.models.effect import MAX_TREE_ROWS
 
