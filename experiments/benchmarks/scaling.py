@@ -17,6 +17,10 @@ trial ids, built here as a ``FoldPlan``: the runner's ``validation.scheme: kfold
 trials, so it is not the grouped scheme the issue asks for). Inside each fold, cross-fitting still groups by the
 real trials.
 
+Backend: ``--backend dask`` runs the fold jobs on a ``distributed.LocalCluster`` of ``--n-jobs`` worker processes
+through the runner's ``validation.backend: dask`` switch (the data are scattered to the workers once); the default
+is the runner's local loky workers.
+
 Models: ``xgboost`` (prognostic, family defaults, no tuning), ``t_learner_xgb`` and ``causal_forest`` (toolkit
 defaults). The causal forest runs on at most ``--cf-max-folds`` folds at >= 240k participants (default 2) and its
 time is extrapolated linearly to all folds (marked ``extrapolated``); issue 18's full run is
@@ -34,6 +38,7 @@ import os
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -128,15 +133,36 @@ def shap_seconds(result, data, n_rows: int = 500) -> float:
     return time.perf_counter() - start
 
 
+@contextmanager
+def fold_backend(backend: str, n_jobs: int):
+    """Where `run_jobs` sends the fold jobs; yields the ``n_jobs`` to give it. ``local``: loky workers, as the
+    runner's default. ``dask``: a ``distributed.LocalCluster`` of ``n_jobs`` single-threaded worker processes,
+    reached through the runner's own switch (`mbi_predict.parallel.execution_backend`, i.e.
+    ``validation.backend: dask``); joblib's dask backend scatters the prepared data to the workers once and sends
+    only the fold jobs. The cluster's start-up is part of the timed work."""
+    if backend == "local":
+        yield n_jobs
+        return
+    from distributed import Client, LocalCluster
+
+    from mbi_predict.parallel import execution_backend
+
+    with LocalCluster(n_workers=n_jobs, threads_per_worker=1, processes=True, dashboard_address=None,
+                      memory_limit=0) as cluster, Client(cluster) as client, \
+            execution_backend("dask", client) as jobs:
+        yield jobs
+
+
 def run_cell(n: int, n_trials: int, models: list[str], n_jobs: int, bootstrap: int, cf_max_folds: int,
-             shap: bool, seed: int, fast_concordance: bool = False, max_folds: int | None = None) -> dict:
+             shap: bool, seed: int, fast_concordance: bool = False, max_folds: int | None = None,
+             backend: str = "local") -> dict:
     from mbi_predict.config import parse_config
     from mbi_predict.data.schema import check_ipd
     from mbi_predict.data.simulate import simulate_latent
     from mbi_predict.validate.loto import make_jobs, plan_folds, prepare_data, run_jobs
 
     out: dict = {"participants": n, "trials": n_trials, "n_jobs": n_jobs, "bootstrap": bootstrap, "models": {},
-                 "fast_concordance": fast_concordance}
+                 "fast_concordance": fast_concordance, "backend": backend}
     with TreeMemory() as memory:
         start = time.perf_counter()
         consortium = simulate_latent("galante2023", seed=seed, n_trials=n_trials, n=n)
@@ -173,7 +199,8 @@ def run_cell(n: int, n_trials: int, models: list[str], n_jobs: int, bootstrap: i
                 results = (list(Parallel(n_jobs=n_jobs)(delayed(patched_run_fold)(job, data) for job in jobs))
                            if n_jobs != 1 else [patched_run_fold(job, data) for job in jobs])
             else:
-                results = run_jobs(jobs, data, n_jobs=n_jobs)
+                with fold_backend(backend, n_jobs) as workers:
+                    results = run_jobs(jobs, data, n_jobs=workers)
             seconds = time.perf_counter() - start
             cpu = tree_cpu_seconds() - cpu_start
             row = {"seconds": seconds * (len(plan.folds) / len(jobs)), "folds_run": len(jobs),
@@ -213,7 +240,9 @@ def summarise(cells: list[dict]) -> None:
             rows.append({"participants": cell["participants"], "trials": cell["trials"], "folds": cell["folds"],
                          "model": name, "seconds": m["seconds"], "cpu_s": m.get("cpu_seconds", ""), "shap_s": m.get("shap_seconds", ""),
                          "pehe": m.get("pehe", ""), "peak_GiB": cell["peak_tree_rss_gib"] or "",
-                         "note": f"extrapolated from {m['folds_run']} folds" if m["extrapolated"] else ""})
+                         "note": "; ".join(filter(None, (
+                             f"extrapolated from {m['folds_run']} folds" if m["extrapolated"] else "",
+                             "local Dask cluster" if cell.get("backend") == "dask" else "")))})
     print(table(rows, ["participants", "trials", "folds", "model", "seconds", "cpu_s", "shap_s", "pehe",
                        "peak_GiB", "note"]))
     print()
@@ -253,19 +282,22 @@ def main() -> None:
                              "package's pairwise version is O(n^2) per bootstrap replicate)")
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--json", type=Path, help="append each cell's figures to this JSON-lines file")
+    parser.add_argument("--backend", choices=("local", "dask"), default="local",
+                        help="where the fold jobs run: loky workers (default) or a local Dask cluster of --n-jobs "
+                             "worker processes through validation.backend: dask")
     parser.add_argument("--cell", nargs=2, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.cell:
         result = run_cell(args.cell[0], args.cell[1], args.models, args.n_jobs, args.bootstrap, args.cf_max_folds,
-                          not args.no_shap, args.seed, args.fast_concordance, args.max_folds)
+                          not args.no_shap, args.seed, args.fast_concordance, args.max_folds, args.backend)
         print("CELL " + json.dumps(result))
         return
 
     sizes = args.sizes or (QUICK_SIZES if args.quick else SIZES)
     trials = args.trials or TRIALS
     print(f"machine: {machine()}")
-    print(f"models {args.models}; n_jobs {args.n_jobs}; bootstrap {args.bootstrap}; shap {not args.no_shap}; "
+    print(f"models {args.models}; backend {args.backend}; n_jobs {args.n_jobs}; bootstrap {args.bootstrap}; shap {not args.no_shap}; "
           f"c-for-benefit concordance: O(n log n) (the package's own since the suggestion landed; --fast-concordance is now a no-op)")
     cells = []
     for n in sizes:
@@ -276,7 +308,7 @@ def main() -> None:
                 continue
             command = [sys.executable, __file__, "--cell", str(n), str(k), "--models", *args.models,
                        "--n-jobs", str(args.n_jobs), "--bootstrap", str(args.bootstrap),
-                       "--cf-max-folds", str(args.cf_max_folds), "--seed", str(args.seed)]
+                       "--cf-max-folds", str(args.cf_max_folds), "--seed", str(args.seed), "--backend", args.backend]
             if args.no_shap:
                 command.append("--no-shap")
             if args.fast_concordance:
