@@ -79,6 +79,40 @@ def test_dask_with_a_client_given_leaves_it_open(cluster):
         assert client.status == "running"
 
 
+def _rows(data) -> int:
+    return data.n
+
+
+def test_dask_scatters_the_prepared_data_once_for_all_fold_jobs(cluster):
+    """joblib's dask backend scatters an argument dask sizes above 1 kB; `PreparedData.__sizeof__` reports its
+    arrays, so the data go to the workers once rather than inside every fold job (the bare object is 56 bytes)."""
+    import pickle
+    import sys
+
+    from dask.sizeof import sizeof
+
+    from mbi_predict.data.schema import check_ipd
+    from mbi_predict.data.simulate import simulate_latent
+    from mbi_predict.validate.loto import prepare_data
+
+    data = prepare_data(check_ipd(simulate_latent("galante2023", seed=3, n_trials=5, n=600).ipd),
+                        outcome="distress_fu1_6", covariates="all", control_type="passive")
+    assert sizeof(data) == sys.getsizeof(data) > 1e3
+    assert 0.2 < sizeof(data) / len(pickle.dumps(data)) < 5     # the right order of magnitude
+    with distributed.Client(cluster, set_as_default=False) as client:
+        scattered = []
+        original = client.scatter
+
+        def spy(value, *args, **kwargs):
+            scattered.append(type(value).__name__)
+            return original(value, *args, **kwargs)
+
+        client.scatter = spy
+        with execution_backend("dask", client) as n_jobs:
+            assert Parallel(n_jobs=n_jobs)(delayed(_rows)(data) for _ in range(6)) == [data.n] * 6
+    assert scattered == ["PreparedData"]
+
+
 def _small_config(**validation) -> dict:
     return {
         "experiment": "parallel_equivalence",
