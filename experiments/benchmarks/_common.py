@@ -1,4 +1,5 @@
-"""Shared helpers of the benchmarks: wall clock, peak memory, machine line. Not part of the package."""
+"""Shared helpers of the benchmarks: wall clock, peak memory, machine line, the provenance every raw row carries.
+Not part of the package."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 GIB = 1024 ** 3
 
@@ -138,3 +140,41 @@ def simulated_folds(scenario: str, seed: int, max_folds: int | None = None):
         features = make_preprocessor(data.features, use_arm=False, seed=seed).fit(data.X.iloc[train])
         yield (features.transform(data.X.iloc[train]), features.transform(data.X.iloc[fold.test]), data.y[train],
                data.arm[train], data.trial[train], truth[fold.test])
+
+
+def _git(*args: str) -> str:
+    import subprocess
+
+    try:
+        done = subprocess.run(["git", *args], capture_output=True, text=True, cwd=Path(__file__).parent, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
+def provenance(started: dict | None = None) -> dict:
+    """Where and when a measurement was made, for its raw row: the commit (``dirty`` when the package or the
+    benchmarks differ from it, so the figure is not the commit's), the UTC time, the load averages (1, 5, 15 min),
+    cores and memory. Called with the dict made at the start of the measurement, it returns that dict with the end
+    time and the load at the end (a timing is only as good as the quietest of the two)."""
+    load = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
+    now = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
+    if started is not None:
+        return {**started, "ended_utc": now, "load_end": load}
+    ram = None
+    try:
+        import psutil
+        ram = round(psutil.virtual_memory().total / GIB, 1)
+    except ImportError:
+        pass
+    status = _git("status", "--porcelain", "--", ":/mbi_predict", ":/experiments/benchmarks/*.py", ":/pyproject.toml")
+    return {"commit": _git("rev-parse", "--short", "HEAD") or None, "dirty": bool(status), "started_utc": now,
+            "load": load, "cores": os.cpu_count(), "ram_gib": ram, "python": platform.python_version()}
+
+
+def append_row(path: Path, row: dict) -> None:
+    """Append one JSON row to a JSON-lines file of raw results (flushed, so a stopped benchmark keeps its rows)."""
+    import json
+
+    with Path(path).open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(row) + "\n")

@@ -1,7 +1,7 @@
 """The toolkit's CausalForest and TLearner against econml used by hand, side by side, leave-one-trial-out (issue 18).
 
     .venv/bin/python experiments/benchmarks/causal_forest_vs_econml.py [--quick] [--seeds 11,12,13,14,15,16,17,18]
-        [--t-learners]
+        [--t-learners] [--out FILE]
 
 Data: ``simulate_latent(scenario, seed, n_trials=13, n=2371)`` for 'strong' (two true effect modifiers) and 'null'
 (one effect for everyone), outcome distress_fu1_6, MBI vs passive control (the runner's comparison), every trial
@@ -22,6 +22,10 @@ fold) and CPU seconds of the process (econml's forest uses both cores, so its wa
 and PEHE = sqrt(mean (tau - tau_hat)^2) against the simulator's true individual effect over all held-out
 participants of all seeds, with the range of the per-seed PEHE ratio ours / econml. Target (issue 18): our causal
 forest >= 5x faster end to end (wall) at PEHE <= econml's, on both scenarios.
+
+A full run (not ``--quick``) appends one row per scenario to ``--out`` (default ``causal_forest_vs_econml.jsonl``
+here): the totals, the per-seed PEHEs and the provenance (commit, time, load at start and end) that the README's
+table is built from (``readme_table.py``).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, simulated_folds, table  # noqa: E402
+from _common import append_row, machine, provenance, simulated_folds, table  # noqa: E402
 
 def estimators(seed: int, t_learners: bool) -> dict:
     """Factories: name -> (build(), fit(model, y, t, X, groups))."""
@@ -89,15 +93,18 @@ def main() -> None:
     parser.add_argument("--seeds", default="11,12,13,14,15,16,17,18",
                         help="comma-separated simulator seeds (default: 8 seeds not used to choose the defaults)")
     parser.add_argument("--t-learners", action="store_true", help="also the T-learners, on the first seed")
+    parser.add_argument("--out", type=Path, default=Path(__file__).with_name("causal_forest_vs_econml.jsonl"))
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     print(f"machine: {machine()}")
+    started = provenance()
+    records = []
     seeds = [int(s) for s in args.seeds.split(",")][: 1 if args.quick else None]
     scenarios = ("strong",) if args.quick else ("strong", "null")
     rows, verdicts = [], []
     for scenario in scenarios:
         total: dict[str, dict] = {}
-        ratios = []
+        ratios, per_seed = [], {}
         for k, seed in enumerate(seeds):
             per = run_scenario(scenario, seed, 4 if args.quick else None, args.t_learners and k == 0)
             for name, m in per.items():
@@ -108,6 +115,8 @@ def main() -> None:
                 into["folds"] += m["folds"]
                 into["seeds"] += 1
             ratios.append(rmse(per["ours_causal_forest"]["sq"]) / rmse(per["econml_causal_forest"]["sq"]))
+            for name, m in per.items():
+                per_seed.setdefault(name, []).append(rmse(m["sq"]))
             print(f"  {scenario} seed {seed}: PEHE ours {rmse(per['ours_causal_forest']['sq']):.3f}, econml "
                   f"{rmse(per['econml_causal_forest']['sq']):.3f}; wall {per['ours_causal_forest']['wall']:.1f} s "
                   f"vs {per['econml_causal_forest']['wall']:.1f} s", flush=True)
@@ -118,6 +127,10 @@ def main() -> None:
         speed, cpu_speed = theirs["wall"] / ours["wall"], theirs["cpu"] / ours["cpu"]
         ours_pehe, their_pehe = rmse(ours["sq"]), rmse(theirs["sq"])
         met = speed >= 5 and ours_pehe <= their_pehe
+        records.append({"benchmark": "causal_forest_vs_econml", "scenario": scenario, "seeds": seeds,
+                        "estimators": {name: {"wall_seconds": m["wall"], "cpu_seconds": m["cpu"], "folds": m["folds"],
+                                              "pehe": rmse(m["sq"]), "pehe_per_seed": per_seed[name]}
+                                       for name, m in total.items()}})
         verdicts.append(f"{scenario} causal forest: ours {speed:.1f}x faster wall ({cpu_speed:.1f}x CPU), PEHE "
                         f"{ours_pehe:.4f} vs econml {their_pehe:.4f} (per-seed ratio {min(ratios):.2f}-"
                         f"{max(ratios):.2f}, ours lower in {sum(r < 1 for r in ratios)}/{len(ratios)} seeds); "
@@ -125,6 +138,10 @@ def main() -> None:
     print(table(rows))
     print(f"machine after: {machine()}")
     print("\n".join(verdicts))
+    if not args.quick:
+        ended = provenance(started)
+        for record in records:
+            append_row(args.out, {**record, "provenance": ended})
 
 
 if __name__ == "__main__":

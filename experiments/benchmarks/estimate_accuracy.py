@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import GIB, TreeMemory, machine  # noqa: E402
+from _common import GIB, TreeMemory, machine, provenance  # noqa: E402
 
 CASES = {
     "xgb_t80k": dict(n=80_000, trials=20, null_B=19, models=[
@@ -105,8 +105,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("estimate_accuracy.jsonl"))
     parser.add_argument("--work", type=Path, default=Path("/tmp/mbi_estimate_accuracy"))
     args = parser.parse_args()
+    started = provenance()
     row = estimate_only(args.case, args.seed) if args.estimate_only else run_case(args.case, args.seed, args.work)
     row["machine"] = machine()
+    row["provenance"] = provenance(started)
     try:
         import subprocess
 

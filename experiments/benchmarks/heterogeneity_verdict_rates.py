@@ -32,7 +32,7 @@ import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, wilson  # noqa: E402
+from _common import machine, provenance, wilson  # noqa: E402
 
 MODELS = ("interaction_linear", "t_learner_xgb")
 HERE = Path(__file__).resolve().parent
@@ -180,12 +180,14 @@ def main() -> None:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                                 cwd=HERE).stdout.strip()
         print(f"# {machine()}, commit {commit}", flush=True)
+        made = provenance()   # commit, time and load of this invocation, in every row it writes
         for scenario in args.scenarios:
             count = args.null_seeds if scenario == "null" else args.seeds
             for seed in range(1, count + 1):
                 if (scenario, seed) in done:
                     continue
                 row = one_run(scenario, seed, args.models, trials=args.trials, n=args.n, B=args.B)
+                row["provenance"] = made
                 rows.append(row)
                 with args.out.open("a") as handle:
                     handle.write(json.dumps(row) + "\n")

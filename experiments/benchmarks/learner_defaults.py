@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, simulated_folds, table  # noqa: E402
+from _common import machine, provenance, simulated_folds, table  # noqa: E402
 
 #: label -> (registered estimator, parameters); the stacked learners and their xgboost-only counterparts
 VARIANTS = {
@@ -99,7 +99,8 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     tasks = [(scenario, seed) for scenario in args.scenarios for seed in seeds]
     results = Parallel(n_jobs=args.jobs)(delayed(run_one)(scenario, seed) for scenario, seed in tasks)
-    rows = [row for part in results for row in part]
+    made = provenance()   # commit, time and load of this invocation, in every row it writes
+    rows = [{**row, "provenance": made} for part in results for row in part]
     with args.out.open("w", encoding="utf-8") as handle:
         for row in rows:
             handle.write(json.dumps(row) + "\n")

@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import GIB, TreeMemory, machine, peak_rss_bytes, table  # noqa: E402
+from _common import GIB, TreeMemory, machine, peak_rss_bytes, provenance, table  # noqa: E402
 
 SIZES = (2_400, 24_000, 240_000, 1_000_000)
 TRIALS = (13, 50, 200)
@@ -318,7 +318,7 @@ def main() -> None:
                 command.append("--fast-concordance")
             if args.max_folds:
                 command += ["--max-folds", str(args.max_folds)]
-            start = time.perf_counter()
+            start, started = time.perf_counter(), provenance()
             done = subprocess.run(command, capture_output=True, text=True)
             sys.stderr.write(done.stderr[-4000:] if done.returncode else "")
             line = next((ln for ln in done.stdout.splitlines() if ln.startswith("CELL ")), None)
@@ -327,6 +327,7 @@ def main() -> None:
                 continue
             cell = json.loads(line[5:])
             cell["process_wall_seconds"] = time.perf_counter() - start
+            cell["provenance"] = provenance(started)   # commit, time, load at start and end (readme_table.py)
             cells.append(cell)
             print(f"{n} participants / {k} trials: {cell['folds']} folds, simulate {cell['simulate_seconds']:.1f} s,"
                   f" prepare {cell['prepare_seconds']:.1f} s, process wall {cell['process_wall_seconds']:.0f} s,"

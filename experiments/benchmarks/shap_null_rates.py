@@ -31,7 +31,7 @@ import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import wilson  # noqa: E402
+from _common import provenance, wilson  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 TRUE_MODIFIERS = ("baseline_distress", "baseline_mindfulness")
@@ -190,8 +190,10 @@ def main(argv: list[str] | None = None) -> None:
 
         jobs = Parallel(n_jobs=min(2, args.n_jobs), return_as="generator")(
             delayed(one_cell)(s, seed, learner, trials=args.trials, n=args.n, B=args.B) for s, seed, learner in todo)
+        made = provenance()   # commit, time and load of this invocation, in every row it writes
         with args.out.open("a") as sink:
             for row in jobs:
+                row["provenance"] = made
                 sink.write(json.dumps(row) + "\n")
                 sink.flush()
                 rows.append(row)
