@@ -153,8 +153,9 @@ def _git(*args: str) -> str:
 
 
 def provenance(started: dict | None = None) -> dict:
-    """Where and when a measurement was made, for its raw row: the commit (``dirty`` when the package or the
-    benchmarks differ from it, so the figure is not the commit's), the UTC time, the load averages (1, 5, 15 min),
+    """Where and when a measurement was made, for its raw row: the commit (``dirty`` when tracked files of the
+    package or the benchmark scripts differ from it, so the figure is not the commit's; new untracked files are not
+    counted: the measured code cannot import them without a tracked change), the UTC time, the load averages (1, 5, 15 min),
     cores and memory. Called with the dict made at the start of the measurement, it returns that dict with the end
     time and the load at the end (a timing is only as good as the quietest of the two)."""
     load = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
@@ -167,7 +168,7 @@ def provenance(started: dict | None = None) -> dict:
         ram = round(psutil.virtual_memory().total / GIB, 1)
     except ImportError:
         pass
-    status = _git("status", "--porcelain", "--", ":/mbi_predict", ":/experiments/benchmarks/*.py", ":/pyproject.toml")
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", ":/mbi_predict", ":/experiments/benchmarks/*.py", ":/pyproject.toml")
     return {"commit": _git("rev-parse", "--short", "HEAD") or None, "dirty": bool(status), "started_utc": now,
             "load": load, "cores": os.cpu_count(), "ram_gib": ram, "python": platform.python_version()}
 
