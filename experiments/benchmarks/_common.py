@@ -153,9 +153,9 @@ def _git(*args: str) -> str:
 
 
 def provenance(started: dict | None = None) -> dict:
-    """Where and when a measurement was made, for its raw row: the commit (``dirty`` when tracked files of the
-    package or the benchmark scripts differ from it, so the figure is not the commit's; new untracked files are not
-    counted: the measured code cannot import them without a tracked change), the UTC time, the load averages (1, 5, 15 min),
+    """Where and when a measurement was made, for its raw row: the commit (``dirty`` when the code that measures
+    differs from it: the package, this file or the running script; new untracked files are not counted, since the
+    measured code cannot import them without a tracked change), the UTC time, the load averages (1, 5, 15 min),
     cores and memory. Called with the dict made at the start of the measurement, it returns that dict with the end
     time and the load at the end (a timing is only as good as the quietest of the two)."""
     load = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
@@ -168,7 +168,11 @@ def provenance(started: dict | None = None) -> dict:
         ram = round(psutil.virtual_memory().total / GIB, 1)
     except ImportError:
         pass
-    status = _git("status", "--porcelain", "--untracked-files=no", "--", ":/mbi_predict", ":/experiments/benchmarks/*.py", ":/pyproject.toml")
+    script = Path(sys.argv[0]).resolve() if sys.argv and sys.argv[0] else None
+    measuring = [":/mbi_predict", ":/pyproject.toml", str(Path(__file__).resolve())]
+    if script is not None and script.suffix == ".py" and script.exists():
+        measuring.append(str(script))
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", *measuring)
     return {"commit": _git("rev-parse", "--short", "HEAD") or None, "dirty": bool(status), "started_utc": now,
             "load": load, "cores": os.cpu_count(), "ram_gib": ram, "python": platform.python_version()}
 

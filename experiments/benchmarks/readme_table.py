@@ -275,18 +275,18 @@ def harm_row() -> dict | None:
         return None
     models = small[0]["models"]
     flexible = models[-1]
-    false_small = [_harm(small, s, w) for s in ("null", "no_effect_subgroup") for w in (*models, "run")]
-    false_k, false_n = max(k for k, _ in false_small), max(n for _, n in false_small if n)
+    false = [_harm(rows, scenario, who) for rows in (small, large) for scenario in ("null", "no_effect_subgroup")
+             for who in models]
+    false_k, false_n = sum(k for k, _ in false), sum(n for _, n in false)
     null_k, null_n = _harm(small, "null", "run")
     edge_k, edge_n = _harm(small, "no_effect_subgroup", "run")
     big_k, big_n = _harm(large, "harm", flexible)
     small_k, small_n = _harm(small, "harm", flexible)
-    measured = (f"12 trials; no effect modifier: {null_k}/{null_n} run-level at 2,400 (Wilson upper "
-                f"{100 * wilson(null_k, null_n)[1]:.1f}%), at most {false_k} false flags per model or run over "
-                f"null and boundary seeds; a subgroup with exactly no effect: {edge_k}/{edge_n}; 16% harmed by 0.45 "
-                f"SD: flagged by {flexible} in {share(big_k, big_n)} at 4,800 participants, {small_k}/{small_n} at "
-                f"2,400; its rule beats offering to all in {_rule(large, 'harm', flexible)} and "
-                f"{_rule(small, 'harm', flexible)}")
+    measured = (f"12 trials; no effect modifier: {share(null_k, null_n)} run-level at 2,400; a subgroup with exactly "
+                f"no effect: {edge_k}/{edge_n}; false flags over every model-seed of both sizes: {false_k}/{false_n}; "
+                f"16% harmed by 0.45 SD: flagged by {flexible} in {share(big_k, big_n)} at 4,800 participants, "
+                f"{small_k}/{small_n} at 2,400; its rule beats offering to all in {_rule(large, 'harm', flexible)} "
+                f"and {_rule(small, 'harm', flexible)}")
     target = (f"false harm <= 5%: {met(null_k / null_n <= 0.05 and false_k / false_n <= 0.05)}; harm found >= 80% "
               f"by the flexible learner: {met(big_k / big_n >= 0.8)} at 4,800, {met(small_k / small_n >= 0.8)} "
               f"at 2,400")
