@@ -29,7 +29,7 @@ def test_a_hand_edited_figure_fails_the_check(readme_table, monkeypatch, tmp_pat
     readme = tmp_path / "README.md"
     text = readme_table.README.read_text(encoding="utf-8")
     row = next(line for line in text.splitlines() if line.startswith("| `make demo`"))
-    readme.write_text(text.replace(row, row.replace(" s and ", " s or ", 1)), encoding="utf-8")
+    readme.write_text(text.replace(row, row.replace(" s ", " s (typed by hand) ", 1)), encoding="utf-8")
     monkeypatch.setattr(readme_table, "README", readme)
     assert readme_table.main(["--check"]) == 1
     assert readme_table.main(["--write"]) == 0 and readme.read_text(encoding="utf-8") == text

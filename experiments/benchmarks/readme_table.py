@@ -96,9 +96,10 @@ def demo_row() -> dict | None:
         return None
     row = rows[-1]
     walls = " and ".join(f"{w:.0f} s" for w in row["wall_seconds"])
+    runs = f"{len(row['wall_seconds'])} run" + ("s" if len(row["wall_seconds"]) > 1 else "")
     cpu = sum(row["cpu_seconds"]) / len(row["cpu_seconds"])
     return {"benchmark": "`make demo` end to end (`demo_end_to_end.py`)",
-            "measured": f"{walls} ({len(row['wall_seconds'])} runs; {row['models']} models; CPU {cpu:.0f} s per run; "
+            "measured": f"{walls} ({runs}; {row['models']} models; CPU {cpu:.0f} s per run; "
                         f"peak {row['peak_child_rss_gib']:.2f} GiB)",
             "target": f"<= {row['target_seconds']:.0f} s: {met(min(row['wall_seconds']) <= row['target_seconds'])}",
             "when": when(row, "demo_end_to_end.jsonl")}
