@@ -98,8 +98,9 @@ def main() -> None:
     print(f"machine: {machine()}", flush=True)
     seeds = [int(s) for s in args.seeds.split(",")]
     tasks = [(scenario, seed) for scenario in args.scenarios for seed in seeds]
+    started = provenance()
     results = Parallel(n_jobs=args.jobs)(delayed(run_one)(scenario, seed) for scenario, seed in tasks)
-    made = provenance()   # commit, time and load of this invocation, in every row it writes
+    made = provenance(started)   # commit, times and loads of this invocation, in every row it writes
     rows = [{**row, "provenance": made} for part in results for row in part]
     with args.out.open("w", encoding="utf-8") as handle:
         for row in rows:
