@@ -3,7 +3,7 @@
     .venv/bin/python experiments/benchmarks/projection_coverage.py [--seeds 200] [--out FILE]
 
 The same computation as the slow test ``tests/validate/test_projection.py::test_coverage_on_the_simulator`` (its
-data and truth helpers are imported from it, so the two cannot drift apart), on more seeds: for the 'strong'
+``coverage_counts`` is imported from it, so the two cannot drift apart), on more seeds: for the 'strong'
 scenario, does the interval of each projected coefficient (baseline distress, baseline mindfulness) cover the true
 projection (the OLS projection of the simulator's true individual effects on the same rows); for 'null', does it
 cover 0. 12 trials, 2,400 participants, MBI vs passive control. Prints the coverage with Wilson 95% intervals and
@@ -29,22 +29,10 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=200)
     parser.add_argument("--out", type=Path, default=HERE / "projection_coverage.jsonl")
     args = parser.parse_args()
-    from test_projection import COVARIATES, OUTCOME, PROJECTED, _analysis, _true_blp
-
-    from mbi_predict.validate.projection import best_linear_projection
+    from test_projection import coverage_counts
 
     started, clock = provenance(), time.perf_counter()
-    covered = {f"{scenario} {name}": 0 for scenario in ("strong", "null") for name in PROJECTED}
-    for scenario in ("strong", "null"):
-        for seed in range(args.seeds):
-            ipd, tau = _analysis(scenario, seed)
-            result = best_linear_projection(ipd[COVARIATES], ipd[OUTCOME], ipd["arm"], ipd["trial_id"],
-                                            covariates=PROJECTED, seed=seed)
-            beta = _true_blp(ipd, tau)
-            for j, name in enumerate(PROJECTED):
-                term = result.term(name)
-                target = beta[j + 1] if scenario == "strong" else 0.0
-                covered[f"{scenario} {name}"] += bool(term.ci_low <= target <= term.ci_high)
+    covered = {f"{scenario} {name}": k for (scenario, name), k in coverage_counts(args.seeds).items()}
     for key, k in covered.items():
         low, high = wilson(k, args.seeds)
         print(f"{key}: {k}/{args.seeds} = {k / args.seeds:.3f} (Wilson 95% {low:.3f}-{high:.3f})")

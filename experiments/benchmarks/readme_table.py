@@ -56,6 +56,12 @@ def rows_of(name: str) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+def latest(name: str) -> dict | None:
+    """The last raw row of a file (a timing benchmark's latest run), or None."""
+    rows = rows_of(name)
+    return rows[-1] if rows else None
+
+
 def _load(values) -> str:
     return "-" if not values else f"{values[0]:.1f}"
 
@@ -93,10 +99,9 @@ def share(k: int, n: int) -> str:
 
 
 def demo_row() -> dict | None:
-    rows = rows_of("demo_end_to_end.jsonl")
-    if not rows:
+    row = latest("demo_end_to_end.jsonl")
+    if row is None:
         return None
-    row = rows[-1]
     walls = " and ".join(f"{w:.0f} s" for w in row["wall_seconds"])
     runs = f"{len(row['wall_seconds'])} run" + ("s" if len(row["wall_seconds"]) > 1 else "")
     cpu = sum(row["cpu_seconds"]) / len(row["cpu_seconds"])
@@ -325,10 +330,9 @@ def shap_row() -> dict | None:
 
 def projection_row() -> dict | None:
     name = "projection_coverage.jsonl"
-    rows = rows_of(name)
-    if not rows:
+    row = latest(name)
+    if row is None:
         return None
-    row = rows[-1]
     cells = "; ".join(f"{key}: {100 * k / row['seeds']:.1f}% (Wilson {100 * wilson(k, row['seeds'])[0]:.1f}-"
                       f"{100 * wilson(k, row['seeds'])[1]:.1f}%)" for key, k in row["covered"].items())
     worst = min(k for k in row["covered"].values()) / row["seeds"]
@@ -370,10 +374,9 @@ def learner_row() -> dict | None:
 
 def ihdp_row() -> dict | None:
     name = "ihdp_pehe.jsonl"
-    rows = rows_of(name)
-    if not rows:
+    row = latest(name)
+    if row is None:
         return None
-    row = rows[-1]
     models = sorted((m for m in row["models"] if not m["model"].startswith("constant")), key=lambda m: m["pehe_mean"])
     best = models[0]
     each = ", ".join(f"{m['model']} {m['pehe_mean']:.2f}" for m in models)
