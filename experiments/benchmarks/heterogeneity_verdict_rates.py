@@ -83,6 +83,31 @@ def one_run(scenario: str, seed: int, models: list[str], *, trials: int, n: int,
     return row
 
 
+def evidence_count(runs: list[dict], who: str) -> int:
+    """Runs whose verdict was "evidence": a model's (``who`` a model name) or the run-level one (any other name)."""
+    if runs and who in runs[0]["models"]:
+        return sum(r["per_model"][who]["verdict"] == "evidence" for r in runs)
+    return sum(r["run_verdict"] == "evidence" for r in runs)
+
+
+def harm_count(runs: list[dict], who: str) -> int:
+    """Runs that flagged harm: a model's flag (``who`` a model name) or the run-level one (any other name)."""
+    if runs and who in runs[0]["models"]:
+        return sum(bool(r["per_model"][who].get("harm_flagged")) for r in runs)
+    return sum(bool(r["harm_flagged"]) for r in runs)
+
+
+def rule_beats_all(runs: list[dict], model: str) -> int:
+    """Runs where the model's treatment rule beats offering to all (the policy value's CI above 0)."""
+    return sum(((r["per_model"][model].get("policy_vs_all") or {}).get("ci_low") or -1) > 0 for r in runs)
+
+
+def calibrated_pvalues(runs: list[dict], model: str, metric: str) -> list[float]:
+    """The finite calibrated one-sided p-values of one model's statistic over the runs."""
+    values = [r["per_model"][model]["calibrated_p"].get(metric) for r in runs]
+    return [p for p in values if p is not None and math.isfinite(p)]
+
+
 def report(rows: list[dict]) -> str:
     from scipy import stats
 
@@ -95,10 +120,7 @@ def report(rows: list[dict]) -> str:
     for scenario in scenarios:
         runs = [r for r in rows if r["scenario"] == scenario]
         for who in [*models, "run (Holm)" if len(models) > 1 else "run"]:
-            if who in models:
-                hits = sum(r["per_model"][who]["verdict"] == "evidence" for r in runs)
-            else:
-                hits = sum(r["run_verdict"] == "evidence" for r in runs)
+            hits = evidence_count(runs, who)
             low, high = wilson(hits, len(runs))
             lines.append(f"| {scenario} | {who} | {len(runs)} | {hits} | {hits / len(runs):.3f} | "
                          f"{low:.3f}-{high:.3f} |")
@@ -111,13 +133,8 @@ def report(rows: list[dict]) -> str:
         if not runs:
             continue
         for who in [*models, "run (Holm)"]:
-            if who in models:
-                hits = sum(bool(r["per_model"][who].get("harm_flagged")) for r in runs)
-                better = sum(((r["per_model"][who].get("policy_vs_all") or {}).get("ci_low") or -1) > 0
-                             for r in runs)
-                better = f"{better}/{len(runs)}"
-            else:
-                hits, better = sum(bool(r["harm_flagged"]) for r in runs), ""
+            hits = harm_count(runs, who)
+            better = f"{rule_beats_all(runs, who)}/{len(runs)}" if who in models else ""
             low, high = wilson(hits, len(runs))
             lines.append(f"| {scenario} | {who} | {len(runs)} | {hits} | {hits / len(runs):.3f} | "
                          f"{low:.3f}-{high:.3f} | {better} |")
@@ -146,8 +163,7 @@ def report(rows: list[dict]) -> str:
                   "(Wilson 95%) |", "|---|---|---|---|---|---|"]
         for model in models:
             for metric in ("rate_autoc", "benefit_calibration_slope"):
-                cal = [r["per_model"][model]["calibrated_p"].get(metric) for r in null_runs]
-                cal = [p for p in cal if p is not None and math.isfinite(p)]
+                cal = calibrated_pvalues(null_runs, model, metric)
                 naive = [r["per_model"][model]["naive_p"].get(metric) for r in null_runs]
                 naive = [p for p in naive if p is not None and math.isfinite(p)]
                 ks = stats.kstest(cal, "uniform").pvalue if len(cal) >= 5 else math.nan

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import re
 import sys
 from pathlib import Path
@@ -144,13 +143,11 @@ def _paired_ratio(ours: list[float], theirs: list[float]) -> str:
     from scipy import stats
 
     ratios = [a / b for a, b in zip(ours, theirs)]
-    k = len(ratios)
-    mean = sum(ratios) / k
-    if k < 2:
+    mean = sum(ratios) / len(ratios)
+    if len(ratios) < 2:
         return f"ratio {mean:.3f}"
-    sd = math.sqrt(sum((r - mean) ** 2 for r in ratios) / (k - 1))
-    half = stats.t.ppf(0.975, k - 1) * sd / math.sqrt(k)
-    return f"per-seed ratio {mean:.3f} (95% CI {mean - half:.3f}-{mean + half:.3f})"
+    low, high = stats.ttest_1samp(ratios, 1.0).confidence_interval(0.95)
+    return f"per-seed ratio {mean:.3f} (95% CI {low:.3f}-{high:.3f})"
 
 
 def forest_row() -> dict | None:
@@ -218,22 +215,20 @@ def estimate_row() -> dict | None:
 
 def _verdicts(rows: list[dict], scenario: str, who: str) -> tuple[int, int]:
     """'evidence' count and seeds of one scenario, for a model or the run-level verdict ('run')."""
+    from heterogeneity_verdict_rates import evidence_count
+
     cell = [r for r in rows if r["scenario"] == scenario]
-    if who == "run":
-        return sum(r["run_verdict"] == "evidence" for r in cell), len(cell)
-    return sum(r["per_model"][who]["verdict"] == "evidence" for r in cell), len(cell)
+    return evidence_count(cell, who), len(cell)
 
 
 def _ks_range(rows: list[dict]) -> str:
+    from heterogeneity_verdict_rates import calibrated_pvalues
     from scipy import stats
 
-    values = []
-    for model in rows[0]["models"]:
-        for metric in ("rate_autoc", "benefit_calibration_slope"):
-            p = [r["per_model"][model]["calibrated_p"].get(metric) for r in rows if r["scenario"] == "null"]
-            p = [x for x in p if x is not None and math.isfinite(x)]
-            if len(p) >= 5:
-                values.append(stats.kstest(p, "uniform").pvalue)
+    null = [r for r in rows if r["scenario"] == "null"]
+    values = [stats.kstest(p, "uniform").pvalue for model in rows[0]["models"]
+              for metric in ("rate_autoc", "benefit_calibration_slope")
+              if len(p := calibrated_pvalues(null, model, metric)) >= 5]
     return f"KS p {min(values):.2f}-{max(values):.2f}" if values else "KS not computable"
 
 
@@ -266,15 +261,17 @@ def verdict_row() -> dict | None:
 
 
 def _harm(rows: list[dict], scenario: str, who: str) -> tuple[int, int]:
+    from heterogeneity_verdict_rates import harm_count
+
     cell = [r for r in rows if r["scenario"] == scenario]
-    if who == "run":
-        return sum(bool(r["harm_flagged"]) for r in cell), len(cell)
-    return sum(bool(r["per_model"][who]["harm_flagged"]) for r in cell), len(cell)
+    return harm_count(cell, who), len(cell)
 
 
 def _rule(rows: list[dict], scenario: str, who: str) -> str:
-    cell = [r["per_model"][who].get("policy_vs_all") or {} for r in rows if r["scenario"] == scenario]
-    return f"{sum((c.get('ci_low') or -1) > 0 for c in cell)}/{len(cell)}"
+    from heterogeneity_verdict_rates import rule_beats_all
+
+    cell = [r for r in rows if r["scenario"] == scenario]
+    return f"{rule_beats_all(cell, who)}/{len(cell)}"
 
 
 def harm_row() -> dict | None:
@@ -346,23 +343,18 @@ def learner_row() -> dict | None:
     rows = rows_of(name)
     if not rows:
         return None
-    from collections import defaultdict
+    from learner_defaults import summarise
 
-    by = defaultdict(dict)
-    for r in rows:
-        by[(r["scenario"], r["seed"])][r["model"]] = r["pehe"]
-    scenarios = sorted({s for s, _ in by}, key=[r["scenario"] for r in rows].index)
+    summary, _ = summarise(rows)   # the benchmark's own relative-to-best figures
+    scenarios = list(dict.fromkeys(r["scenario"] for r in summary))
     watched = {"X-learner (default)": "x_learner (stack, default)", "t_learner_stack": "t_learner_stack",
                "DR-learner": "dr_learner"}
     parts, verdicts = [], []
     for label, model in watched.items():
-        means = []
-        for scenario in scenarios:
-            ratios = [pehe[model] / min(pehe.values()) for (s, _), pehe in by.items() if s == scenario]
-            means.append(sum(ratios) / len(ratios))
+        means = [r["vs_best_mean"] for r in summary if r["model"] == model]
         parts.append(f"{label} {min(means):.2f}-{max(means):.2f}x the best model's PEHE")
         verdicts.append(f"{label} {met(max(means) <= CLOSE)}")
-    seeds = sorted({seed for _, seed in by})
+    seeds = sorted({r["seed"] for r in rows})
     return {"benchmark": f"flexible learners' defaults (`learner_defaults.py`; 13 trials x 2,371, seeds "
                          f"{seeds[0]}-{seeds[-1]}, {len(scenarios)} scenarios)",
             "measured": "mean over seeds of each model's PEHE relative to the seed's best model, range over "
