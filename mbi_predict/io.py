@@ -86,7 +86,8 @@ def output_set(targets: Sequence[str | os.PathLike[str]]) -> Iterator[list[Path]
                 for parent in dict.fromkeys(p.parent for p in paths):
                     parent.mkdir(parents=True, exist_ok=True)
                     remove_stale_staging(parent)
-                    staging[parent] = Path(tempfile.mkdtemp(prefix=staging_prefix(), dir=parent))
+                    with deferred_interrupts():  # created and recorded as one step (see the finally below)
+                        staging[parent] = Path(tempfile.mkdtemp(prefix=staging_prefix(), dir=parent))
             except OSError as exc:
                 raise DataError(f"cannot write here: {exc.strerror or type(exc).__name__}",
                                 file=str(exc.filename or paths[0])) from None

@@ -81,15 +81,18 @@ def explain_run(run: str | Path, *, tracking_uri: str | None = None, recompute: 
 def _recompute(summary: dict, target: Path) -> tuple[dict, list[Path]]:
     """Refit the fold models of the run's config with SHAP on; replace shap blocks, SHAP plots and timings."""
     from mbi_predict.config import parse_config
-    from mbi_predict.io import write_json_atomic
+    from mbi_predict.io import deferred_interrupts, remove_stale_staging, staging_prefix, write_json_atomic
     from mbi_predict.pipeline.explanations import explain_config, explain_models
     from mbi_predict.pipeline.load import load_prepared
 
     config = explain_config(parse_config(summary["config"]))
     frame, prepared, plan, _ = load_prepared(config)
     target.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-explain-", dir=target))
+    remove_stale_staging(target)  # what a SIGKILLed recompute left
+    staging: Path | None = None
     try:
+        with deferred_interrupts():  # created and bound as one step, so the finally below always removes it
+            staging = Path(tempfile.mkdtemp(prefix=staging_prefix(), dir=target))
         blocks, plot_paths = explain_models(config, frame, prepared, plan, staging / "plots")
         for name, (shap, seconds) in blocks.items():
             if name in summary["models"]:
@@ -103,5 +106,6 @@ def _recompute(summary: dict, target: Path) -> tuple[dict, list[Path]]:
             final.append(destination)
         write_json_atomic(target / "summary.json", summary)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
     return summary, final

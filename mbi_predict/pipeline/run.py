@@ -80,9 +80,13 @@ def run_experiment(config_path_or_obj: ExperimentConfig | str | Path | dict, *,
 def _write(finished: FinishedRun, run: Any, out_dir: Path, save_predictions: bool) -> tuple[dict, list[Path]]:
     """The sinks: figures (rendered in worker processes while this process logs to MLflow), MLflow, run folder."""
     with run_folder.staging_folder(out_dir) as staging:
-        plots = PlotRenderer(plot_tasks(finished, staging / "plots"),
-                             n_jobs=local_workers(finished.inputs.config.validation.n_jobs))
+        tasks = plot_tasks(finished, staging / "plots")
+        plots = None
         try:
+            # the workers start and `plots` is bound as one step for Ctrl-C and SIGTERM, so the handler below
+            # always knows of workers that may still write into the staging folder
+            with deferred_interrupts():
+                plots = PlotRenderer(tasks, n_jobs=local_workers(finished.inputs.config.validation.n_jobs))
             summary = tracking.log_run(run, finished, staging, plots) if run is not None else finished.summary
             plots.result()
             if run is None:
@@ -95,6 +99,7 @@ def _write(finished: FinishedRun, run: Any, out_dir: Path, save_predictions: boo
             # figures), the plot workers finish before the staging folder is removed, or they would write into a
             # folder that is gone (leaving it behind) or die with the process mid-write; a second signal waits
             # too, and the interrupt or error that ended logging is the one reported, not a broken plot pool
-            with deferred_interrupts():
-                plots.wait()
+            if plots is not None:
+                with deferred_interrupts():
+                    plots.wait()
             raise

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -172,6 +173,7 @@ def test_calls_through_interrupts_held_finish_before_the_interrupt_lands():
 
 _SWALLOWED_CTRL_C = """
 import sys
+from pathlib import Path
 import time
 from mbi_predict.cli import app
 from mbi_predict.data import rawsim
@@ -204,3 +206,72 @@ def test_a_ctrl_c_swallowed_by_a_finaliser_still_interrupts_the_command(tmp_path
     assert ended.returncode == 130, ended.stderr[-800:]
     assert lines == ["interrupted: no partial output was left behind"], lines
     assert not out.exists()
+
+
+def _mkdtemp_then_ctrl_c(real):
+    def mkdtemp(*args, **kwargs):
+        folder = real(*args, **kwargs)
+        signal.raise_signal(signal.SIGINT)  # the folder exists, its name not yet returned: the kill test's moment
+        return folder
+    return mkdtemp
+
+
+def test_ctrl_c_the_moment_the_run_staging_folder_appears_leaves_nothing(tmp_path, monkeypatch):
+    """CI caught a run SIGINTed right after its staging folder appeared leaving that folder behind: the signal
+    landed between the folder's creation and its name being bound, so nothing knew to remove it."""
+    import tempfile
+
+    from mbi_predict.pipeline.sinks import run_folder
+
+    monkeypatch.setattr(run_folder.tempfile, "mkdtemp", _mkdtemp_then_ctrl_c(tempfile.mkdtemp))
+    with pytest.raises(KeyboardInterrupt), run_folder.staging_folder(tmp_path / "new" / "run"):
+        pass  # not reached: the interrupt is delivered once the folder is bound, before the block
+    assert not (tmp_path / "new").exists()
+
+
+def test_ctrl_c_the_moment_an_output_set_staging_folder_appears_leaves_nothing(tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(io.tempfile, "mkdtemp", _mkdtemp_then_ctrl_c(tempfile.mkdtemp))
+    kept = tmp_path / "kept.csv"
+    kept.write_text("old")
+    with pytest.raises(KeyboardInterrupt), io.output_set([tmp_path / "new" / "a.csv", kept]):
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.csv"] and kept.read_text() == "old"
+
+
+def test_ctrl_c_as_the_plot_workers_start_waits_for_them_before_the_staging_goes(tmp_path, monkeypatch):
+    """An interrupt that lands while the renderer starts its workers (before its name is bound) must still wait for
+    them: a worker writing a figure after the staging folder was removed leaves it behind."""
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from mbi_predict.pipeline import run as pipeline_run
+
+    started = []
+
+    class SlowRenderer:
+        def __init__(self, tasks, n_jobs):
+            started.append(self)
+            self.folder = Path(tasks)
+            self.thread = threading.Thread(target=self.render)
+            self.thread.start()
+            signal.raise_signal(signal.SIGINT)
+
+        def render(self):
+            time.sleep(0.3)
+            self.folder.mkdir(parents=True, exist_ok=True)
+            (self.folder / "late.png").write_bytes(b"png")
+
+        def wait(self):
+            self.thread.join()
+
+    monkeypatch.setattr(pipeline_run, "plot_tasks", lambda finished, folder: folder)
+    monkeypatch.setattr(pipeline_run, "PlotRenderer", SlowRenderer)
+    finished = SimpleNamespace(inputs=SimpleNamespace(config=SimpleNamespace(validation=SimpleNamespace(n_jobs=1))))
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        pipeline_run._write(finished, None, out, save_predictions=False)
+    started[0].wait()  # the worker has written what it would
+    assert not out.exists(), sorted(p.name for p in out.iterdir())

@@ -42,16 +42,20 @@ def staging_folder(out_dir: Path) -> Iterator[Path]:
     ``out_dir`` are removed too when the block did not end normally (nothing was published)."""
     created = [folder for folder in (out_dir, *out_dir.parents) if not folder.exists()]
     finished = False
+    staging: Path | None = None
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_staging(out_dir)
-        staging = Path(tempfile.mkdtemp(prefix=staging_prefix(), dir=out_dir))
-        try:
-            yield staging
-            finished = True
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+        # created and named as one step for Ctrl-C and SIGTERM: an interrupt that lands between the folder's
+        # creation and `staging` being bound would leave a folder nobody removes (seen in CI, where the kill test
+        # signals the moment the folder appears)
+        with deferred_interrupts():
+            staging = Path(tempfile.mkdtemp(prefix=staging_prefix(), dir=out_dir))
+        yield staging
+        finished = True
     finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
         if not finished:
             for folder in created:  # deepest first; a folder that is not empty stays
                 with suppress(OSError):
