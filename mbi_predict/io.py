@@ -33,20 +33,22 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     target = Path(target)
     if target.is_dir():
         raise DataError("the output path is a folder; give a file name", file=str(target))
+    tmp: Path | None = None
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    except OSError as exc:
-        raise DataError(f"cannot write here: {exc.strerror or type(exc).__name__}", file=str(target)) from None
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with deferred_interrupts():  # created and bound as one step, so the finally below always removes it
+                fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+                os.close(fd)
+                tmp = Path(tmp_name)
+        except OSError as exc:
+            raise DataError(f"cannot write here: {exc.strerror or type(exc).__name__}", file=str(target)) from None
         yield tmp
         if tmp.is_file():
             os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, target)
     finally:
-        if tmp.exists():
+        if tmp is not None and tmp.exists():
             tmp.unlink()
 
 

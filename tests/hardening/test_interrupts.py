@@ -275,3 +275,19 @@ def test_ctrl_c_as_the_plot_workers_start_waits_for_them_before_the_staging_goes
         pipeline_run._write(finished, None, out, save_predictions=False)
     started[0].wait()  # the worker has written what it would
     assert not out.exists(), sorted(p.name for p in out.iterdir())
+
+
+def test_ctrl_c_the_moment_an_atomic_temporary_file_appears_leaves_nothing(tmp_path, monkeypatch):
+    import tempfile
+
+    real = tempfile.mkstemp
+
+    def mkstemp(*args, **kwargs):
+        made = real(*args, **kwargs)
+        signal.raise_signal(signal.SIGINT)
+        return made
+
+    monkeypatch.setattr(io.tempfile, "mkstemp", mkstemp)
+    with pytest.raises(KeyboardInterrupt), io.atomic_path(tmp_path / "out.json"):
+        pass
+    assert list(tmp_path.iterdir()) == []
