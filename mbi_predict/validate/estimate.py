@@ -6,17 +6,21 @@ jobs (`validate.loto.run_fold`: the same code path, every model of the config, e
 models the heterogeneity verdict refits, as a light one) on a quarter and a half of one representative fold.
 
 * The fold: the one with the median training size; training and held-out rows subsampled alike, seeded.
-* The pilots run one after the other, smallest first, in one fresh worker process, after an untimed warm-up pass on
-  an eighth (which pays for the first imports of the model libraries), with the native thread pools limited as a
-  run's workers are (cores / workers).
+* The pilots run one after the other, smallest first, after an untimed warm-up pass on an eighth (which pays for the
+  first imports of the model libraries), in fresh worker processes: as many at once as the run will have workers
+  (at most the cores), each running every pilot, so the timings include the workers' contention for the cores,
+  and each job's time is the mean over them. The native thread pools are limited as a run's workers are (cores /
+  workers).
 * Why a quarter and a half: pilots on a sixteenth and a quarter cost less but extrapolated badly. Fixed costs
   dominate at such sizes, the fitted exponents came out at 0.4-0.5 and the run was underestimated 2.4-fold. Half a
   fold of every job kind is a small share of a run of dozens of folds (and of ``null_B`` times as many refits).
-* Time: a power law through the two timings (exponent clipped to [0.3, 1.5]) extrapolates each job to the full
-  fold. Each job also pays for sending the whole prepared data to a worker (pickled and unpickled once, timed here:
-  the pilots, on a subset in one process, do not see it). The run's cost is the sum over the jobs it will make
-  (models x folds, the final refits on all trials, ``null_B`` x verdict models x folds light refits), divided by
-  the local workers.
+* Time: a power law through the two timings (exponent clipped to [0.3, 1.5]) scales each job to every fold's own
+  training rows (folds differ in size; the median fold under-stated the mean one) and to all rows for the final
+  refits. Each job also pays for sending the whole prepared data to a worker (pickled and unpickled once, timed
+  here: the pilots, on a subset in one process, do not see it). The jobs a run will make (models x folds, the final
+  refits on all trials, ``null_B`` x verdict models x folds light refits) are then scheduled in the run's order on
+  the local workers, each job taken by the first worker to fall free, as joblib hands them out: a last wave that
+  leaves a worker idle is counted, which dividing the total by the workers did not.
 * Memory: a line through the two pilots' peaks (the peak after each pilot is its own), extrapolated to the full
   fold, times the workers, plus this process's current memory.
 
@@ -36,6 +40,7 @@ pilots would be a noticeable share of it).
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import math
 import os
 import time
@@ -188,22 +193,41 @@ def time_pilots(pilots: list[tuple[list, PreparedData]], threads: int | None = N
         return [time_jobs(jobs, data) for jobs, data in pilots]
 
 
-def _in_fresh_process(pilots, threads: int | None = None) -> list[tuple[list[float], int]]:
-    """`time_pilots` in a new worker process of the kind the run uses (loky, started without Ctrl-C,
-    `mbi_predict.workers`): its peak memory is the pilots' alone."""
+def _in_fresh_process(pilots, threads: int | None = None, copies: int = 1) -> list[tuple[list[float], int]]:
+    """`time_pilots` in ``copies`` new worker processes of the kind the run uses (loky, started without Ctrl-C,
+    `mbi_predict.workers`), all at once, as the run's workers will run: each job's time is the mean over the
+    copies, the peak memory the largest copy's own (one process's, the pilots' alone)."""
     from joblib.externals.loky import ProcessPoolExecutor
 
     from mbi_predict.workers import start_workers_without_ctrl_c
 
     start_workers_without_ctrl_c()
-    pool = ProcessPoolExecutor(max_workers=1)
+    pool = ProcessPoolExecutor(max_workers=copies)
     try:
-        measured = pool.submit(time_pilots, pilots, threads).result()
+        futures = [pool.submit(time_pilots, pilots, threads) for _ in range(copies)]
+        runs = [future.result() for future in futures]
     except BaseException:  # Ctrl-C, SIGTERM or an error: end the pilot now rather than wait for it
         pool.shutdown(wait=True, kill_workers=True)
         raise
     pool.shutdown(wait=True)
-    return measured
+    return combine_copies(runs)
+
+
+def combine_copies(runs: list[list[tuple[list[float], int]]]) -> list[tuple[list[float], int]]:
+    """The pilots timed in several processes at once, as one: per pilot, each job's mean seconds over the copies
+    (which also halves the noise of a single sub-second timing) and the largest copy's peak memory."""
+    return [([float(np.mean(times)) for times in zip(*(run[i][0] for run in runs))], max(run[i][1] for run in runs))
+            for i in range(len(runs[0]))]
+
+
+def makespan(durations: list[float], workers: int) -> float:
+    """Wall seconds of jobs run in the order given on ``workers`` processes, each job taken by the first process to
+    fall free (how joblib hands out a run's jobs): the last wave's idle workers are counted, which dividing the
+    total by the workers is not."""
+    free = [0.0] * max(1, workers)
+    for seconds in durations:
+        heapq.heappush(free, heapq.heappop(free) + seconds)
+    return max(free)
 
 
 def transfer_seconds(data: PreparedData) -> float:
@@ -246,6 +270,12 @@ def extrapolate(small: float, large: float, ratio: float, factor: float) -> tupl
     return large * factor ** b, b
 
 
+def job_seconds(pilot: float, scale: float, exponent: float, tuned: float, transfer: float) -> float:
+    """One job's seconds: the larger pilot's ``pilot`` seconds scaled to ``scale`` x its training rows by the power
+    law, times the tuning trials' factor, plus sending the data once (each fold at its own size, not the median's)."""
+    return pilot * scale ** exponent * tuned + transfer
+
+
 def estimate_run(config: ExperimentConfig, data: PreparedData, plan: FoldPlan, *, workers: int,
                  verdict_models: list[str], null_B: int, final_models: bool, explainer: Any = None,
                  in_process: bool = False) -> CostEstimate | None:
@@ -264,40 +294,47 @@ def estimate_run(config: ExperimentConfig, data: PreparedData, plan: FoldPlan, *
         rows, small = pilot_fold(fold, fraction, derive_seed(config.seed, "estimate", fraction))
         jobs = pilot_jobs(config, small, verdict_models, n_full=len(fold.train), explainer=explainer)
         pilots.append((jobs, subset(data, rows)))
+        pilot_train = len(small.train)  # the last: the larger pilot's training rows
     from joblib import cpu_count
 
     threads = max(1, cpu_count() // max(1, workers))  # what joblib gives each worker of the run
-    measured = (time_pilots if in_process else _in_fresh_process)(pilots, threads)[1:]  # the warm-up is not used
+    if in_process:
+        measured = time_pilots(pilots, threads)
+    else:  # as many pilot processes at once as the run will have workers (at most the cores): their contention
+        measured = _in_fresh_process(pilots, threads, copies=max(1, min(workers, cpu_count())))
+    measured = measured[1:]  # the warm-up is not used
     transfer = transfer_seconds(data)
     timings, peaks = [seconds for seconds, _ in measured], [peak for _, peak in measured]
     ratio = FRACTIONS[1] / FRACTIONS[0]
-    factor = 1 / FRACTIONS[1]
+    train_sizes = [len(f.train) for f in plan.folds]
+    all_rows = len(fold.train) + len(fold.test)  # a refit on all trials
     n_folds = len(plan.folds)
-    cpu = {"folds": 0.0, "final models": 0.0, "verdict calibration": 0.0}
+    durations: dict[str, list[float]] = {"folds": [], "final models": [], "verdict calibration": []}
+    light_jobs: dict[str, list[float]] = {}
     by_model: dict[str, float] = {}
     exponents: dict[str, float] = {}
     specs = {m.name: m for m in config.models}
     for (name, light, _), small, large in zip(pilots[-1][0], timings[0], timings[1]):
-        per_job, b = extrapolate(small, large, ratio, factor)
+        _, b = extrapolate(small, large, ratio, 1.0)
         trials = specs[name].tuning.n_trials
-        if trials > PILOT_TUNING_TRIALS:  # the pilots tune with PILOT_TUNING_TRIALS; the fit scales with the trials
-            per_job *= trials / PILOT_TUNING_TRIALS
-        per_job += transfer  # the data are sent once per job, however many trials it tunes
+        # the pilots tune with PILOT_TUNING_TRIALS; the fit scales with the trials
+        tuned = trials / PILOT_TUNING_TRIALS if trials > PILOT_TUNING_TRIALS else 1.0
+        per_fold = [job_seconds(large, rows / pilot_train, b, tuned, transfer) for rows in train_sizes]
         if light:
-            spent = null_B * n_folds * per_job
-            cpu["verdict calibration"] += spent
-        else:
-            exponents[name] = round(b, 2)
-            spent = n_folds * per_job
-            cpu["folds"] += spent
-            if final_models:  # a refit on all trials: about one more fold (its training set is ~all rows)
-                cpu["final models"] += per_job
-                spent += per_job
+            light_jobs[name] = per_fold
+            by_model[name] = by_model.get(name, 0.0) + null_B * sum(per_fold)
+            continue
+        exponents[name] = round(b, 2)
+        durations["folds"] += per_fold  # the run's order: model, then fold
+        spent = sum(per_fold)
+        if final_models:
+            durations["final models"].append(job_seconds(large, all_rows / pilot_train, b, tuned, transfer))
+            spent += durations["final models"][-1]
         by_model[name] = by_model.get(name, 0.0) + spent
-    # waves: jobs run on `workers` processes at a time; a part with fewer jobs than workers is not spread further
-    jobs_in = {"folds": len(specs) * n_folds, "final models": len(specs) if final_models else 0,
-               "verdict calibration": null_B * len(verdict_models) * n_folds}
-    parts = {name: value / max(1, min(workers, jobs_in[name] or 1)) for name, value in cpu.items()}
+    for _ in range(null_B):  # the calibration's order: draw, model, fold
+        for name in light_jobs:
+            durations["verdict calibration"] += light_jobs[name]
+    parts = {name: makespan(jobs, workers) for name, jobs in durations.items()}
     small_peak, large_peak = peaks
     per_row = max(0.0, (large_peak - small_peak) / (len(fold.train) + len(fold.test)) / (FRACTIONS[1] - FRACTIONS[0]))
     worker_peak = large_peak + per_row * (1 - FRACTIONS[1]) * (len(fold.train) + len(fold.test))

@@ -62,15 +62,21 @@ def test_the_estimate_counts_every_job_the_run_makes(prepared, monkeypatch):
     calls = calls[1:]
     assert calls[0][0][2] == round(len(fold.train) * small) and calls[1][0][2] == round(len(fold.train) * large)
     assert calls[1][0][3] == min(len(fold.test), max(round(len(fold.test) * large), estimate.MIN_PILOT_TEST))
-    # time doubles for 2x the rows: exponent 1, so the full fold costs 2x the half pilot, plus sending the data
-    k = len(plan.folds)
-    per_full, per_light = 2.0 * 2 + 0.5, 4.0 * 2 + 0.5
+    # time doubles for 2x the rows: exponent 1, so each fold costs the half pilot's time scaled to the fold's own
+    # training rows, plus sending the data; the parts are the jobs scheduled in the run's order on 2 workers
+    k, pilot_train = len(plan.folds), round(len(fold.train) * large)
+    sizes = [len(f.train) for f in plan.folds]
+    assert len(set(sizes)) > 1  # folds of different sizes: the median fold alone would be wrong
+    full = [2.0 * n / pilot_train + 0.5 for n in sizes]
+    light = [4.0 * n / pilot_train + 0.5 for n in sizes]
+    final = 2.0 * (len(fold.train) + len(fold.test)) / pilot_train + 0.5
     assert found.exponents == {"reference": 1.0, "t_enet": 1.0}
-    assert found.parts["folds"] == pytest.approx(2 * k * per_full / 2)
-    assert found.parts["final models"] == pytest.approx(2 * per_full / 2)
-    assert found.parts["verdict calibration"] == pytest.approx(19 * k * per_light / 2)
+    assert found.parts["folds"] == pytest.approx(estimate.makespan(full + full, 2))
+    assert found.parts["final models"] == pytest.approx(final)  # two refits at once
+    assert found.parts["verdict calibration"] == pytest.approx(estimate.makespan(light * 19, 2))
+    assert found.parts["verdict calibration"] >= 19 * sum(light) / 2
     assert found.seconds == pytest.approx(sum(found.parts.values()))
-    assert found.by_model["t_enet"] == pytest.approx(k * per_full + per_full + 19 * k * per_light)
+    assert found.by_model["t_enet"] == pytest.approx(sum(full) + final + 19 * sum(light))
     assert found.dominant == "t_enet"
     assert found.rows == data.n and found.folds == k and found.workers == 2 and found.peak_bytes > 0
     line = found.line()
@@ -98,8 +104,11 @@ def test_a_tuned_model_scales_its_fit_by_the_trials_but_sends_the_data_once(prep
                            "validation": {"bootstrap": 20}})
     found = estimate.estimate_run(config, data, plan, workers=1, verdict_models=[], null_B=0, final_models=False,
                                   in_process=True)
-    per_job = 2.0 * 2 * 8 / estimate.PILOT_TUNING_TRIALS + 0.5   # the half pilot's 2 s, doubled to the full fold
-    assert found.parts["folds"] == pytest.approx(len(plan.folds) * per_job)
+    fold = estimate.representative_fold(plan)
+    pilot_train = round(len(fold.train) * estimate.FRACTIONS[1])
+    # the half pilot's 2 s, scaled to each fold's training rows (exponent 1) and by 8/2 trials, the data sent once
+    per_job = [2.0 * len(f.train) / pilot_train * 8 / estimate.PILOT_TUNING_TRIALS + 0.5 for f in plan.folds]
+    assert found.parts["folds"] == pytest.approx(sum(per_job))  # one worker: one job after the other
 
 
 def test_real_pilots_give_a_positive_finite_estimate(prepared, monkeypatch):
@@ -113,10 +122,46 @@ def test_real_pilots_give_a_positive_finite_estimate(prepared, monkeypatch):
     assert all(0.3 <= b <= 1.5 for b in found.exponents.values())
 
 
+def test_pilots_run_in_as_many_fresh_processes_at_once_as_the_run_has_workers(prepared, monkeypatch):
+    from joblib.externals.loky import ProcessPoolExecutor
+
+    data, plan = prepared
+    monkeypatch.setattr(estimate, "MIN_ROWS", 100)
+    pools = []
+    real_init = ProcessPoolExecutor.__init__
+
+    def init(self, max_workers=None, **kwargs):
+        pools.append(max_workers)
+        real_init(self, max_workers=max_workers, **kwargs)
+
+    monkeypatch.setattr(ProcessPoolExecutor, "__init__", init)
+    found = estimate.estimate_run(_config(), data, plan, workers=2, verdict_models=["t_enet"], null_B=3,
+                                  final_models=True)
+    from joblib import cpu_count
+
+    assert pools == [min(2, cpu_count())]
+    assert np.isfinite(found.seconds) and all(v > 0 for v in found.parts.values()) and found.peak_bytes > 0
+
+
 def test_sending_the_data_is_timed_on_the_whole_table(prepared):
     data, _ = prepared
     small = estimate.subset(data, np.arange(100))
     assert 0 < estimate.transfer_seconds(small) < 5 and estimate.transfer_seconds(data) > 0
+
+
+def test_jobs_are_scheduled_in_order_on_the_first_free_worker():
+    # 2 workers: 3 | 1, then 1 joins the second (free at 1), then 2 the second (free at 2): ends 4; the last job
+    # idles a worker, which dividing the total (7) by the workers (3.5) does not see
+    assert estimate.makespan([3.0, 1.0, 1.0, 2.0], 2) == 4.0
+    assert estimate.makespan([2.0, 2.0, 2.0], 2) == 4.0
+    assert estimate.makespan([1.0, 2.0, 3.0], 1) == 6.0
+    assert estimate.makespan([5.0], 4) == 5.0 and estimate.makespan([], 2) == 0.0
+
+
+def test_pilots_timed_in_several_processes_at_once_are_averaged_and_their_peak_is_the_largest():
+    runs = [[([1.0, 2.0], 100), ([3.0, 4.0], 300)],
+            [([2.0, 4.0], 150), ([5.0, 4.0], 250)]]
+    assert estimate.combine_copies(runs) == [([1.5, 3.0], 150), ([4.0, 4.0], 300)]
 
 
 def test_extrapolation_is_a_clipped_power_law():
