@@ -92,8 +92,8 @@ def estimate_only(label: str, seed: int) -> dict:
     plan = loto.plan_folds(data, min_per_arm=10)
     start_workers_without_ctrl_c()
     names, B = null_refits(config, data, plan)
-    found = estimate_run(config, data, plan, workers=2, verdict_models=names, null_B=B, final_models=False,
-                         explainer=explain_fold)
+    found, _ = estimate_run(config, data, plan, workers=2, verdict_models=names, null_B=B, final_models=False,
+                            explainer=explain_fold)
     return {"case": label, "seed": seed, "estimate_only": True, "estimate": found.to_dict(), "line": found.line()}
 
 

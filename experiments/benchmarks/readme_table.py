@@ -201,7 +201,12 @@ def estimate_row() -> dict | None:
         if est["parts"].get("verdict calibration"):
             text.append(f"verdict calibration x{est['parts']['verdict calibration'] / stages['calibration']:.2f}")
         text.append(f"memory x{est['peak_bytes'] / 1024 ** 3 / row['peak_tree_gib']:.2f}")
-        text.append(f"pilots {100 * stages['estimate'] / row['wall_total']:.0f}% of the run")
+        share = f"{100 * stages['estimate'] / row['wall_total']:.0f}% of the run"
+        if est.get("reused"):  # the pilots ran some of the run's own fold jobs, which the run then did not refit
+            text.append(f"estimate stage {share}, including {est['reused']} of the run's "
+                        f"{est['folds'] * len(est['exponents'])} fold jobs")
+        else:
+            text.append(f"pilots {share}")
         parts.append(f"{case} ({est['rows']:,} rows): " + ", ".join(text))
     return {"benchmark": "time and memory estimate before fitting, estimate / measured (`estimate_accuracy.py`, "
                          "full runs)",

@@ -23,8 +23,8 @@ from mbi_predict.explain.run import explain_fold
 from mbi_predict.models.prognostic import input_columns
 from mbi_predict.parallel import local_workers
 from mbi_predict.pipeline.load import RunInputs
-from mbi_predict.pipeline.progress import Progress
-from mbi_predict.validate.estimate import CostEstimate, available_memory, estimate_run
+from mbi_predict.pipeline.progress import Progress, status
+from mbi_predict.validate.estimate import MIN_ROWS, CostEstimate, available_memory, estimate_run
 from mbi_predict.validate.loto import FoldJob, FoldResult, PreparedData, make_jobs, run_jobs
 from mbi_predict.validate.pooling import pool_metric
 from mbi_predict.validate.subgroup_performance import subgroup_metrics
@@ -44,23 +44,28 @@ def fold_jobs(inputs: RunInputs, *, keep_models: bool = False) -> list[FoldJob]:
     return make_jobs(inputs.config, inputs.plan, keep_models=keep_models, explainer=explain_fold)
 
 
-def estimate(inputs: RunInputs, n_jobs: int, *, final_models: bool) -> CostEstimate | None:
+def estimate(inputs: RunInputs, n_jobs: int, jobs: list[FoldJob], *, final_models: bool,
+             progress: bool = False) -> tuple[CostEstimate | None, dict[tuple[str, Any], FoldResult]]:
     """The run's time and memory, estimated before fitting (`validate.estimate`), or None: small data, the dask
-    backend (its workers are the cluster's) or ``validation.estimate: false``. Raises `ConfigError` (one line, before
-    anything is fitted) when the memory estimate exceeds what the machine has available."""
+    backend (its workers are the cluster's) or ``validation.estimate: false``; and the results of the run's fold
+    ``jobs`` the pilots ran (`run_folds` does not repeat them). Raises `ConfigError` (one line, before the rest is
+    fitted) when the memory estimate exceeds what the machine has available."""
     config = inputs.config
     if not config.validation.estimate or config.validation.backend != "local":
-        return None
+        return None, {}
     models, null_B = null_refits(config, inputs.data, inputs.plan)
     workers = local_workers(n_jobs if n_jobs > 0 else 10**6)  # -1: every core
-    found = estimate_run(config, inputs.data, inputs.plan, workers=workers, verdict_models=models, null_B=null_B,
-                         final_models=final_models, explainer=explain_fold)
     free = available_memory()
+    with status(progress and inputs.data.n >= MIN_ROWS, "estimating time and memory: the run's own fold jobs on "
+                                                         "representative folds (kept for the run)"):
+        found, done = estimate_run(config, inputs.data, inputs.plan, workers=workers, verdict_models=models,
+                                   null_B=null_B, final_models=final_models, explainer=explain_fold, jobs=jobs,
+                                   memory_limit=free)
     if found is not None and free is not None and found.peak_bytes > free:
         raise ConfigError(f"data too large for these settings on this machine ({free / 2**30:.1f} GiB available): "
                           f"{found.line()}; fewer validation.n_jobs, or "
                           "validation.estimate: false to run anyway")
-    return found
+    return found, done
 
 
 def group_by_model(config: ExperimentConfig, results: list[FoldResult]) -> dict[str, list[FoldResult]]:
@@ -70,13 +75,20 @@ def group_by_model(config: ExperimentConfig, results: list[FoldResult]) -> dict[
     return by_model
 
 
-def run_folds(inputs: RunInputs, jobs: list[FoldJob], *, n_jobs: int, progress: bool = True) -> FoldOutputs:
-    """Run the fold jobs (in parallel when ``n_jobs != 1``) with a progress bar over folds and tuning trials."""
-    n_trials = sum(job.model.tuning.n_trials for job in jobs)
+def run_folds(inputs: RunInputs, jobs: list[FoldJob], *, n_jobs: int, progress: bool = True,
+              done: dict[tuple[str, Any], FoldResult] | None = None) -> FoldOutputs:
+    """Run the fold jobs (in parallel when ``n_jobs != 1``) with a progress bar over folds and tuning trials;
+    ``done``: results of some of these jobs already run (the estimate's pilots: the same job, so the same result),
+    by (model, held-out label), used in their place."""
+    done = done or {}
+    todo = [job for job in jobs if (job.model.name, job.fold.label) not in done]
+    n_trials = sum(job.model.tuning.n_trials for job in todo)
     parallel = n_jobs != 1
-    with Progress(progress, len(jobs), n_trials) as bar:
-        results = run_jobs(jobs, inputs.data, n_jobs=n_jobs, on_result=bar.on_result(parallel),
-                           on_trial=None if parallel else bar.on_trial)
+    with Progress(progress, len(todo), n_trials) as bar:
+        fitted = iter(run_jobs(todo, inputs.data, n_jobs=n_jobs, on_result=bar.on_result(parallel),
+                               on_trial=None if parallel else bar.on_trial))
+    results = [done[(job.model.name, job.fold.label)] if (job.model.name, job.fold.label) in done else next(fitted)
+               for job in jobs]  # the jobs' order
     return FoldOutputs(tuple(results), group_by_model(inputs.config, results))
 
 

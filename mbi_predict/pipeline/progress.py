@@ -1,4 +1,5 @@
-"""The run's progress bar over fold jobs and tuning trials (`Progress`); a no-op when switched off.
+"""The run's progress bar over fold jobs and tuning trials (`Progress`), and a spinner for a stage without steps
+(`status`); no-ops when switched off.
 
 rich degrades to plain, non-animated output when stderr is not a terminal, so piping or CI logs are not broken.
 Progress only observes the fold stage (callbacks); it never touches results.
@@ -6,7 +7,8 @@ Progress only observes the fold stage (callbacks); it never touches results.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
@@ -48,3 +50,13 @@ class Progress:
             if parallel and self.trials is not None and result.tuning:
                 self.bar.advance(self.trials, result.tuning["n_trials"])
         return advance
+
+
+@contextmanager
+def status(enabled: bool, text: str) -> Iterator[None]:
+    """A transient spinner with ``text`` on stderr for the block (a stage that has no steps to count)."""
+    if not enabled:
+        yield
+        return
+    with Console(stderr=True).status(text):
+        yield

@@ -59,10 +59,12 @@ def run_experiment(config_path_or_obj: ExperimentConfig | str | Path | dict, *,
         inputs = load_inputs(config, data if isinstance(data, pd.DataFrame) else None)
         jobs = fold_jobs(inputs, keep_models=keep_models)
         with execution(config) as n_jobs:
-            estimated = estimate(inputs, n_jobs, final_models=final_models.wanted(config, run is not None))
+            # the estimate's pilots run some of the run's own fold jobs; their results are used, not refitted
+            estimated, done = estimate(inputs, n_jobs, jobs, final_models=final_models.wanted(config, run is not None),
+                                       progress=progress)
             if estimated is not None and on_estimate is not None:
                 on_estimate(estimated)
-            folds = run_folds(inputs, jobs, n_jobs=n_jobs, progress=progress)
+            folds = run_folds(inputs, jobs, n_jobs=n_jobs, progress=progress, done=done)
             # the run-level work that does not need the fold models, as one batch of parallel jobs
             batch = run_batch([*final_models.jobs(inputs, fit=final_models.wanted(config, run is not None)),
                                *explanations.jobs(inputs), *interactions.jobs(inputs), *average_effect.jobs(inputs),

@@ -1,28 +1,33 @@
-"""How long a run will take and how much memory it will need, estimated before fitting from two pilot fits.
+"""How long a run will take and how much memory it will need, estimated before fitting from pilot fits.
 
 Large data and slow settings (a causal forest at 200,000 participants, with the verdict's 19 calibration refits of
-every fold) can turn a run into hours. Before the first fold is fitted, `estimate_run` times the run's real fold
-jobs (`validate.loto.run_fold`: the same code path, every model of the config, each as a full fold job and, for the
-models the heterogeneity verdict refits, as a light one) on a quarter and a half of one representative fold.
+every fold) can turn a run into hours. Before the rest of the run is fitted, `estimate_run` times the run's real
+fold jobs (`validate.loto.run_fold`: the same code path, every model of the config, each as a full fold job and,
+for the models the heterogeneity verdict refits, as a light one) on half of a representative fold and on the whole
+of it.
 
-* The fold: the one with the median training size; training and held-out rows subsampled alike, seeded.
-* The pilots run one after the other, smallest first, after an untimed warm-up pass on an eighth (which pays for the
-  first imports of the model libraries), in fresh worker processes: as many at once as the run will have workers
-  (at most the cores), each running every pilot, so the timings include the workers' contention for the cores,
-  and each job's time is the mean over them. The native thread pools are limited as a run's workers are (cores /
-  workers).
-* Why a quarter and a half: pilots on a sixteenth and a quarter cost less but extrapolated badly. Fixed costs
-  dominate at such sizes, the fitted exponents came out at 0.4-0.5 and the run was underestimated 2.4-fold. Half a
-  fold of every job kind is a small share of a run of dozens of folds (and of ``null_B`` times as many refits).
-* Time: a power law through the two timings (exponent clipped to [0.3, 1.5]) scales each job to every fold's own
-  training rows (folds differ in size; the median fold under-stated the mean one) and to all rows for the final
-  refits. Each job also pays for sending the whole prepared data to a worker (pickled and unpickled once, timed
-  here: the pilots, on a subset in one process, do not see it). The jobs a run will make (models x folds, the final
-  refits on all trials, ``null_B`` x verdict models x folds light refits) are then scheduled in the run's order on
-  the local workers, each job taken by the first worker to fall free, as joblib hands them out: a last wave that
-  leaves a worker idle is counted, which dividing the total by the workers did not.
-* Memory: a line through the two pilots' peaks (the peak after each pilot is its own), extrapolated to the full
-  fold, times the workers, plus this process's current memory.
+* The folds: the one with the median training size, and its neighbours in size, one per worker of the run (at most
+  the cores). Each runs in its own fresh worker process, all at once, as the run's workers will run, so the
+  timings include the workers' contention for the cores; the native thread pools are limited as a run's workers
+  are (cores / workers). In each: an untimed warm-up on an eighth of the fold (it pays for the first imports of
+  the model libraries), then half the fold, then the whole fold.
+* The whole fold's full jobs are the run's own jobs (same model, fold and seed): their results come back and the
+  run does not fit them again (`pipeline.folds.run_folds`), so the whole-fold pilot costs the run nothing but the
+  verdict's one light refit per model. What the estimate adds is the warm-up and the half pilot.
+* Why the whole fold: pilots on a quarter and a half, extrapolated two-fold by a power law through them,
+  under-stated the fold jobs by 6-25% (RESULTS 20-21). A job is a fixed part (a capped SHAP sample, held-out
+  metrics, a causal forest's trees of full-fold size) plus work that grows with the rows, the sub-second timings of
+  small pilots are noisy, and the curve bent the wrong way between the pilots and the fold. Before that, pilots on
+  a sixteenth and a quarter had under-stated a run 2.4-fold.
+* Time: the power law through the half and the whole fold (exponent clipped to [0.3, 1.5]) scales each job from
+  the measured fold to every fold's own training rows (folds differ in size; the median fold under-stated the mean
+  one), and to all rows for the final refits; the folds measured are averaged. Each job also pays for sending the
+  whole prepared data to a worker (pickled and unpickled once, timed here). The jobs the run will still make
+  (models x folds less those the pilots ran, the final refits on all trials, ``null_B`` x verdict models x folds
+  light refits) are then scheduled in the run's order on the local workers, each job taken by the first worker to
+  fall free, as joblib hands them out: a last wave that leaves a worker idle is counted.
+* Memory: the largest peak of the pilot processes (the whole fold is the largest pilot), times the workers, plus
+  this process's current memory.
 
 No library estimates the cost of a pipeline of this kind: this module is ours. It leaves out the run-level batch
 other than the final refits (explanations, classical interactions, projection: small next to the folds), MLflow
@@ -44,6 +49,8 @@ import heapq
 import math
 import os
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,13 +59,13 @@ import numpy as np
 from mbi_predict.config import ExperimentConfig
 from mbi_predict.models.effect import EFFECT_MODELS
 from mbi_predict.validate.folds import Fold, FoldJob, FoldPlan, derive_seed
-from mbi_predict.validate.loto import run_fold
+from mbi_predict.validate.loto import FoldResult, make_jobs, run_fold
 from mbi_predict.validate.prepared import PreparedData
 
 #: analysed rows from which a run is estimated before fitting
 MIN_ROWS = 50_000
-#: the two pilot fractions of the representative fold
-FRACTIONS = (1 / 4, 1 / 2)
+#: the smaller pilot: this fraction of a representative fold (the larger is the whole fold, the run's own jobs)
+HALF = 1 / 2
 #: an untimed first pass, in the same process: the first job of a fresh process pays for importing the model
 #: libraries (seconds), which would flatten the fitted exponent of fast models
 WARM_UP = 1 / 8
@@ -82,6 +89,7 @@ class CostEstimate:
     by_model: dict[str, float]   # CPU seconds by model, all parts
     pilot_seconds: float         # what estimating took
     exponents: dict[str, float] = field(default_factory=dict)  # fitted time ~ rows^b per model
+    reused: int = 0              # the run's fold jobs the pilots ran (the run does not repeat them)
 
     @property
     def dominant(self) -> str:
@@ -109,11 +117,25 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def representative_folds(plan: FoldPlan, count: int = 1) -> list[Fold]:
+    """The fold with the median training size (ties: the first in the plan), then its neighbours in size (the next
+    larger first), ``count`` in all (at most every fold)."""
+    sizes = np.array([len(f.train) for f in plan.folds])
+    order = [int(i) for i in np.argsort(sizes, kind="stable")]
+    middle = (len(order) - 1) // 2
+    picked = [order[middle]]
+    step = 1
+    while len(picked) < min(count, len(order)):
+        for j in (middle + step, middle - step):
+            if 0 <= j < len(order) and len(picked) < count:
+                picked.append(order[j])
+        step += 1
+    return [plan.folds[i] for i in picked]
+
+
 def representative_fold(plan: FoldPlan) -> Fold:
     """The fold with the median training size (ties: the first in the plan)."""
-    sizes = np.array([len(f.train) for f in plan.folds])
-    order = np.argsort(sizes, kind="stable")
-    return plan.folds[int(order[(len(order) - 1) // 2])]
+    return representative_folds(plan, 1)[0]
 
 
 def subset(data: PreparedData, rows: np.ndarray) -> PreparedData:
@@ -169,55 +191,85 @@ def pilot_jobs(config: ExperimentConfig, fold: Fold, verdict_models: list[str], 
     return jobs
 
 
-def time_jobs(jobs: list[tuple[str, bool, FoldJob]], data: PreparedData) -> tuple[list[float], int]:
-    """Seconds of each job run here, one after the other, and this process's peak resident memory (bytes)."""
+def fold_pilots(config: ExperimentConfig, data: PreparedData, fold: Fold, verdict_models: list[str],
+                run_jobs: list[FoldJob], explainer: Any = None) -> list[tuple[list, PreparedData]]:
+    """The pilots on one fold, in the order they run: the untimed warm-up (an eighth), half of the fold, and the
+    whole fold, whose full jobs are the run's own (``run_jobs`` of this fold: their results are kept and the run
+    does not repeat them) and whose light jobs are the verdict's refits on the real data."""
+    pilots = []
+    for fraction in (WARM_UP, HALF):
+        rows, small = pilot_fold(fold, fraction, derive_seed(config.seed, "estimate", fraction, fold.label))
+        jobs = pilot_jobs(config, small, verdict_models, n_full=len(fold.train), explainer=explainer)
+        pilots.append((jobs, subset(data, rows)))
+    whole = [(job.model.name, False, job) for job in run_jobs if job.fold.label == fold.label]
+    for spec in config.models:  # the verdict's refit as the calibration runs it (the model's own tuning)
+        if spec.name in verdict_models:
+            whole.append((spec.name, True, FoldJob(spec, fold, derive_seed(config.seed, spec.name, fold.label,
+                                                                           "estimate"),
+                                                   config.validation.bootstrap, config.tuning.inner_folds,
+                                                   light=True, groups=config.group_settings())))
+    pilots.append((whole, data))
+    return pilots
+
+
+def time_jobs(jobs: list[tuple[str, bool, FoldJob]], data: PreparedData,
+              keep: bool = False) -> tuple[list[float], int, list]:
+    """Seconds of each job run here, one after the other, this process's peak resident memory (bytes), and, with
+    ``keep``, the full jobs' results (None for the light ones and without ``keep``)."""
     import resource
 
-    seconds = []
-    for _, _, job in jobs:
+    seconds, results = [], []
+    for _, light, job in jobs:
         start = time.perf_counter()
-        run_fold(job, data)
+        result = run_fold(job, data)
         seconds.append(time.perf_counter() - start)
-    return seconds, int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+        results.append(result if keep and not light else None)
+    return seconds, int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, results
 
 
-def time_pilots(pilots: list[tuple[list, PreparedData]], threads: int | None = None) -> list[tuple[list[float], int]]:
-    """`time_jobs` of each pilot in turn, here (smallest first: the peak after each is that pilot's own), with at
-    most ``threads`` threads in the native libraries, as a run's worker has (joblib gives each of its workers the
-    cores divided by the workers; a pilot on both cores timed xgboost too fast)."""
+def time_pilots(pilots: list[tuple[list, PreparedData]], threads: int | None = None,
+                keep: bool = False) -> list[tuple]:
+    """`time_jobs` of each pilot in turn, here (smallest first: the peak after each is that pilot's own; with
+    ``keep`` the full jobs' results come back), with at most ``threads`` threads in the native libraries, as a run's
+    worker has (joblib gives each of its workers the cores divided by the workers; a pilot on both cores timed
+    xgboost too fast)."""
     if threads is None:
-        return [time_jobs(jobs, data) for jobs, data in pilots]
+        return [time_jobs(jobs, data, keep=keep) for jobs, data in pilots]
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=threads):
-        return [time_jobs(jobs, data) for jobs, data in pilots]
+        return [time_jobs(jobs, data, keep=keep) for jobs, data in pilots]
 
 
-def _in_fresh_process(pilots, threads: int | None = None, copies: int = 1) -> list[tuple[list[float], int]]:
-    """`time_pilots` in ``copies`` new worker processes of the kind the run uses (loky, started without Ctrl-C,
-    `mbi_predict.workers`), all at once, as the run's workers will run: each job's time is the mean over the
-    copies, the peak memory the largest copy's own (one process's, the pilots' alone)."""
+@contextmanager
+def pilot_processes(count: int, threads: int | None) -> Iterator[Callable[..., list[list]]]:
+    """``run(per_worker, keep)``: `time_pilots` of each worker's pilots in ``count`` new worker processes of the
+    kind the run uses (loky, started without Ctrl-C, `mbi_predict.workers`), all at once, as the run's workers will
+    run; each process's peak memory is its pilots' alone. The processes last for the block (the pilots run in
+    stages); Ctrl-C, SIGTERM or an error end them at once rather than wait for them."""
     from joblib.externals.loky import ProcessPoolExecutor
 
     from mbi_predict.workers import start_workers_without_ctrl_c
 
     start_workers_without_ctrl_c()
-    pool = ProcessPoolExecutor(max_workers=copies)
+    pool = ProcessPoolExecutor(max_workers=count)
+
+    def run(per_worker: list[list[tuple[list, PreparedData]]], keep: bool = False) -> list[list]:
+        futures = [pool.submit(time_pilots, pilots, threads, keep) for pilots in per_worker]
+        return [future.result() for future in futures]
+
     try:
-        futures = [pool.submit(time_pilots, pilots, threads) for _ in range(copies)]
-        runs = [future.result() for future in futures]
-    except BaseException:  # Ctrl-C, SIGTERM or an error: end the pilot now rather than wait for it
+        yield run
+    except BaseException:
         pool.shutdown(wait=True, kill_workers=True)
         raise
     pool.shutdown(wait=True)
-    return combine_copies(runs)
 
 
-def combine_copies(runs: list[list[tuple[list[float], int]]]) -> list[tuple[list[float], int]]:
-    """The pilots timed in several processes at once, as one: per pilot, each job's mean seconds over the copies
-    (which also halves the noise of a single sub-second timing) and the largest copy's peak memory."""
-    return [([float(np.mean(times)) for times in zip(*(run[i][0] for run in runs))], max(run[i][1] for run in runs))
-            for i in range(len(runs[0]))]
+@contextmanager
+def pilots_here(count: int, threads: int | None) -> Iterator[Callable[..., list[list]]]:
+    """`pilot_processes` in this process, one worker's pilots after the other (tests; ``count`` is not used)."""
+    yield lambda per_worker, keep=False: [time_pilots(pilots, threads, keep) for pilots in per_worker]
 
 
 def makespan(durations: list[float], workers: int) -> float:
@@ -262,84 +314,96 @@ def available_memory() -> float | None:
     return None
 
 
-def extrapolate(small: float, large: float, ratio: float, factor: float) -> tuple[float, float]:
-    """(value at ``factor`` x the large pilot, exponent): power law through (1, small) and (ratio, large)."""
+def exponent(small: float, large: float, ratio: float) -> float:
+    """b of a power law time ~ rows^b through (1, small) and (ratio, large), clipped to [0.3, 1.5]."""
     if small <= 0 or large <= 0:
-        return large * factor, 1.0
-    b = min(max(math.log(large / small) / math.log(ratio), _EXPONENT[0]), _EXPONENT[1])
-    return large * factor ** b, b
-
-
-def job_seconds(pilot: float, scale: float, exponent: float, tuned: float, transfer: float) -> float:
-    """One job's seconds: the larger pilot's ``pilot`` seconds scaled to ``scale`` x its training rows by the power
-    law, times the tuning trials' factor, plus sending the data once (each fold at its own size, not the median's)."""
-    return pilot * scale ** exponent * tuned + transfer
+        return 1.0
+    return min(max(math.log(large / small) / math.log(ratio), _EXPONENT[0]), _EXPONENT[1])
 
 
 def estimate_run(config: ExperimentConfig, data: PreparedData, plan: FoldPlan, *, workers: int,
                  verdict_models: list[str], null_B: int, final_models: bool, explainer: Any = None,
-                 in_process: bool = False) -> CostEstimate | None:
-    """The run's estimated wall time and peak memory, or None below `MIN_ROWS` rows or without folds.
+                 jobs: list[FoldJob] | None = None, memory_limit: float | None = None,
+                 in_process: bool = False) -> tuple[CostEstimate | None, dict[tuple[str, Any], FoldResult]]:
+    """The run's estimated wall time and peak memory (None below `MIN_ROWS` rows or without folds), and the results
+    of the run's fold jobs the pilots ran, by (model, held-out label): the run uses them instead of refitting.
 
     ``workers``: the local workers the fold jobs will run on; ``verdict_models``: the effect models the verdict's
     calibration refits ``null_B`` times per fold; ``final_models``: whether every model is refitted on all trials;
-    ``explainer``: the fold jobs' SHAP function (`explain.run.explain_fold`, given by the pipeline).
-    ``in_process``: time the pilots in this process (tests; the memory figure is then not the pilots' own)."""
+    ``explainer``: the fold jobs' SHAP function (`explain.run.explain_fold`, given by the pipeline); ``jobs``: the
+    run's fold jobs (default: `validate.loto.make_jobs` of the config). ``memory_limit``: bytes; when the half
+    pilots, their peaks extrapolated along a line to the whole fold, say the run would need more, the whole-fold
+    pilots (which would need about as much) are not run, and the estimate is made from the half pilots alone (time
+    scaled in proportion to the rows), nothing reused. ``in_process``: the pilots of one fold run in this process
+    (tests; the memory figure is then not the pilots' own)."""
     if data.n < MIN_ROWS or not plan.folds:
-        return None
+        return None, {}
     started = time.perf_counter()
-    fold = representative_fold(plan)
-    pilots = []
-    for fraction in (WARM_UP, *FRACTIONS):
-        rows, small = pilot_fold(fold, fraction, derive_seed(config.seed, "estimate", fraction))
-        jobs = pilot_jobs(config, small, verdict_models, n_full=len(fold.train), explainer=explainer)
-        pilots.append((jobs, subset(data, rows)))
-        pilot_train = len(small.train)  # the last: the larger pilot's training rows
     from joblib import cpu_count
 
     threads = max(1, cpu_count() // max(1, workers))  # what joblib gives each worker of the run
-    if in_process:
-        measured = time_pilots(pilots, threads)
-    else:  # as many pilot processes at once as the run will have workers (at most the cores): their contention
-        measured = _in_fresh_process(pilots, threads, copies=max(1, min(workers, cpu_count())))
-    measured = measured[1:]  # the warm-up is not used
+    copies = 1 if in_process else max(1, min(workers, cpu_count(), len(plan.folds)))
+    folds = representative_folds(plan, copies)
+    run_jobs = jobs if jobs is not None else make_jobs(config, plan, explainer=explainer)
+    per_worker = [fold_pilots(config, data, fold, verdict_models, run_jobs, explainer) for fold in folds]
+    with (pilots_here if in_process else pilot_processes)(len(per_worker), threads) as run:
+        first = run([pilots[:2] for pilots in per_worker])  # the warm-up and the half pilot
+        projected = [small[1] + (large[1] - small[1]) / (HALF - WARM_UP) * (1 - HALF) for small, large in first]
+        peak = current_rss() + workers * max(projected)
+        whole = None
+        if memory_limit is None or peak <= memory_limit:
+            whole = run([pilots[2:] for pilots in per_worker], keep=True)
+            peak = current_rss() + workers * max(float(w[0][1]) for w in whole)
     transfer = transfer_seconds(data)
-    timings, peaks = [seconds for seconds, _ in measured], [peak for _, peak in measured]
-    ratio = FRACTIONS[1] / FRACTIONS[0]
-    train_sizes = [len(f.train) for f in plan.folds]
-    all_rows = len(fold.train) + len(fold.test)  # a refit on all trials
-    n_folds = len(plan.folds)
-    durations: dict[str, list[float]] = {"folds": [], "final models": [], "verdict calibration": []}
-    light_jobs: dict[str, list[float]] = {}
-    by_model: dict[str, float] = {}
-    exponents: dict[str, float] = {}
     specs = {m.name: m for m in config.models}
-    for (name, light, _), small, large in zip(pilots[-1][0], timings[0], timings[1]):
-        _, b = extrapolate(small, large, ratio, 1.0)
-        trials = specs[name].tuning.n_trials
-        # the pilots tune with PILOT_TUNING_TRIALS; the fit scales with the trials
-        tuned = trials / PILOT_TUNING_TRIALS if trials > PILOT_TUNING_TRIALS else 1.0
-        per_fold = [job_seconds(large, rows / pilot_train, b, tuned, transfer) for rows in train_sizes]
-        if light:
-            light_jobs[name] = per_fold
-            by_model[name] = by_model.get(name, 0.0) + null_B * sum(per_fold)
+    # per job kind (model, light): (seconds at the fold's training rows, exponent, those rows), one per worker
+    fits: dict[tuple[str, bool], list[tuple[float, float, int]]] = {}
+    done: dict[tuple[str, Any], FoldResult] = {}
+    for i, (fold, pilots) in enumerate(zip(folds, per_worker)):
+        half_rows = len(pilots[1][0][0][2].fold.train)  # the half pilot's training rows
+        half = {}
+        for (name, light, _), seconds in zip(pilots[1][0], first[i][1][0]):
+            trials = specs[name].tuning.n_trials  # the half pilot tunes with PILOT_TUNING_TRIALS, the run's jobs not
+            half[(name, light)] = seconds * (trials / PILOT_TUNING_TRIALS if trials > PILOT_TUNING_TRIALS else 1.0)
+        if whole is None:  # refused on memory: the half pilots scaled in proportion to the rows
+            for kind, seconds in half.items():
+                fits.setdefault(kind, []).append((seconds, 1.0, half_rows))
             continue
-        exponents[name] = round(b, 2)
-        durations["folds"] += per_fold  # the run's order: model, then fold
-        spent = sum(per_fold)
+        seconds_whole, _, results = whole[i][0]
+        for (name, light, _), seconds, result in zip(pilots[2][0], seconds_whole, results):
+            b = exponent(half[(name, light)], seconds, len(fold.train) / half_rows)
+            fits.setdefault((name, light), []).append((seconds, b, len(fold.train)))
+            if result is not None:
+                done[(name, fold.label)] = result
+
+    def job_seconds(kind: tuple[str, bool], rows: int) -> float:
+        """The mean over the measured folds of their seconds scaled to ``rows`` training rows by their power law,
+        plus sending the data once."""
+        return float(np.mean([seconds * (rows / n) ** b for seconds, b, n in fits[kind]])) + transfer
+
+    durations: dict[str, list[float]] = {"folds": [], "final models": [], "verdict calibration": []}
+    by_model: dict[str, float] = {}
+    all_rows = len(folds[0].train) + len(folds[0].test)  # a refit on all trials
+    for spec in config.models:  # the run's order: model, then fold; a job the pilots ran is not run again
+        left = [job_seconds((spec.name, False), len(f.train)) for f in plan.folds if (spec.name, f.label) not in done]
+        durations["folds"] += left
+        by_model[spec.name] = sum(left) + sum(job_seconds((spec.name, False), len(f.train)) for f in folds
+                                              if (spec.name, f.label) in done)
         if final_models:
-            durations["final models"].append(job_seconds(large, all_rows / pilot_train, b, tuned, transfer))
-            spent += durations["final models"][-1]
-        by_model[name] = by_model.get(name, 0.0) + spent
-    for _ in range(null_B):  # the calibration's order: draw, model, fold
-        for name in light_jobs:
-            durations["verdict calibration"] += light_jobs[name]
-    parts = {name: makespan(jobs, workers) for name, jobs in durations.items()}
-    small_peak, large_peak = peaks
-    per_row = max(0.0, (large_peak - small_peak) / (len(fold.train) + len(fold.test)) / (FRACTIONS[1] - FRACTIONS[0]))
-    worker_peak = large_peak + per_row * (1 - FRACTIONS[1]) * (len(fold.train) + len(fold.test))
-    peak = current_rss() + workers * worker_peak
-    return CostEstimate(rows=int(data.n), folds=n_folds, workers=workers, seconds=float(sum(parts.values())),
-                        peak_bytes=float(peak), parts={k: float(v) for k, v in parts.items()},
-                        by_model={k: float(v) for k, v in by_model.items()},
-                        pilot_seconds=time.perf_counter() - started, exponents=exponents)
+            durations["final models"].append(job_seconds((spec.name, False), all_rows))
+            by_model[spec.name] += durations["final models"][-1]
+    per_draw = []  # one draw's light refits: model, then fold
+    for name in verdict_models:
+        refits = [job_seconds((name, True), len(f.train)) for f in plan.folds] if (name, True) in fits else []
+        per_draw += refits
+        by_model[name] = by_model.get(name, 0.0) + null_B * sum(refits)
+    durations["verdict calibration"] = per_draw * null_B  # the calibration's order: draw, model, fold
+    parts = {name: makespan(seconds, workers) for name, seconds in durations.items()}
+    exponents = {spec.name: round(float(np.mean([b for _, b, _ in fits[(spec.name, False)]])), 2)
+                 for spec in config.models}
+    found = CostEstimate(rows=int(data.n), folds=len(plan.folds), workers=workers,
+                         seconds=float(sum(parts.values())), peak_bytes=float(peak),
+                         parts={k: float(v) for k, v in parts.items()},
+                         by_model={k: float(v) for k, v in by_model.items()},
+                         pilot_seconds=time.perf_counter() - started, exponents=exponents, reused=len(done))
+    return found, done

@@ -67,3 +67,35 @@ def test_validation_estimate_false_skips_it(config_file, tmp_path, monkeypatch):
     result = CliRunner().invoke(app, ["run", str(path), "--out", str(tmp_path / "run"), "--no-progress"])
     assert result.exit_code == 0, result.output
     assert not called and "estimated " not in result.output
+
+
+def test_the_fold_jobs_the_pilots_ran_give_the_run_the_same_results_as_fitting_them_again(config_file, tmp_path,
+                                                                                          monkeypatch):
+    """The estimate's whole-fold pilots are the run's own jobs of two folds; the run uses their results instead of
+    refitting them. Every held-out metric of every fold is the same as in a run without the estimate."""
+    import json
+
+    from mbi_predict.pipeline import folds
+
+    monkeypatch.setattr(estimate, "MIN_ROWS", 100)
+    fitted, real = [], folds.run_jobs
+    monkeypatch.setattr(folds, "run_jobs", lambda jobs, *a, **k: fitted.append(len(jobs)) or real(jobs, *a, **k))
+    config = yaml.safe_load(config_file.read_text())
+    config["validation"]["n_jobs"] = 2  # two workers: the pilots run the jobs of two folds, one in each process
+    summaries = {}
+    for on in (True, False):
+        config["validation"]["estimate"] = on
+        path = tmp_path / f"config_{on}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        out = tmp_path / f"run_{on}"
+        result = CliRunner().invoke(app, ["run", str(path), "--out", str(out), "--no-progress"])
+        assert result.exit_code == 0, result.output
+        assert ("estimated " in result.stderr) == on
+        summaries[on] = json.loads((out / "summary.json").read_text())
+    from joblib import cpu_count
+
+    assert fitted[1] - fitted[0] == 2 * min(2, cpu_count())  # 2 models on the pilots' folds were not refitted
+    for name in ("reference", "t_enet"):
+        with_estimate, without = (summaries[on]["models"][name] for on in (True, False))
+        assert with_estimate["per_trial"] == without["per_trial"]
+        assert with_estimate["pooled"] == without["pooled"]

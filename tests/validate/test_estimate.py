@@ -33,93 +33,138 @@ def test_small_data_are_not_estimated(prepared):
     data, plan = prepared
     assert data.n < estimate.MIN_ROWS
     assert estimate.estimate_run(_config(), data, plan, workers=2, verdict_models=["t_enet"], null_B=19,
-                                 final_models=True) is None
+                                 final_models=True) == (None, {})
 
 
-def test_the_estimate_counts_every_job_the_run_makes(prepared, monkeypatch):
-    data, plan = prepared
-    monkeypatch.setattr(estimate, "MIN_ROWS", 100)
-    calls = []
+def _timed_pilots(monkeypatch, full: float, light: float, calls: list):
+    """time_jobs with set timings (the jobs really run): the warm-up 0, the half pilot ``full``/``light``, the
+    whole fold twice that."""
     real = estimate.time_jobs
 
-    def timed(jobs, pilot):  # the pilots really run; their timings are set: 1 s full, 2 s light, twice that at 2x
-        calls.append([(name, light, len(job.fold.train), len(job.fold.test)) for name, light, job in jobs])
-        _, peak = real(jobs, pilot)
-        scale = {1: 0, 2: 1, 3: 2}[len(calls)]  # the first call is the untimed warm-up
-        return [(2.0 if light else 1.0) * scale for _, light, _ in jobs], peak
+    def timed(jobs, pilot, keep=False):
+        calls.append([(name, light_, job) for name, light_, job in jobs])
+        _, peak, results = real(jobs, pilot, keep)
+        scale = {1: 0, 2: 1, 3: 2}[len(calls)]
+        return [(light if light_ else full) * scale for _, light_, _ in jobs], peak, results
 
     monkeypatch.setattr(estimate, "time_jobs", timed)
     monkeypatch.setattr(estimate, "transfer_seconds", lambda data: 0.5)  # sending the data: once per job
-    found = estimate.estimate_run(_config(), data, plan, workers=2, verdict_models=["t_enet"], null_B=19,
-                                  final_models=True, in_process=True)
+
+
+def test_the_estimate_counts_every_job_the_run_makes_and_hands_back_those_it_ran(prepared, monkeypatch):
+    data, plan = prepared
+    monkeypatch.setattr(estimate, "MIN_ROWS", 100)
+    calls = []
+    _timed_pilots(monkeypatch, 1.0, 2.0, calls)
+    config = _config()
+    jobs = loto.make_jobs(config, plan)
+    found, done = estimate.estimate_run(config, data, plan, workers=2, verdict_models=["t_enet"], null_B=19,
+                                        final_models=True, jobs=jobs, in_process=True)
     fold = estimate.representative_fold(plan)
-    # two pilots: a quarter and a half of the fold, every model full, the verdict model also light
-    assert [[(name, light) for name, light, _, _ in pilot] for pilot in calls] == \
-        [[("reference", False), ("t_enet", False), ("t_enet", True)]] * 3
-    small, large = estimate.FRACTIONS
-    assert (estimate.WARM_UP, small, large) == (1 / 8, 1 / 4, 1 / 2)
-    assert calls[0][0][2] == round(len(fold.train) * estimate.WARM_UP)
-    calls = calls[1:]
-    assert calls[0][0][2] == round(len(fold.train) * small) and calls[1][0][2] == round(len(fold.train) * large)
-    assert calls[1][0][3] == min(len(fold.test), max(round(len(fold.test) * large), estimate.MIN_PILOT_TEST))
-    # time doubles for 2x the rows: exponent 1, so each fold costs the half pilot's time scaled to the fold's own
-    # training rows, plus sending the data; the parts are the jobs scheduled in the run's order on 2 workers
-    k, pilot_train = len(plan.folds), round(len(fold.train) * large)
+    # three pilots: an eighth (warm-up), a half and the whole fold; every model full, the verdict model also light
+    assert [[(name, light) for name, light, _ in pilot] for pilot in calls] == \
+        [[("reference", False), ("t_enet", False), ("t_enet", True)]] * 2 + \
+        [[("reference", False), ("t_enet", False), ("t_enet", True)]]
+    assert (estimate.WARM_UP, estimate.HALF) == (1 / 8, 1 / 2)
+    assert len(calls[0][0][2].fold.train) == round(len(fold.train) * estimate.WARM_UP)
+    half_rows = len(calls[1][0][2].fold.train)
+    assert half_rows == round(len(fold.train) * estimate.HALF)
+    assert len(calls[1][0][2].fold.test) == min(len(fold.test), max(round(len(fold.test) / 2), estimate.MIN_PILOT_TEST))
+    # the whole fold's full jobs are the run's own jobs, and their results come back for the run to use
+    run_jobs = [j for j in jobs if j.fold.label == fold.label]
+    assert [job for _, light, job in calls[2] if not light] == run_jobs
+    assert set(done) == {("reference", fold.label), ("t_enet", fold.label)} and found.reused == 2
+    direct = loto.run_fold(run_jobs[1], data)
+    reused = done[("t_enet", fold.label)]
+    assert list(reused.metrics) == list(direct.metrics)
+    assert np.array_equal([v.value for v in reused.metrics.values()], [v.value for v in direct.metrics.values()],
+                          equal_nan=True)
+    assert reused.predictions.equals(direct.predictions)
+    # each job: the whole fold's seconds scaled to the fold's own training rows by the power law through the half
+    # and the whole fold (the seconds double: exponent log 2 / log(rows ratio)), plus sending the data; the
+    # parts are the jobs still to run, scheduled in the run's order on 2 workers
+    b = estimate.exponent(1.0, 2.0, len(fold.train) / half_rows)
+    assert b == pytest.approx(1.0, abs=0.01)
     sizes = [len(f.train) for f in plan.folds]
     assert len(set(sizes)) > 1  # folds of different sizes: the median fold alone would be wrong
-    full = [2.0 * n / pilot_train + 0.5 for n in sizes]
-    light = [4.0 * n / pilot_train + 0.5 for n in sizes]
-    final = 2.0 * (len(fold.train) + len(fold.test)) / pilot_train + 0.5
-    assert found.exponents == {"reference": 1.0, "t_enet": 1.0}
-    assert found.parts["folds"] == pytest.approx(estimate.makespan(full + full, 2))
+    cost = lambda seconds, n: seconds * (n / len(fold.train)) ** b + 0.5  # noqa: E731
+    left = [cost(2.0, len(f.train)) for f in plan.folds if f.label != fold.label]
+    light = [cost(4.0, n) for n in sizes]
+    final = cost(2.0, len(fold.train) + len(fold.test))
+    assert found.exponents == {"reference": round(b, 2), "t_enet": round(b, 2)}
+    assert found.parts["folds"] == pytest.approx(estimate.makespan(left + left, 2))
     assert found.parts["final models"] == pytest.approx(final)  # two refits at once
     assert found.parts["verdict calibration"] == pytest.approx(estimate.makespan(light * 19, 2))
     assert found.parts["verdict calibration"] >= 19 * sum(light) / 2
     assert found.seconds == pytest.approx(sum(found.parts.values()))
-    assert found.by_model["t_enet"] == pytest.approx(sum(full) + final + 19 * sum(light))
+    assert found.by_model["t_enet"] == pytest.approx(sum(left) + cost(2.0, len(fold.train)) + final + 19 * sum(light))
     assert found.dominant == "t_enet"
-    assert found.rows == data.n and found.folds == k and found.workers == 2 and found.peak_bytes > 0
+    assert found.rows == data.n and found.folds == len(plan.folds) and found.workers == 2 and found.peak_bytes > 0
     line = found.line()
     assert line.startswith("estimated ") and "GiB" in line and "mostly t_enet" in line and "\n" not in line
     assert ("dask" in line) == (found.seconds > 600)
 
 
-def test_a_tuned_model_scales_its_fit_by_the_trials_but_sends_the_data_once(prepared, monkeypatch):
-    """The pilots tune with `PILOT_TUNING_TRIALS` trials; a model tuned with 8 costs 8/2 of the pilot's fit time,
-    plus the same one transfer of the data per job (it was scaled with the trials, an overestimate)."""
+def test_a_run_that_would_not_fit_in_memory_is_not_piloted_on_the_whole_fold(prepared, monkeypatch):
+    """The half pilots' peaks, extrapolated, already exceed the limit: the whole-fold pilots (as large as a run's
+    worker) are not run, the time is the half pilots' in proportion to the rows, nothing is handed back."""
     data, plan = prepared
     monkeypatch.setattr(estimate, "MIN_ROWS", 100)
     calls = []
-    real = estimate.time_jobs
+    _timed_pilots(monkeypatch, 1.0, 2.0, calls)
+    found, done = estimate.estimate_run(_config(), data, plan, workers=2, verdict_models=["t_enet"], null_B=19,
+                                        final_models=False, memory_limit=1024.0, in_process=True)
+    assert len(calls) == 2 and done == {} and found.reused == 0 and found.peak_bytes > 1024
+    fold = estimate.representative_fold(plan)
+    half_rows = len(calls[1][0][2].fold.train)
+    left = [1.0 * len(f.train) / half_rows + 0.5 for f in plan.folds]
+    assert found.parts["folds"] == pytest.approx(estimate.makespan(left + left, 2))
+    assert found.exponents == {"reference": 1.0, "t_enet": 1.0} and len(fold.train) > half_rows
 
-    def timed(jobs, pilot):
-        calls.append(None)
-        _, peak = real(jobs, pilot)
-        return [1.0 * {1: 0, 2: 1, 3: 2}[len(calls)] for _ in jobs], peak
 
-    monkeypatch.setattr(estimate, "time_jobs", timed)
-    monkeypatch.setattr(estimate, "transfer_seconds", lambda data: 0.5)
+def test_a_tuned_model_scales_its_half_pilot_by_the_trials_but_sends_the_data_once(prepared, monkeypatch):
+    """The half pilot tunes with `PILOT_TUNING_TRIALS` trials, the whole fold is the run's own job (8 trials): the
+    half pilot's time is scaled by 8/2 before the exponent is fitted; the data are sent once per job."""
+    data, plan = prepared
+    monkeypatch.setattr(estimate, "MIN_ROWS", 100)
+    calls = []
+    _timed_pilots(monkeypatch, 1.0, 1.0, calls)
     config = parse_config({"experiment": "t", "data": {"simulate": {}}, "outcome": "distress_fu1_6", "seed": 4,
                            "models": [{"name": "enet", "estimator": "elastic_net", "tuning": {"n_trials": 8}}],
                            "validation": {"bootstrap": 20}})
-    found = estimate.estimate_run(config, data, plan, workers=1, verdict_models=[], null_B=0, final_models=False,
-                                  in_process=True)
+    found, done = estimate.estimate_run(config, data, plan, workers=1, verdict_models=[], null_B=0,
+                                        final_models=False, in_process=True)
+    assert calls[1][0][2].model.tuning.n_trials == estimate.PILOT_TUNING_TRIALS
+    assert calls[2][0][2].model.tuning.n_trials == 8
     fold = estimate.representative_fold(plan)
-    pilot_train = round(len(fold.train) * estimate.FRACTIONS[1])
-    # the half pilot's 2 s, scaled to each fold's training rows (exponent 1) and by 8/2 trials, the data sent once
-    per_job = [2.0 * len(f.train) / pilot_train * 8 / estimate.PILOT_TUNING_TRIALS + 0.5 for f in plan.folds]
+    half_rows = len(calls[1][0][2].fold.train)
+    b = estimate.exponent(1.0 * 8 / estimate.PILOT_TUNING_TRIALS, 2.0, len(fold.train) / half_rows)
+    assert b == 0.3  # the scaled half pilot (4 s) is slower than the whole fold (2 s): clipped
+    per_job = [2.0 * (len(f.train) / len(fold.train)) ** b + 0.5 for f in plan.folds if f.label != fold.label]
     assert found.parts["folds"] == pytest.approx(sum(per_job))  # one worker: one job after the other
 
 
 def test_real_pilots_give_a_positive_finite_estimate(prepared, monkeypatch):
     data, plan = prepared
     monkeypatch.setattr(estimate, "MIN_ROWS", 100)
-    found = estimate.estimate_run(_config(), data, plan, workers=1, verdict_models=[], null_B=0,
-                                  final_models=False, in_process=True)
-    assert np.isfinite(found.seconds) and found.seconds > 0
+    found, done = estimate.estimate_run(_config(), data, plan, workers=1, verdict_models=[], null_B=0,
+                                        final_models=False, in_process=True)
+    assert np.isfinite(found.seconds) and found.seconds > 0 and len(done) == 2
     assert found.parts["verdict calibration"] == 0 and found.parts["final models"] == 0
     assert set(found.exponents) == {"reference", "t_enet"}
     assert all(0.3 <= b <= 1.5 for b in found.exponents.values())
+
+
+def test_the_representative_folds_are_the_median_and_its_neighbours_in_size(prepared):
+    _, plan = prepared
+    by_size = [f.label for f in sorted(plan.folds, key=lambda f: len(f.train))]
+    middle = (len(by_size) - 1) // 2
+    labels = lambda folds: [f.label for f in folds]  # noqa: E731
+    assert labels(estimate.representative_folds(plan, 1)) == [by_size[middle]] == \
+        labels([estimate.representative_fold(plan)])
+    assert labels(estimate.representative_folds(plan, 3)) == [by_size[middle], by_size[middle + 1],
+                                                             by_size[middle - 1]]
+    assert len(estimate.representative_folds(plan, 99)) == len(plan.folds)
 
 
 def test_pilots_run_in_as_many_fresh_processes_at_once_as_the_run_has_workers(prepared, monkeypatch):
@@ -135,12 +180,16 @@ def test_pilots_run_in_as_many_fresh_processes_at_once_as_the_run_has_workers(pr
         real_init(self, max_workers=max_workers, **kwargs)
 
     monkeypatch.setattr(ProcessPoolExecutor, "__init__", init)
-    found = estimate.estimate_run(_config(), data, plan, workers=2, verdict_models=["t_enet"], null_B=3,
-                                  final_models=True)
+    found, done = estimate.estimate_run(_config(), data, plan, workers=2, verdict_models=["t_enet"], null_B=3,
+                                        final_models=True)
     from joblib import cpu_count
 
-    assert pools == [min(2, cpu_count())]
+    copies = min(2, cpu_count())
+    assert pools == [copies]  # one pool for both stages
     assert np.isfinite(found.seconds) and all(v > 0 for v in found.parts.values()) and found.peak_bytes > 0
+    # each process ran the run's own jobs of its fold: the median fold and the next larger
+    assert {label for _, label in done} == {f.label for f in estimate.representative_folds(plan, copies)}
+    assert found.reused == len(done) == 2 * copies
 
 
 def test_sending_the_data_is_timed_on_the_whole_table(prepared):
@@ -158,18 +207,11 @@ def test_jobs_are_scheduled_in_order_on_the_first_free_worker():
     assert estimate.makespan([5.0], 4) == 5.0 and estimate.makespan([], 2) == 0.0
 
 
-def test_pilots_timed_in_several_processes_at_once_are_averaged_and_their_peak_is_the_largest():
-    runs = [[([1.0, 2.0], 100), ([3.0, 4.0], 300)],
-            [([2.0, 4.0], 150), ([5.0, 4.0], 250)]]
-    assert estimate.combine_copies(runs) == [([1.5, 3.0], 150), ([4.0, 4.0], 300)]
-
-
-def test_extrapolation_is_a_clipped_power_law():
-    assert estimate.extrapolate(1.0, 4.0, 4.0, 4.0) == (pytest.approx(16.0), pytest.approx(1.0))
-    value, b = estimate.extrapolate(1.0, 100.0, 4.0, 4.0)  # steeper than rows^1.5: clipped
-    assert b == 1.5 and value == pytest.approx(100.0 * 4.0 ** 1.5)
-    value, b = estimate.extrapolate(1.0, 1.0, 4.0, 4.0)    # flat: at least rows^0.3
-    assert b == 0.3
+def test_the_exponent_is_a_clipped_power_law():
+    assert estimate.exponent(1.0, 4.0, 4.0) == pytest.approx(1.0)
+    assert estimate.exponent(1.0, 100.0, 4.0) == 1.5  # steeper than rows^1.5: clipped
+    assert estimate.exponent(1.0, 1.0, 4.0) == 0.3    # flat: at least rows^0.3
+    assert estimate.exponent(0.0, 1.0, 2.0) == 1.0    # no timing: in proportion to the rows
 
 
 def test_the_pilot_fold_keeps_training_and_held_out_rows_apart(prepared):
@@ -189,14 +231,21 @@ def test_the_pipeline_refuses_a_run_that_would_not_fit_in_memory(prepared, monke
     data, plan = prepared
     monkeypatch.setattr(estimate, "MIN_ROWS", 100)
     monkeypatch.setattr(stage, "available_memory", lambda: 1024.0)
-    monkeypatch.setattr(stage, "estimate_run", lambda *a, **k: estimate.CostEstimate(
-        rows=data.n, folds=len(plan.folds), workers=2, seconds=100.0, peak_bytes=3 * 2**30,
-        parts={"folds": 100.0}, by_model={"t_enet": 200.0}, pilot_seconds=1.0))
+    limits = []
+
+    def estimate_run(*args, memory_limit=None, **kwargs):
+        limits.append(memory_limit)
+        return estimate.CostEstimate(rows=data.n, folds=len(plan.folds), workers=2, seconds=100.0,
+                                     peak_bytes=3 * 2**30, parts={"folds": 100.0}, by_model={"t_enet": 200.0},
+                                     pilot_seconds=1.0), {}
+
+    monkeypatch.setattr(stage, "estimate_run", estimate_run)
     inputs = RunInputs(_config(), None, data, plan, {})
     with pytest.raises(ConfigError, match=r"data too large .* estimated 2 min of fitting and 3\.0 GiB peak memory"):
-        stage.estimate(inputs, 2, final_models=False)
-    assert stage.estimate(RunInputs(_config(validation={"estimate": False}), None, data, plan, {}), 2,
-                          final_models=False) is None
+        stage.estimate(inputs, 2, loto.make_jobs(inputs.config, plan), final_models=False)
+    assert limits == [1024.0]  # the pilots are told the limit, so they stop before the whole fold
+    assert stage.estimate(RunInputs(_config(validation={"estimate": False}), None, data, plan, {}), 2, [],
+                          final_models=False) == (None, {})
 
 
 def test_a_causal_forest_pilot_grows_trees_of_the_full_fold_s_size():
@@ -239,12 +288,12 @@ def test_an_interrupted_pilot_is_ended_not_waited_for(prepared, monkeypatch):
     import threading
 
     threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGINT)).start()  # Ctrl-C while the pilot runs
-    with pytest.raises(KeyboardInterrupt):
-        estimate._in_fresh_process([([], estimate.subset(data, np.arange(10)))], 1)
+    with pytest.raises(KeyboardInterrupt), estimate.pilot_processes(1, 1) as run:
+        run([[([], estimate.subset(data, np.arange(10)))]])
     assert shut == [True] and time.monotonic() - start < 30
 
 
-def _sleep_then_time(pilots, threads=None):
+def _sleep_then_time(pilots, threads=None, keep=False):
     import time
 
     time.sleep(120)
