@@ -92,8 +92,12 @@ def estimate_only(label: str, seed: int) -> dict:
     plan = loto.plan_folds(data, min_per_arm=10)
     start_workers_without_ctrl_c()
     names, B = null_refits(config, data, plan)
+    from mbi_predict.validate.estimate import available_memory
+
+    # as a run calls it: with the memory limit, so a size that would not fit is not piloted on a whole fold. The
+    # line's figures are the fitting still to do after the pilots, whose whole-fold jobs the run would keep
     found, _ = estimate_run(config, data, plan, workers=2, verdict_models=names, null_B=B, final_models=False,
-                            explainer=explain_fold)
+                            explainer=explain_fold, memory_limit=available_memory())
     return {"case": label, "seed": seed, "estimate_only": True, "estimate": found.to_dict(), "line": found.line()}
 
 

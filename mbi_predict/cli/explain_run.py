@@ -55,7 +55,10 @@ def explain_run(run: str | Path, *, tracking_uri: str | None = None, recompute: 
     if recompute:
         target = folder if folder is not None and out_dir is None else Path(
             out_dir or Path("runs") / summary.get("experiment", "run") / f"explain-{run}")
-        summary, plot_paths = _recompute(summary, target)
+        from mbi_predict.io import sigterm_interrupts
+
+        with sigterm_interrupts():  # SIGTERM, like Ctrl-C, unwinds: the staging folder is removed on the way out
+            summary, plot_paths = _recompute(summary, target)
     else:
         target = folder
         plot_paths = [Path(p) for p in loaded.plots]

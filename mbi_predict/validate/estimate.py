@@ -12,8 +12,9 @@ of it.
   are (cores / workers). In each: an untimed warm-up on an eighth of the fold (it pays for the first imports of
   the model libraries), then half the fold, then the whole fold.
 * The whole fold's full jobs are the run's own jobs (same model, fold and seed): their results come back and the
-  run does not fit them again (`pipeline.folds.run_folds`), so the whole-fold pilot costs the run nothing but the
-  verdict's one light refit per model. What the estimate adds is the warm-up and the half pilot.
+  run does not fit them again (`pipeline.folds.run_folds`). What the estimate adds to a run is the warm-up, the
+  half pilot, the verdict's one light refit per model on the whole fold, and a worker left idle while the other
+  finishes a larger fold.
 * Why the whole fold: pilots on a quarter and a half, extrapolated two-fold by a power law through them,
   under-stated the fold jobs by 6-25% (RESULTS 20-21). A job is a fixed part (a capped SHAP sample, held-out
   metrics, a causal forest's trees of full-fold size) plus work that grows with the rows, the sub-second timings of
@@ -27,16 +28,19 @@ of it.
   light refits) are then scheduled in the run's order on the local workers, each job taken by the first worker to
   fall free, as joblib hands them out: a last wave that leaves a worker idle is counted.
 * Memory: the largest peak of the pilot processes (the whole fold is the largest pilot), times the workers, plus
-  this process's current memory.
+  this process's current memory. Before the whole fold is piloted, its peak is projected from the warm-up's and
+  the half pilot's (`whole_fold_peak`); when that already exceeds what the machine has, the whole fold is not
+  piloted (it would need as much as a run's worker) and the estimate is made from the half pilot alone.
+* Tuning: the half pilot tunes with `PILOT_TUNING_TRIALS` trials; its tuning time is scaled to the model's trials
+  before the exponent is fitted (the whole fold tunes as the run does).
 
 No library estimates the cost of a pipeline of this kind: this module is ours. It leaves out the run-level batch
 other than the final refits (explanations, classical interactions, projection: small next to the folds), MLflow
-logging and figures (seconds), and tuning beyond the pilot's two trials (scaled by the trial count). Its accuracy
-was measured against full runs (experiments/benchmarks/RESULTS.md, sections 18 and 20): fold jobs from 23% under
-to 6% under, the verdict's calibration from 35% under to 80% over (four runs of one case), memory 1% over to 21%
-under. It is a planning figure and is printed as such. Time is
-never a limit; a memory estimate above what the machine has available stops the run before fitting
-(`pipeline.folds.estimate`).
+logging and figures (seconds). Its accuracy was measured against full runs (experiments/benchmarks/RESULTS.md,
+section 21, which also gives the earlier designs' errors): the fold jobs within 2-7% (a boosted T-learner with
+xgboost, a causal forest), the verdict's calibration 14% under, memory 15% under to 13% over. It is a planning
+figure and is printed as such. Time is never a limit; a memory estimate above what the machine has available stops
+the run before the rest is fitted (`pipeline.folds.estimate`).
 
 Only data of at least `MIN_ROWS` analysed rows are estimated (below that a run takes minutes at most and the
 pilots would be a noticeable share of it).
@@ -213,18 +217,19 @@ def fold_pilots(config: ExperimentConfig, data: PreparedData, fold: Fold, verdic
 
 
 def time_jobs(jobs: list[tuple[str, bool, FoldJob]], data: PreparedData,
-              keep: bool = False) -> tuple[list[float], int, list]:
-    """Seconds of each job run here, one after the other, this process's peak resident memory (bytes), and, with
-    ``keep``, the full jobs' results (None for the light ones and without ``keep``)."""
+              keep: bool = False) -> tuple[list[float], int, list, list[float]]:
+    """Seconds of each job run here, one after the other, this process's peak resident memory (bytes), with
+    ``keep`` the full jobs' results (None for the light ones and without ``keep``), and each job's tuning seconds."""
     import resource
 
-    seconds, results = [], []
+    seconds, results, tuning = [], [], []
     for _, light, job in jobs:
         start = time.perf_counter()
         result = run_fold(job, data)
         seconds.append(time.perf_counter() - start)
         results.append(result if keep and not light else None)
-    return seconds, int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, results
+        tuning.append(float(result.timing.get("tune_seconds", 0.0) or 0.0))
+    return seconds, int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, results, tuning
 
 
 def time_pilots(pilots: list[tuple[list, PreparedData]], threads: int | None = None,
@@ -314,6 +319,17 @@ def available_memory() -> float | None:
     return None
 
 
+def whole_fold_peak(warm_peak: float, half_peak: float, pilots: list[tuple[list, PreparedData]],
+                    data: PreparedData) -> float:
+    """A whole-fold pilot process's peak memory (bytes), projected from the warm-up's and the half pilot's peaks.
+    Both ran in one task, so both data subsets were held for both peaks: the difference between the peaks is the
+    jobs' working memory, extrapolated along a line to the whole fold, and the whole fold holds the whole data in
+    place of the two subsets (`PreparedData.__sizeof__`: its arrays)."""
+    work = max(0.0, (half_peak - warm_peak) / (HALF - WARM_UP) * (1 - HALF))
+    held = pilots[0][1].__sizeof__() + pilots[1][1].__sizeof__()
+    return half_peak + work + data.__sizeof__() - held
+
+
 def exponent(small: float, large: float, ratio: float) -> float:
     """b of a power law time ~ rows^b through (1, small) and (ratio, large), clipped to [0.3, 1.5]."""
     if small <= 0 or large <= 0:
@@ -347,9 +363,10 @@ def estimate_run(config: ExperimentConfig, data: PreparedData, plan: FoldPlan, *
     run_jobs = jobs if jobs is not None else make_jobs(config, plan, explainer=explainer)
     per_worker = [fold_pilots(config, data, fold, verdict_models, run_jobs, explainer) for fold in folds]
     with (pilots_here if in_process else pilot_processes)(len(per_worker), threads) as run:
-        first = run([pilots[:2] for pilots in per_worker])  # the warm-up and the half pilot
-        projected = [small[1] + (large[1] - small[1]) / (HALF - WARM_UP) * (1 - HALF) for small, large in first]
-        peak = current_rss() + workers * max(projected)
+        # the warm-up and the half pilot in one task (the warm-up must run in the process it warms)
+        first = run([pilots[:2] for pilots in per_worker])
+        peak = current_rss() + workers * max(whole_fold_peak(warm[1], half[1], pilots, data)
+                                             for (warm, half), pilots in zip(first, per_worker))
         whole = None
         if memory_limit is None or peak <= memory_limit:
             whole = run([pilots[2:] for pilots in per_worker], keep=True)
@@ -362,14 +379,18 @@ def estimate_run(config: ExperimentConfig, data: PreparedData, plan: FoldPlan, *
     for i, (fold, pilots) in enumerate(zip(folds, per_worker)):
         half_rows = len(pilots[1][0][0][2].fold.train)  # the half pilot's training rows
         half = {}
-        for (name, light, _), seconds in zip(pilots[1][0], first[i][1][0]):
-            trials = specs[name].tuning.n_trials  # the half pilot tunes with PILOT_TUNING_TRIALS, the run's jobs not
-            half[(name, light)] = seconds * (trials / PILOT_TUNING_TRIALS if trials > PILOT_TUNING_TRIALS else 1.0)
+        seconds_half, _, _, tuning_half = first[i][1]
+        for (name, light, _), seconds, tuning in zip(pilots[1][0], seconds_half, tuning_half):
+            # the half pilot tunes with PILOT_TUNING_TRIALS trials, the run's jobs with their own: its tuning time
+            # (not the final fit, SHAP or metrics) is scaled to the model's trials
+            trials = specs[name].tuning.n_trials
+            extra = tuning * (trials / PILOT_TUNING_TRIALS - 1) if trials > PILOT_TUNING_TRIALS else 0.0
+            half[(name, light)] = seconds + extra
         if whole is None:  # refused on memory: the half pilots scaled in proportion to the rows
             for kind, seconds in half.items():
                 fits.setdefault(kind, []).append((seconds, 1.0, half_rows))
             continue
-        seconds_whole, _, results = whole[i][0]
+        seconds_whole, _, results, _ = whole[i][0]
         for (name, light, _), seconds, result in zip(pilots[2][0], seconds_whole, results):
             b = exponent(half[(name, light)], seconds, len(fold.train) / half_rows)
             fits.setdefault((name, light), []).append((seconds, b, len(fold.train)))

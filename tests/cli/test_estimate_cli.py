@@ -82,6 +82,9 @@ def test_the_fold_jobs_the_pilots_ran_give_the_run_the_same_results_as_fitting_t
     monkeypatch.setattr(folds, "run_jobs", lambda jobs, *a, **k: fitted.append(len(jobs)) or real(jobs, *a, **k))
     config = yaml.safe_load(config_file.read_text())
     config["validation"]["n_jobs"] = 2  # two workers: the pilots run the jobs of two folds, one in each process
+    # a boosted effect model with SHAP in the fold (its null off, to stay fast): what a reused result must carry too
+    config["models"].append({"name": "t_xgb", "kind": "effect", "estimator": "t_learner_xgb",
+                             "explain": {"enabled": True, "max_rows": 50, "max_background": 20, "null_B": 0}})
     summaries = {}
     for on in (True, False):
         config["validation"]["estimate"] = on
@@ -94,8 +97,11 @@ def test_the_fold_jobs_the_pilots_ran_give_the_run_the_same_results_as_fitting_t
         summaries[on] = json.loads((out / "summary.json").read_text())
     from joblib import cpu_count
 
-    assert fitted[1] - fitted[0] == 2 * min(2, cpu_count())  # 2 models on the pilots' folds were not refitted
-    for name in ("reference", "t_enet"):
+    assert fitted[1] - fitted[0] == 3 * min(2, cpu_count())  # 3 models on the pilots' folds were not refitted
+    for name in ("reference", "t_enet", "t_xgb"):
         with_estimate, without = (summaries[on]["models"][name] for on in (True, False))
         assert with_estimate["per_trial"] == without["per_trial"]
         assert with_estimate["pooled"] == without["pooled"]
+    shap = [{k: v for k, v in summaries[on]["models"]["t_xgb"]["shap"].items() if k != "seconds"}  # timing
+            for on in (True, False)]
+    assert shap[0]["ranking"] and shap[0] == shap[1]

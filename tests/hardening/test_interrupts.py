@@ -173,7 +173,6 @@ def test_calls_through_interrupts_held_finish_before_the_interrupt_lands():
 
 _SWALLOWED_CTRL_C = """
 import sys
-from pathlib import Path
 import time
 from mbi_predict.cli import app
 from mbi_predict.data import rawsim

@@ -36,16 +36,17 @@ def test_small_data_are_not_estimated(prepared):
                                  final_models=True) == (None, {})
 
 
-def _timed_pilots(monkeypatch, full: float, light: float, calls: list):
-    """time_jobs with set timings (the jobs really run): the warm-up 0, the half pilot ``full``/``light``, the
-    whole fold twice that."""
+def _timed_pilots(monkeypatch, full: float, light: float, calls: list, tuning: float = 0.0):
+    """time_jobs with set timings (the jobs really run): the warm-up 0, the half pilot ``full``/``light`` (of which
+    ``tuning`` seconds tuning), the whole fold twice that."""
     real = estimate.time_jobs
 
     def timed(jobs, pilot, keep=False):
         calls.append([(name, light_, job) for name, light_, job in jobs])
-        _, peak, results = real(jobs, pilot, keep)
+        _, peak, results, _ = real(jobs, pilot, keep)
         scale = {1: 0, 2: 1, 3: 2}[len(calls)]
-        return [(light if light_ else full) * scale for _, light_, _ in jobs], peak, results
+        return ([(light if light_ else full) * scale for _, light_, _ in jobs], peak, results,
+                [tuning * scale for _ in jobs])
 
     monkeypatch.setattr(estimate, "time_jobs", timed)
     monkeypatch.setattr(estimate, "transfer_seconds", lambda data: 0.5)  # sending the data: once per job
@@ -122,13 +123,14 @@ def test_a_run_that_would_not_fit_in_memory_is_not_piloted_on_the_whole_fold(pre
     assert found.exponents == {"reference": 1.0, "t_enet": 1.0} and len(fold.train) > half_rows
 
 
-def test_a_tuned_model_scales_its_half_pilot_by_the_trials_but_sends_the_data_once(prepared, monkeypatch):
+def test_a_tuned_model_scales_its_half_pilot_s_tuning_by_the_trials_but_sends_the_data_once(prepared, monkeypatch):
     """The half pilot tunes with `PILOT_TUNING_TRIALS` trials, the whole fold is the run's own job (8 trials): the
-    half pilot's time is scaled by 8/2 before the exponent is fitted; the data are sent once per job."""
+    half pilot's tuning time (0.2 of its 1 s) is scaled by 8/2 before the exponent is fitted, its final fit and
+    metrics are not; the data are sent once per job."""
     data, plan = prepared
     monkeypatch.setattr(estimate, "MIN_ROWS", 100)
     calls = []
-    _timed_pilots(monkeypatch, 1.0, 1.0, calls)
+    _timed_pilots(monkeypatch, 1.0, 1.0, calls, tuning=0.2)
     config = parse_config({"experiment": "t", "data": {"simulate": {}}, "outcome": "distress_fu1_6", "seed": 4,
                            "models": [{"name": "enet", "estimator": "elastic_net", "tuning": {"n_trials": 8}}],
                            "validation": {"bootstrap": 20}})
@@ -138,8 +140,10 @@ def test_a_tuned_model_scales_its_half_pilot_by_the_trials_but_sends_the_data_on
     assert calls[2][0][2].model.tuning.n_trials == 8
     fold = estimate.representative_fold(plan)
     half_rows = len(calls[1][0][2].fold.train)
-    b = estimate.exponent(1.0 * 8 / estimate.PILOT_TUNING_TRIALS, 2.0, len(fold.train) / half_rows)
-    assert b == 0.3  # the scaled half pilot (4 s) is slower than the whole fold (2 s): clipped
+    scaled_half = 1.0 + 0.2 * (8 / estimate.PILOT_TUNING_TRIALS - 1)  # 1.6 s: tuning 0.8 s, the rest 0.8 s
+    b = estimate.exponent(scaled_half, 2.0, len(fold.train) / half_rows)
+    assert 0.3 < b < 0.4  # scaling the whole half pilot by 8/2 (4 s, slower than the whole fold) would clip at 0.3
+    assert found.exponents == {"enet": round(b, 2)}
     per_job = [2.0 * (len(f.train) / len(fold.train)) ** b + 0.5 for f in plan.folds if f.label != fold.label]
     assert found.parts["folds"] == pytest.approx(sum(per_job))  # one worker: one job after the other
 
@@ -298,3 +302,18 @@ def _sleep_then_time(pilots, threads=None, keep=False):
 
     time.sleep(120)
     return []
+
+
+def test_the_whole_fold_peak_is_projected_from_the_jobs_working_memory_and_the_whole_data(prepared):
+    """The warm-up and the half pilot ran in one task holding both subsets: only the jobs' working memory grows
+    between their peaks; the whole fold holds the whole data instead of the two subsets."""
+    data, plan = prepared
+    fold = estimate.representative_fold(plan)
+    pilots = [([], estimate.subset(data, estimate.pilot_fold(fold, f, 1)[0])) for f in (estimate.WARM_UP, estimate.HALF)]
+    held = sum(p[1].__sizeof__() for p in pilots)
+    assert data.__sizeof__() > held > 0
+    projected = estimate.whole_fold_peak(1_000_000.0, 1_300_000.0, pilots, data)
+    assert projected == pytest.approx(1_300_000 + 300_000 / (3 / 8) / 2 + data.__sizeof__() - held)
+    # a smaller half peak than the warm-up's (noise): no negative working memory
+    assert estimate.whole_fold_peak(1_300_000.0, 1_000_000.0, pilots, data) == \
+        pytest.approx(1_000_000 + data.__sizeof__() - held)
