@@ -37,8 +37,8 @@ of it.
 No library estimates the cost of a pipeline of this kind: this module is ours. It leaves out the run-level batch
 other than the final refits (explanations, classical interactions, projection: small next to the folds), MLflow
 logging and figures (seconds). Its accuracy was measured against full runs (experiments/benchmarks/RESULTS.md,
-section 21, which also gives the earlier designs' errors): the fold jobs within 2-7% (a boosted T-learner with
-xgboost, a causal forest), the verdict's calibration 14% under, memory 15% under to 13% over. It is a planning
+section 21, which also gives the earlier designs' errors): the fold jobs within 7% (a boosted T-learner with
+xgboost, a causal forest; two runs each), the verdict's calibration 5-14% under, memory 16% under to 6% over. It is a planning
 figure and is printed as such. Time is never a limit; a memory estimate above what the machine has available stops
 the run before the rest is fitted (`pipeline.folds.estimate`).
 
