@@ -64,12 +64,18 @@ def _run_job(job: Job) -> Any:
     return job.run()
 
 
-def run_batch(jobs: list[Job], n_jobs: int) -> BatchOutputs:
-    """Run the jobs as one parallel call (serially when ``n_jobs == 1`` or there is at most one job)."""
+def run_batch(jobs: list[Job], n_jobs: int, on_result: Callable[[Any], None] | None = None) -> BatchOutputs:
+    """Run the jobs as one parallel call (serially when ``n_jobs == 1`` or there is at most one job); ``on_result``
+    is called with each output as it arrives (in job order), for a progress bar."""
     if n_jobs == 1 or len(jobs) <= 1:
-        outputs = [_run_job(job) for job in jobs]
+        results = (_run_job(job) for job in jobs)
     else:
-        outputs = list(Parallel(n_jobs=n_jobs)(delayed(_run_job)(job) for job in jobs))
+        results = Parallel(n_jobs=n_jobs, return_as="generator")(delayed(_run_job)(job) for job in jobs)
+    outputs = []
+    for output in results:
+        outputs.append(output)
+        if on_result is not None:
+            on_result(output)
     by_stage: dict[str, list[tuple[Any, Any]]] = {}
     for job, output in zip(jobs, outputs):
         by_stage.setdefault(job.stage, []).append((job.key, output))

@@ -14,14 +14,20 @@ from typing import Any
 from mbi_predict.config import ExperimentConfig, ModelConfig
 from mbi_predict.pipeline.interactions import interaction_pvalues
 from mbi_predict.pipeline.load import RunInputs
+from mbi_predict.pipeline.progress import Progress
 from mbi_predict.validate.heterogeneity import heterogeneity_verdict, run_verdict
 from mbi_predict.validate.verdict_null import METHOD as VERDICT_NULL_METHOD
-from mbi_predict.validate.verdict_null import VerdictCalibration, calibrate, calibrate_run, observed_statistic
+from mbi_predict.validate.verdict_null import (VerdictCalibration, calibrate, calibrate_run, null_refits,
+                                               observed_statistic)
 
 
-def calibration(inputs: RunInputs, n_jobs: int) -> VerdictCalibration | None:
-    """The stage's jobs: the permutation calibration the config's rule asks for (None without effect models)."""
-    return calibrate_run(inputs.config, inputs.data, inputs.plan, n_jobs=n_jobs)
+def calibration(inputs: RunInputs, n_jobs: int, progress: bool = False) -> VerdictCalibration | None:
+    """The stage's jobs: the permutation calibration the config's rule asks for (None without effect models), with
+    a progress bar over its refits (often the longest stage of a run)."""
+    models, B = null_refits(inputs.config, inputs.data, inputs.plan)
+    with Progress(progress and B > 0, B * len(models) * len(inputs.plan.folds),
+                  label="verdict calibration: null refits") as bar:
+        return calibrate_run(inputs.config, inputs.data, inputs.plan, n_jobs=n_jobs, on_result=bar.advance)
 
 
 def verdict_inputs(pooled: dict, forest: dict) -> dict[str, dict]:

@@ -18,15 +18,16 @@ from mbi_predict.validate.loto import FoldResult
 
 
 class Progress:
-    """A rich progress bar over folds and tuning trials; a no-op when switched off."""
+    """A rich progress bar over a stage's jobs (by default the held-out folds) and tuning trials; a no-op when
+    switched off."""
 
-    def __init__(self, enabled: bool, n_jobs: int, n_trials: int) -> None:
+    def __init__(self, enabled: bool, n_jobs: int, n_trials: int = 0, label: str = "held-out folds") -> None:
         self.enabled = enabled
         if not enabled:
             return
         self.bar = _RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TimeElapsedColumn(), console=Console(stderr=True), transient=False)
-        self.folds = self.bar.add_task("held-out folds", total=n_jobs)
+        self.folds = self.bar.add_task(label, total=n_jobs)
         self.trials = self.bar.add_task("tuning trials", total=n_trials) if n_trials else None
 
     def __enter__(self) -> Progress:
@@ -41,6 +42,11 @@ class Progress:
     def on_trial(self) -> None:
         if self.enabled and self.trials is not None:
             self.bar.advance(self.trials)
+
+    def advance(self, *_: object) -> None:
+        """One job of the stage done (any arguments, so it can be a stage's result callback)."""
+        if self.enabled:
+            self.bar.advance(self.folds)
 
     def on_result(self, parallel: bool) -> Callable[[FoldResult], None]:
         def advance(result: FoldResult) -> None:

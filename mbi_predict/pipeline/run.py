@@ -23,6 +23,7 @@ from mbi_predict.pipeline import average_effect, explanations, final_models, het
 from mbi_predict.pipeline.batch import execution, run_batch
 from mbi_predict.pipeline.folds import estimate, fold_jobs, run_folds
 from mbi_predict.pipeline.load import load_inputs, resolve_config
+from mbi_predict.pipeline.progress import Progress
 from mbi_predict.pipeline.results import FinishedRun, build_results
 from mbi_predict.pipeline.sinks import run_folder, tracking
 from mbi_predict.pipeline.sinks.figures import PlotRenderer, plot_tasks
@@ -66,11 +67,14 @@ def run_experiment(config_path_or_obj: ExperimentConfig | str | Path | dict, *,
                 on_estimate(estimated)
             folds = run_folds(inputs, jobs, n_jobs=n_jobs, progress=progress, done=done)
             # the run-level work that does not need the fold models, as one batch of parallel jobs
-            batch = run_batch([*final_models.jobs(inputs, fit=final_models.wanted(config, run is not None)),
-                               *explanations.jobs(inputs), *interactions.jobs(inputs), *average_effect.jobs(inputs),
-                               *projection.jobs(inputs)], n_jobs)
+            batch_jobs = [*final_models.jobs(inputs, fit=final_models.wanted(config, run is not None)),
+                          *explanations.jobs(inputs), *interactions.jobs(inputs), *average_effect.jobs(inputs),
+                          *projection.jobs(inputs)]
+            with Progress(progress and len(batch_jobs) > 1, len(batch_jobs),
+                          label="run-level jobs (final models, SHAP nulls, interactions)") as bar:
+                batch = run_batch(batch_jobs, n_jobs, on_result=bar.advance)
             # the verdict's dependence-aware calibration: the validation repeated on constant-effect draws
-            calibration = heterogeneity.calibration(inputs, n_jobs)
+            calibration = heterogeneity.calibration(inputs, n_jobs, progress=progress)
         finished = build_results(inputs, folds, batch, calibration, CodeProvenance(__version__, git_commit()))
         out_dir = Path(out_dir) if out_dir is not None else run_folder.default_out_dir(config)
         summary, plot_paths = _write(finished, run, out_dir, save_predictions)

@@ -200,7 +200,7 @@ def _run_null_job(job: FoldJob, data: PreparedData):
 
 
 def run_null(config, data: PreparedData, plan: FoldPlan, models: list, *, B: int, n_jobs: int = 1,
-             metrics: tuple[str, ...]) -> dict[str, dict[str, np.ndarray]]:
+             metrics: tuple[str, ...], on_result: Any = None) -> dict[str, dict[str, np.ndarray]]:
     """``{model: {metric: B null statistics}}``: the leave-one-trial-out validation of each model repeated on B
     constant-effect draws of the data, each pooled as the real run pools (see the module docstring)."""
     if B < 1 or not models:
@@ -210,11 +210,17 @@ def run_null(config, data: PreparedData, plan: FoldPlan, models: list, *, B: int
     jobs = null_fold_jobs(models, plan, seed=config.seed, B=B, bootstrap=config.validation.bootstrap,
                           inner_folds=config.tuning.inner_folds, groups=config.group_settings())
     if n_jobs == 1 or len(jobs) <= 1:
-        outputs = [_run_null_job(job, draws[b]) for b, job in jobs]
+        results = (_run_null_job(job, draws[b]) for b, job in jobs)
     else:
         from joblib import Parallel, delayed
 
-        outputs = list(Parallel(n_jobs=n_jobs)(delayed(_run_null_job)(job, draws[b]) for b, job in jobs))
+        results = Parallel(n_jobs=n_jobs, return_as="generator")(delayed(_run_null_job)(job, draws[b])
+                                                                 for b, job in jobs)
+    outputs = []
+    for output in results:  # in job order; ``on_result`` (a progress bar) hears of each as it arrives
+        outputs.append(output)
+        if on_result is not None:
+            on_result(output)
     collected: dict[tuple[str, int], list] = {}
     for (b, job), output in zip(jobs, outputs):
         collected.setdefault((job.model.name, b), []).append(output)
@@ -264,7 +270,8 @@ class VerdictCalibration:
         return "none" if self.not_tested else METHOD
 
 
-def calibrate_run(config, data: PreparedData, plan: FoldPlan, *, n_jobs: int = 1) -> VerdictCalibration | None:
+def calibrate_run(config, data: PreparedData, plan: FoldPlan, *, n_jobs: int = 1,
+                  on_result: Any = None) -> VerdictCalibration | None:
     """Run the permutation calibration the config's heterogeneity rule asks for (None without effect models).
 
     Participant-level K-fold across several trials gives no verdict unless ``internal_validation`` is set: its
@@ -279,7 +286,7 @@ def calibrate_run(config, data: PreparedData, plan: FoldPlan, *, n_jobs: int = 1
     rule = config.heterogeneity
     metrics = (rule.rate_metric,) + ((rule.slope_metric,) if rule.require_calibration_slope else ()) + \
         (GROUP_STATISTICS if config.group_settings() is not None and data.task == "continuous" else ())
-    null = run_null(config, data, plan, models, B=rule.null_B, n_jobs=n_jobs, metrics=metrics)
+    null = run_null(config, data, plan, models, B=rule.null_B, n_jobs=n_jobs, metrics=metrics, on_result=on_result)
     return VerdictCalibration(run_rule, primary, null)
 
 

@@ -234,7 +234,23 @@ def test_progress_bar_does_not_break_without_a_terminal(tmp_path, make_config, c
     result = run_experiment(config, out_dir=tmp_path, progress=True)
     err = capfd.readouterr().err
     assert "held-out folds" in err and "tuning trials" in err
+    assert "verdict calibration" not in err  # no effect model: no calibration, no bar
     assert result.summary_path.is_file()
+
+
+def test_the_stages_after_the_folds_show_progress_too(tmp_path, make_config, capfd):
+    """The verdict's calibration refits are often most of a run (RESULTS 21: 186 of 260 s); the run-level batch
+    (final models, SHAP nulls, interactions) follows the folds. Each has its own bar, counted to the end."""
+    config = make_config(data={"simulate": {"seed": 2, "n_trials": 4, "n": 500}},
+                         models=[{"name": "reference", "estimator": "reference"},
+                                 {"name": "t_enet", "kind": "effect", "estimator": "t_learner_enet"}],
+                         heterogeneity={"null_B": 5})
+    result = run_experiment(config, out_dir=tmp_path, progress=True)
+    err = capfd.readouterr().err
+    k = len(result.summary["validation"]["held_out"])
+    bar = [line for line in err.splitlines() if line.startswith("verdict calibration: null refits")]
+    assert bar and bar[-1].split()[-2] == f"{5 * k}/{5 * k}"  # every refit counted (5 draws x k folds)
+    assert "run-level jobs" in err
 
 
 def test_model_card_builds_from_a_run_folder(tracked):
