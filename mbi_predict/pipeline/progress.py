@@ -2,7 +2,8 @@
 (`status`); no-ops when switched off.
 
 rich degrades to plain, non-animated output when stderr is not a terminal, so piping or CI logs are not broken.
-Progress only observes the fold stage (callbacks); it never touches results.
+Progress only observes the stages it is given (callbacks: the fold jobs, the run-level batch, the verdict's
+calibration refits); it never touches results.
 """
 
 from __future__ import annotations
