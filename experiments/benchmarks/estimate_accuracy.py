@@ -3,6 +3,7 @@
     python experiments/benchmarks/estimate_accuracy.py --case xgb_t80k   # xgboost + T-learner, verdict 19 draws
     python experiments/benchmarks/estimate_accuracy.py --case cf80k      # causal forest, no verdict draws
     python experiments/benchmarks/estimate_accuracy.py --case cf240k --estimate-only
+    python experiments/benchmarks/estimate_accuracy.py --case cf240k_noverdict   # the whole run, no verdict draws
     python experiments/benchmarks/estimate_accuracy.py --case cf1m --estimate-only    # what a 1M run would take
 
 A full case simulates the consortium, runs the pipeline (`run_experiment`, tracking off, 2 workers, bootstrap 200)
@@ -31,6 +32,10 @@ CASES = {
     "cf80k": dict(n=80_000, trials=20, null_B=0, models=[
         {"name": "causal_forest", "kind": "effect", "estimator": "causal_forest"}]),
     "cf240k": dict(n=240_000, trials=50, null_B=19, models=[
+        {"name": "causal_forest", "kind": "effect", "estimator": "causal_forest"}]),
+    # the whole run at 240k without the verdict's null draws: run in full, it checks the estimate where the causal
+    # forest's cost matters, and times the run itself (final model, SHAP, writing) beside section 15's fold jobs
+    "cf240k_noverdict": dict(n=240_000, trials=50, null_B=0, models=[
         {"name": "causal_forest", "kind": "effect", "estimator": "causal_forest"}]),
     "cf1m": dict(n=1_000_000, trials=50, null_B=19, models=[
         {"name": "causal_forest", "kind": "effect", "estimator": "causal_forest"}]),
