@@ -137,11 +137,6 @@ def representative_folds(plan: FoldPlan, count: int = 1) -> list[Fold]:
     return [plan.folds[i] for i in picked]
 
 
-def representative_fold(plan: FoldPlan) -> Fold:
-    """The fold with the median training size (ties: the first in the plan)."""
-    return representative_folds(plan, 1)[0]
-
-
 def subset(data: PreparedData, rows: np.ndarray) -> PreparedData:
     """The prepared data restricted to ``rows`` (positions), in that order."""
     take = lambda a: None if a is None else np.asarray(a)[rows]  # noqa: E731
@@ -404,7 +399,7 @@ def estimate_run(config: ExperimentConfig, data: PreparedData, plan: FoldPlan, *
 
     durations: dict[str, list[float]] = {"folds": [], "final models": [], "verdict calibration": []}
     by_model: dict[str, float] = {}
-    all_rows = len(folds[0].train) + len(folds[0].test)  # a refit on all trials
+    all_rows = int(data.n)  # a final refit is on every analysed row (`validate.loto.fit_final_model`)
     for spec in config.models:  # the run's order: model, then fold; a job the pilots ran is not run again
         left = [job_seconds((spec.name, False), len(f.train)) for f in plan.folds if (spec.name, f.label) not in done]
         durations["folds"] += left

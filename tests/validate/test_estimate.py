@@ -61,7 +61,7 @@ def test_the_estimate_counts_every_job_the_run_makes_and_hands_back_those_it_ran
     jobs = loto.make_jobs(config, plan)
     found, done = estimate.estimate_run(config, data, plan, workers=2, verdict_models=["t_enet"], null_B=19,
                                         final_models=True, jobs=jobs, in_process=True)
-    fold = estimate.representative_fold(plan)
+    fold = estimate.representative_folds(plan)[0]
     # three pilots: an eighth (warm-up), a half and the whole fold; every model full, the verdict model also light
     assert [[(name, light) for name, light, _ in pilot] for pilot in calls] == \
         [[("reference", False), ("t_enet", False), ("t_enet", True)]] * 2 + \
@@ -91,7 +91,7 @@ def test_the_estimate_counts_every_job_the_run_makes_and_hands_back_those_it_ran
     cost = lambda seconds, n: seconds * (n / len(fold.train)) ** b + 0.5  # noqa: E731
     left = [cost(2.0, len(f.train)) for f in plan.folds if f.label != fold.label]
     light = [cost(4.0, n) for n in sizes]
-    final = cost(2.0, len(fold.train) + len(fold.test))
+    final = cost(2.0, data.n)  # a final refit is on every analysed row
     assert found.exponents == {"reference": round(b, 2), "t_enet": round(b, 2)}
     assert found.parts["folds"] == pytest.approx(estimate.makespan(left + left, 2))
     assert found.parts["final models"] == pytest.approx(final)  # two refits at once
@@ -116,7 +116,7 @@ def test_a_run_that_would_not_fit_in_memory_is_not_piloted_on_the_whole_fold(pre
     found, done = estimate.estimate_run(_config(), data, plan, workers=2, verdict_models=["t_enet"], null_B=19,
                                         final_models=False, memory_limit=1024.0, in_process=True)
     assert len(calls) == 2 and done == {} and found.reused == 0 and found.peak_bytes > 1024
-    fold = estimate.representative_fold(plan)
+    fold = estimate.representative_folds(plan)[0]
     half_rows = len(calls[1][0][2].fold.train)
     left = [1.0 * len(f.train) / half_rows + 0.5 for f in plan.folds]
     assert found.parts["folds"] == pytest.approx(estimate.makespan(left + left, 2))
@@ -138,7 +138,7 @@ def test_a_tuned_model_scales_its_half_pilot_s_tuning_by_the_trials_but_sends_th
                                         final_models=False, in_process=True)
     assert calls[1][0][2].model.tuning.n_trials == estimate.PILOT_TUNING_TRIALS
     assert calls[2][0][2].model.tuning.n_trials == 8
-    fold = estimate.representative_fold(plan)
+    fold = estimate.representative_folds(plan)[0]
     half_rows = len(calls[1][0][2].fold.train)
     scaled_half = 1.0 + 0.2 * (8 / estimate.PILOT_TUNING_TRIALS - 1)  # 1.6 s: tuning 0.8 s, the rest 0.8 s
     b = estimate.exponent(scaled_half, 2.0, len(fold.train) / half_rows)
@@ -165,7 +165,7 @@ def test_the_representative_folds_are_the_median_and_its_neighbours_in_size(prep
     middle = (len(by_size) - 1) // 2
     labels = lambda folds: [f.label for f in folds]  # noqa: E731
     assert labels(estimate.representative_folds(plan, 1)) == [by_size[middle]] == \
-        labels([estimate.representative_fold(plan)])
+        labels([estimate.representative_folds(plan)[0]])
     assert labels(estimate.representative_folds(plan, 3)) == [by_size[middle], by_size[middle + 1],
                                                              by_size[middle - 1]]
     assert len(estimate.representative_folds(plan, 99)) == len(plan.folds)
@@ -308,7 +308,7 @@ def test_the_whole_fold_peak_is_projected_from_the_jobs_working_memory_and_the_w
     """The warm-up and the half pilot ran in one task holding both subsets: only the jobs' working memory grows
     between their peaks; the whole fold holds the whole data instead of the two subsets."""
     data, plan = prepared
-    fold = estimate.representative_fold(plan)
+    fold = estimate.representative_folds(plan)[0]
     pilots = [([], estimate.subset(data, estimate.pilot_fold(fold, f, 1)[0])) for f in (estimate.WARM_UP, estimate.HALF)]
     held = sum(p[1].__sizeof__() for p in pilots)
     assert data.__sizeof__() > held > 0
