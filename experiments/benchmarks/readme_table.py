@@ -183,6 +183,13 @@ def forest_240k_row() -> dict | None:
         row["measured"] += (f". A whole `mbi-predict run` adds the verdict's calibration refits of every fold: "
                             f"estimated at {minutes:.0f} min (`estimate_accuracy.py`; see its row)")
         row["target"] += " for the validation; a whole run with the verdict: **not met** (estimate)"
+    full = [r for r in rows_of("estimate_accuracy.jsonl") if r["case"] == "cf240k_noverdict"
+            and not r.get("estimate_only")]
+    if full:  # the whole pipeline (estimate, folds, final model, writing), as `mbi-predict run` makes it
+        run = full[-1]
+        row["measured"] += (f". The whole run without the verdict's draws (`run_experiment`, tracking off; "
+                            f"`estimate_accuracy.py --case cf240k_noverdict`): {run['wall_total']:.0f} s, "
+                            f"{run['peak_tree_gib']:.2f} GiB ({when(run, 'estimate_accuracy.jsonl')})")
     return row
 
 
