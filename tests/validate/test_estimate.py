@@ -297,10 +297,45 @@ def test_an_interrupted_pilot_is_ended_not_waited_for(prepared, monkeypatch):
     assert shut == [True] and time.monotonic() - start < 30
 
 
+def test_an_interrupt_in_the_second_stage_of_the_pilots_ends_them_too(prepared, monkeypatch):
+    """The whole-fold pilots run as a second stage in the same processes: Ctrl-C there kills them as in the first."""
+    import threading
+    import time
+
+    from joblib.externals.loky import ProcessPoolExecutor
+
+    data, plan = prepared
+    shut = []
+    real_shutdown = ProcessPoolExecutor.shutdown
+
+    def shutdown(self, wait=True, kill_workers=False):
+        shut.append(kill_workers)
+        return real_shutdown(self, wait=wait, kill_workers=kill_workers)
+
+    monkeypatch.setattr(ProcessPoolExecutor, "shutdown", shutdown)
+    monkeypatch.setattr(estimate, "time_pilots", _sleep_when_kept)
+    pilots = [[([], estimate.subset(data, np.arange(10)))]]
+    with pytest.raises(KeyboardInterrupt), estimate.pilot_processes(1, 1) as run:
+        assert run(pilots) == [[]]  # the first stage ends
+        start = time.monotonic()
+        threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGINT)).start()  # Ctrl-C in the second
+        run(pilots, keep=True)
+    assert shut == [True] and time.monotonic() - start < 30
+
+
 def _sleep_then_time(pilots, threads=None, keep=False):
     import time
 
     time.sleep(120)
+    return []
+
+
+def _sleep_when_kept(pilots, threads=None, keep=False):
+    """The first stage returns at once, the second (``keep``: the whole fold) takes minutes."""
+    import time
+
+    if keep:
+        time.sleep(120)
     return []
 
 
