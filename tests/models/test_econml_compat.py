@@ -71,7 +71,7 @@ def test_econml_conventions_match_econml_itself(trials):
 
 def test_intervals_with_contrast(trials):
     X, y, t, g = trials
-    model = DRLearner(outcome_learner="ridge", random_state=0).fit(y, t, X=X, groups=g)
+    model = DRLearner(outcome_learner="ridge", final_model="linear", random_state=0).fit(y, t, X=X, groups=g)
     low, high = model.effect_interval(X[:20])
     flipped_low, flipped_high = model.effect_interval(X[:20], T0=1, T1=0)
     assert np.allclose(flipped_low, -high) and np.allclose(flipped_high, -low)

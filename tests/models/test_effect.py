@@ -116,18 +116,19 @@ def test_binary_outcome_t_learner_gives_risks():
 
 def test_intervals_where_defensible(data):
     y, t, X, groups, tau = data
-    for model in (DRLearner(outcome_learner="ridge"),
+    for model in (DRLearner(outcome_learner="ridge", final_model="linear"),
                   InteractionLinear(alpha=0.0), CausalForest(n_estimators=48)):
         model.fit(y, t, X=X, groups=groups)
         low, high = model.effect_interval(X[:50])
         est = model.effect(X[:50])
         assert low.shape == (50,) and np.all(low <= est + 1e-12) and np.all(est <= high + 1e-12)
         assert np.all(high > low)
-    dr = DRLearner(outcome_learner="ridge").fit(y, t, X=X, groups=groups)
+    dr = DRLearner(outcome_learner="ridge", final_model="linear").fit(y, t, X=X, groups=groups)
     assert dr.final_df_ == len(np.unique(groups)) - 1
     low, high = dr.effect_interval(X)
     assert 0.8 < np.mean((low <= tau) & (tau <= high)) <= 1.0  # linear truth: pointwise CIs cover mostly
-    for model in (TLearner(base_learner="ridge"), InteractionLinear(), PathRiskModel()):
+    # the default DR-learner's penalised final stage, like the default InteractionLinear's, gives none
+    for model in (TLearner(base_learner="ridge"), InteractionLinear(), PathRiskModel(), DRLearner(outcome_learner="ridge")):
         with pytest.raises(ConfigError, match="no defensible"):
             model.fit(y, t, X=X, groups=groups).effect_interval(X)
 
@@ -212,8 +213,35 @@ def test_inner_tuning_and_dr_ate_respect_trials(data, recorded_folds):
         assert len(folds) == 5
         assert all(not set(arm_groups[train]) & set(arm_groups[test]) for train, test in folds)
     assert all(model.cv == 5 for model in enet.models_)   # the folds' row indices are not kept after the fit
+    before = len(recorded_folds)
+    DRLearner(outcome_learner="ridge", final_model="linear").fit(y, t, X=X, groups=groups)
+    cross_fitting = len(recorded_folds) - before
     dr = DRLearner(outcome_learner="ridge").fit(y, t, X=X, groups=groups)
     assert dr.ate_["n_clusters"] == len(np.unique(groups)) and dr.ate_["ci_low"] < tau.mean() < dr.ate_["ci_high"]
+    # the default final stage (an elastic net of the pseudo-outcomes) chooses its penalty over whole trials too:
+    # one grouped split more than the OLS final stage's fit
+    assert len(recorded_folds) - before == 2 * cross_fitting + 1
+    final_folds, final_groups = recorded_folds[-1]
+    assert len(final_groups) == len(y) and len(final_folds) == 5
+    assert all(not set(final_groups[train]) & set(final_groups[test]) for train, test in final_folds)
+    assert dr.final_model_.cv == 5
+
+
+def test_dr_learner_final_stage_shrinks_towards_a_constant_effect_where_none_varies():
+    """With no effect modifier the elastic net final stage keeps the average effect and shrinks the slopes that
+    OLS fits to the pseudo-outcomes' noise; with a linear modifier it keeps the modifier's slopes."""
+    y, t, X, groups, tau = consortium(n_trials=8, per_trial=150, seed=3)
+    constant = np.where(t == 1, y - tau + 0.3, y)  # the same data with a constant effect of 0.3
+    pehe = {}
+    for final in ("linear", "elasticnet"):
+        model = DRLearner(outcome_learner="ridge", final_model=final).fit(constant, t, X=X, groups=groups)
+        pehe[final] = np.sqrt(np.mean((model.effect(X) - 0.3) ** 2))
+        assert abs(model.effect(X).mean() - 0.3) < 0.15
+    assert pehe["elasticnet"] < 0.5 * pehe["linear"]
+    modified = DRLearner(outcome_learner="ridge").fit(y, t, X=X, groups=groups)
+    slopes = modified.final_model_.coef_
+    assert slopes[0] == pytest.approx(0.6, abs=0.2) and slopes[1] == pytest.approx(-0.4, abs=0.2)
+    assert np.corrcoef(modified.effect(X), tau)[0, 1] > 0.9
 
 
 def test_causal_forest_auto_nuisance_picks_ridge_for_linear_and_boosting_for_nonlinear_prognosis():
