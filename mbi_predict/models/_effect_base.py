@@ -71,8 +71,8 @@ class EffectEstimator(common.EconMLCompatMixin, BaseEstimator):
 
     def effect_interval(self, X, alpha: float = 0.05):
         """Estimators without a defensible pointwise CATE interval refuse rather than return a misleading one."""
-        raise ConfigError(f"{type(self).__name__} gives no defensible CATE interval; use dr_learner (linear final "
-                          "stage, trial-clustered), interaction_linear with alpha=0, or causal_forest")
+        raise ConfigError(f"{type(self).__name__} gives no defensible CATE interval; use dr_learner with "
+                          "final_model='linear' (trial-clustered), interaction_linear with alpha=0, or causal_forest")
 
     def ate(self, X) -> float:
         """Mean predicted CATE over the rows of X (a plug-in, no interval; see ``inference.trial_aware_ate``)."""

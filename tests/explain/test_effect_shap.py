@@ -32,12 +32,16 @@ def test_tlearner_difference_adds_up_to_cate_minus_mean_background_cate(strong):
     assert explanation.base_value == pytest.approx(float(np.mean(background_cate)), abs=1e-5)
 
 
-@pytest.mark.parametrize("name, kind", [("t_learner_xgb", "tree"), ("interaction_linear", "linear"),
-                                        ("dr_learner", "linear"), ("s_learner", "tree")])
-def test_effect_models_explanations_add_up(strong, name, kind):
+@pytest.mark.parametrize("name, extra, kind", [("t_learner_xgb", {}, "tree"), ("interaction_linear", {}, "linear"),
+                                               ("dr_learner", {}, "linear"),  # the elastic net final stage
+                                               ("dr_learner", {"final_model": "linear"}, "linear"),  # OLS
+                                               ("s_learner", {}, "tree")])
+def test_effect_models_explanations_add_up(strong, name, extra, kind):
     ipd, _, X = strong
-    params = {"n_folds": 3}
+    params = {"n_folds": 3, **extra}
     model = make_effect_model(name, **params).fit(ipd[OUTCOME], ipd["arm"], X=X, groups=ipd["trial_id"])
+    assert (getattr(model, "final_model_", None) is None) == (extra.get("final_model") == "linear" or
+                                                              name != "dr_learner")
     explanation = explain_effect(model, X, background=X, max_rows=120, max_background=60, seed=1)
     assert explanation.kind == kind
     assert explanation.output == "CATE (outcome units)"

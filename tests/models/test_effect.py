@@ -229,19 +229,23 @@ def test_inner_tuning_and_dr_ate_respect_trials(data, recorded_folds):
 
 def test_dr_learner_final_stage_shrinks_towards_a_constant_effect_where_none_varies():
     """With no effect modifier the elastic net final stage keeps the average effect and shrinks the slopes that
-    OLS fits to the pseudo-outcomes' noise; with a linear modifier it keeps the modifier's slopes."""
-    y, t, X, groups, tau = consortium(n_trials=8, per_trial=150, seed=3)
-    constant = np.where(t == 1, y - tau + 0.3, y)  # the same data with a constant effect of 0.3
-    pehe = {}
-    for final in ("linear", "elasticnet"):
-        model = DRLearner(outcome_learner="ridge", final_model=final).fit(constant, t, X=X, groups=groups)
-        pehe[final] = np.sqrt(np.mean((model.effect(X) - 0.3) ** 2))
-        assert abs(model.effect(X).mean() - 0.3) < 0.15
-    assert pehe["elasticnet"] < 0.5 * pehe["linear"]
-    modified = DRLearner(outcome_learner="ridge").fit(y, t, X=X, groups=groups)
-    slopes = modified.final_model_.coef_
-    assert slopes[0] == pytest.approx(0.6, abs=0.2) and slopes[1] == pytest.approx(-0.4, abs=0.2)
-    assert np.corrcoef(modified.effect(X), tau)[0, 1] > 0.9
+    OLS fits to the pseudo-outcomes' noise (its error is lower in every one of six consortia and, on average, by
+    more than a fifth); with a linear modifier it keeps the modifier's direction and most of its size (the penalty
+    shrinks true slopes a little too)."""
+    ratios = []
+    for seed in range(6):
+        y, t, X, groups, tau = consortium(n_trials=10, per_trial=300, seed=seed)
+        constant = np.where(t == 1, y - tau + 0.3, y)  # the same data with a constant effect of 0.3
+        pehe = {}
+        for final in ("linear", "elasticnet"):
+            model = DRLearner(outcome_learner="ridge", final_model=final).fit(constant, t, X=X, groups=groups)
+            pehe[final] = np.sqrt(np.mean((model.effect(X) - 0.3) ** 2))
+            assert abs(model.effect(X).mean() - 0.3) < 0.15
+        ratios.append(pehe["elasticnet"] / pehe["linear"])
+        slopes = DRLearner(outcome_learner="ridge").fit(y, t, X=X, groups=groups).final_model_.coef_
+        assert slopes[0] == pytest.approx(0.6, abs=0.2) and slopes[1] == pytest.approx(-0.4, abs=0.2)
+        assert np.all(np.abs(slopes[2:]) < 0.15)  # the covariates that modify nothing stay near 0
+    assert max(ratios) < 1 and np.mean(ratios) < 0.8
 
 
 def test_causal_forest_auto_nuisance_picks_ridge_for_linear_and_boosting_for_nonlinear_prognosis():
