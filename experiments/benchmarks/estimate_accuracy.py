@@ -34,7 +34,8 @@ CASES = {
     "cf240k": dict(n=240_000, trials=50, null_B=19, models=[
         {"name": "causal_forest", "kind": "effect", "estimator": "causal_forest"}]),
     # the whole run at 240k without the verdict's null draws: run in full, it checks the estimate where the causal
-    # forest's cost matters, and times the run itself (final model, SHAP, writing) beside section 15's fold jobs
+    # forest's cost matters, and times the run itself (run-level jobs, writing; tracking off, so no final model)
+    # beside section 15's fold jobs
     "cf240k_noverdict": dict(n=240_000, trials=50, null_B=0, models=[
         {"name": "causal_forest", "kind": "effect", "estimator": "causal_forest"}]),
     "cf1m": dict(n=1_000_000, trials=50, null_B=19, models=[

@@ -185,7 +185,7 @@ def forest_240k_row() -> dict | None:
         row["target"] += " for the validation; a whole run with the verdict: **not met** (estimate)"
     full = [r for r in rows_of("estimate_accuracy.jsonl") if r["case"] == "cf240k_noverdict"
             and not r.get("estimate_only")]
-    if full:  # the whole pipeline (estimate, folds, final model, writing), as `mbi-predict run` makes it
+    if full:  # the whole pipeline (estimate, folds, run-level jobs, writing; no final model with tracking off)
         run = full[-1]
         row["measured"] += (f". The whole run without the verdict's draws (`run_experiment`, tracking off; "
                             f"`estimate_accuracy.py --case cf240k_noverdict`): {run['wall_total']:.0f} s, "
