@@ -277,55 +277,55 @@ def test_a_causal_forest_pilot_grows_trees_of_the_full_fold_s_size():
     assert cf.params == {}  # the config is not changed
 
 
-def test_an_interrupted_pilot_is_ended_not_waited_for(prepared, monkeypatch):
+@pytest.fixture
+def pool_shutdowns(monkeypatch):
+    """``kill_workers`` of every shutdown of a loky pool, the shutdowns themselves still made."""
+    from joblib.externals.loky import ProcessPoolExecutor
+
+    shut = []
+    real_shutdown = ProcessPoolExecutor.shutdown
+
+    def shutdown(self, wait=True, kill_workers=False):
+        shut.append(kill_workers)
+        return real_shutdown(self, wait=wait, kill_workers=kill_workers)
+
+    monkeypatch.setattr(ProcessPoolExecutor, "shutdown", shutdown)
+    return shut
+
+
+def _interrupt_soon() -> None:
+    """Ctrl-C to this process in 3 s."""
+    import threading
+
+    threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGINT)).start()
+
+
+def test_an_interrupted_pilot_is_ended_not_waited_for(prepared, monkeypatch, pool_shutdowns):
     """Ctrl-C while the pilots run in their worker: the worker is killed at once (a 1M pilot takes minutes)."""
     import time
 
-    from joblib.externals.loky import ProcessPoolExecutor
-
     data, plan = prepared
-    shut = []
-    real_shutdown = ProcessPoolExecutor.shutdown
-
-    def shutdown(self, wait=True, kill_workers=False):
-        shut.append(kill_workers)
-        return real_shutdown(self, wait=wait, kill_workers=kill_workers)
-
-    monkeypatch.setattr(ProcessPoolExecutor, "shutdown", shutdown)
     monkeypatch.setattr(estimate, "time_pilots", _sleep_then_time)
     start = time.monotonic()
-    import threading
-
-    threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGINT)).start()  # Ctrl-C while the pilot runs
+    _interrupt_soon()  # Ctrl-C while the pilot runs
     with pytest.raises(KeyboardInterrupt), estimate.pilot_processes(1, 1) as run:
         run([[([], estimate.subset(data, np.arange(10)))]])
-    assert shut == [True] and time.monotonic() - start < 30
+    assert pool_shutdowns == [True] and time.monotonic() - start < 30
 
 
-def test_an_interrupt_in_the_second_stage_of_the_pilots_ends_them_too(prepared, monkeypatch):
+def test_an_interrupt_in_the_second_stage_of_the_pilots_ends_them_too(prepared, monkeypatch, pool_shutdowns):
     """The whole-fold pilots run as a second stage in the same processes: Ctrl-C there kills them as in the first."""
-    import threading
     import time
 
-    from joblib.externals.loky import ProcessPoolExecutor
-
     data, plan = prepared
-    shut = []
-    real_shutdown = ProcessPoolExecutor.shutdown
-
-    def shutdown(self, wait=True, kill_workers=False):
-        shut.append(kill_workers)
-        return real_shutdown(self, wait=wait, kill_workers=kill_workers)
-
-    monkeypatch.setattr(ProcessPoolExecutor, "shutdown", shutdown)
     monkeypatch.setattr(estimate, "time_pilots", _sleep_when_kept)
     pilots = [[([], estimate.subset(data, np.arange(10)))]]
     with pytest.raises(KeyboardInterrupt), estimate.pilot_processes(1, 1) as run:
         assert run(pilots) == [[]]  # the first stage ends
         start = time.monotonic()
-        threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGINT)).start()  # Ctrl-C in the second
+        _interrupt_soon()  # Ctrl-C in the second
         run(pilots, keep=True)
-    assert shut == [True] and time.monotonic() - start < 30
+    assert pool_shutdowns == [True] and time.monotonic() - start < 30
 
 
 def _sleep_then_time(pilots, threads=None, keep=False):
