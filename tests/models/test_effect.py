@@ -128,7 +128,8 @@ def test_intervals_where_defensible(data):
     low, high = dr.effect_interval(X)
     assert 0.8 < np.mean((low <= tau) & (tau <= high)) <= 1.0  # linear truth: pointwise CIs cover mostly
     # the default DR-learner's penalised final stage, like the default InteractionLinear's, gives none
-    for model in (TLearner(base_learner="ridge"), InteractionLinear(), PathRiskModel(), DRLearner(outcome_learner="ridge")):
+    for model in (TLearner(base_learner="ridge"), InteractionLinear(), PathRiskModel(),
+                  DRLearner(outcome_learner="ridge")):
         with pytest.raises(ConfigError, match="no defensible"):
             model.fit(y, t, X=X, groups=groups).effect_interval(X)
 
