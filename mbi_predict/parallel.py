@@ -12,7 +12,7 @@ Unknown backends and unreachable schedulers are one-line `ConfigError`s, raised 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -42,6 +42,25 @@ def _connect(scheduler: Any, timeout: float) -> tuple[Any, bool]:
         raise ConfigError(f"validation.scheduler: cannot reach the Dask scheduler at {scheduler} within "
                           f"{timeout:g} s ({reason})") from None
     return client, True
+
+
+def run_in_order(calls: Iterable[tuple[Callable[..., Any], tuple]], n_jobs: int,
+                 on_result: Callable[[Any], None] | None = None) -> list[Any]:
+    """``[function(*args) for function, args in calls]``, through joblib's ``Parallel`` in whichever backend is
+    active when ``n_jobs != 1``; the results come back in the calls' order and ``on_result`` (a progress bar) hears
+    of each as it arrives. One loop for the fold jobs, the run-level batch and the verdict's null refits."""
+    if n_jobs == 1:
+        results: Iterable[Any] = (function(*args) for function, args in calls)
+    else:
+        from joblib import Parallel, delayed
+
+        results = Parallel(n_jobs=n_jobs, return_as="generator")(delayed(function)(*args) for function, args in calls)
+    outputs = []
+    for output in results:
+        outputs.append(output)
+        if on_result is not None:
+            on_result(output)
+    return outputs
 
 
 def local_workers(n_jobs: int) -> int:

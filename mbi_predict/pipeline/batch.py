@@ -18,10 +18,8 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
-from joblib import Parallel, delayed
-
 from mbi_predict.config import ExperimentConfig
-from mbi_predict.parallel import execution_backend
+from mbi_predict.parallel import execution_backend, run_in_order
 
 
 def execution(config: ExperimentConfig) -> AbstractContextManager[int]:
@@ -67,15 +65,7 @@ def _run_job(job: Job) -> Any:
 def run_batch(jobs: list[Job], n_jobs: int, on_result: Callable[[Any], None] | None = None) -> BatchOutputs:
     """Run the jobs as one parallel call (serially when ``n_jobs == 1`` or there is at most one job); ``on_result``
     is called with each output as it arrives (in job order), for a progress bar."""
-    if n_jobs == 1 or len(jobs) <= 1:
-        results = (_run_job(job) for job in jobs)
-    else:
-        results = Parallel(n_jobs=n_jobs, return_as="generator")(delayed(_run_job)(job) for job in jobs)
-    outputs = []
-    for output in results:
-        outputs.append(output)
-        if on_result is not None:
-            on_result(output)
+    outputs = run_in_order([(_run_job, (job,)) for job in jobs], 1 if len(jobs) <= 1 else n_jobs, on_result)
     by_stage: dict[str, list[tuple[Any, Any]]] = {}
     for job, output in zip(jobs, outputs):
         by_stage.setdefault(job.stage, []).append((job.key, output))

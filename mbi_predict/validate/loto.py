@@ -98,20 +98,9 @@ def make_jobs(config: ExperimentConfig, plan: FoldPlan, *, keep_models: bool = F
 def run_jobs(jobs: list[FoldJob], data: PreparedData, *, n_jobs: int = 1,
              on_result: Callable[[FoldResult], None] | None = None,
              on_trial: Callable[[], None] | None = None) -> list[FoldResult]:
-    """Run the fold jobs, in parallel when ``n_jobs != 1``; results come back in job order either way."""
-    results: list[FoldResult] = []
-    if n_jobs == 1:
-        for job in jobs:
-            result = run_fold(job, data, on_trial)
-            results.append(result)
-            if on_result:
-                on_result(result)
-        return results
-    from joblib import Parallel, delayed
+    """Run the fold jobs, in parallel when ``n_jobs != 1``; results come back in job order either way
+    (``on_trial``, tuning trials, is heard only in this process: serially)."""
+    from mbi_predict.parallel import run_in_order
 
-    parallel = Parallel(n_jobs=n_jobs, return_as="generator")
-    for result in parallel(delayed(run_fold)(job, data) for job in jobs):
-        results.append(result)
-        if on_result:
-            on_result(result)
-    return results
+    extra = (on_trial,) if n_jobs == 1 else ()
+    return run_in_order([(run_fold, (job, data, *extra)) for job in jobs], n_jobs, on_result)

@@ -209,18 +209,10 @@ def run_null(config, data: PreparedData, plan: FoldPlan, models: list, *, B: int
     draws = {b: constant_effect_draw(data, rng) for b in range(1, B + 1)}
     jobs = null_fold_jobs(models, plan, seed=config.seed, B=B, bootstrap=config.validation.bootstrap,
                           inner_folds=config.tuning.inner_folds, groups=config.group_settings())
-    if n_jobs == 1 or len(jobs) <= 1:
-        results = (_run_null_job(job, draws[b]) for b, job in jobs)
-    else:
-        from joblib import Parallel, delayed
+    from mbi_predict.parallel import run_in_order
 
-        results = Parallel(n_jobs=n_jobs, return_as="generator")(delayed(_run_null_job)(job, draws[b])
-                                                                 for b, job in jobs)
-    outputs = []
-    for output in results:  # in job order; ``on_result`` (a progress bar) hears of each as it arrives
-        outputs.append(output)
-        if on_result is not None:
-            on_result(output)
+    outputs = run_in_order([(_run_null_job, (job, draws[b])) for b, job in jobs],  # in job order
+                           1 if len(jobs) <= 1 else n_jobs, on_result)
     collected: dict[tuple[str, int], list] = {}
     for (b, job), output in zip(jobs, outputs):
         collected.setdefault((job.model.name, b), []).append(output)
