@@ -37,8 +37,9 @@ of it.
 No library estimates the cost of a pipeline of this kind: this module is ours. It leaves out the run-level batch
 other than the final refits (explanations, classical interactions, projection: small next to the folds), MLflow
 logging and figures (seconds). Its accuracy was measured against full runs (experiments/benchmarks/RESULTS.md,
-section 21, which also gives the earlier designs' errors): the fold jobs within 7% (a boosted T-learner with
-xgboost, a causal forest; two runs each), the verdict's calibration 5-14% under, memory 16% under to 6% over. It is a planning
+sections 21-22, which also give the earlier designs' errors): the fold jobs within 8% (a boosted T-learner with
+xgboost and a causal forest at 64,636 rows, two runs each; the causal forest at 191,987 rows, one run), the
+verdict's calibration 5-14% under, memory 16% under to 6% over. It is a planning
 figure and is printed as such. Time is never a limit; a memory estimate above what the machine has available stops
 the run before the rest is fitted (`pipeline.folds.estimate`).
 
@@ -185,9 +186,14 @@ def pilot_jobs(config: ExperimentConfig, fold: Fold, verdict_models: list[str], 
                                                config.tuning.inner_folds, explain=config.explain_settings(spec.name),
                                                groups=groups, explainer=explainer)))
         if spec.name in verdict_models:
-            jobs.append((spec.name, True, FoldJob(model, fold, seed, config.validation.bootstrap,
-                                                  config.tuning.inner_folds, light=True, groups=groups)))
+            jobs.append((spec.name, True, _light_job(config, model, fold)))
     return jobs
+
+
+def _light_job(config: ExperimentConfig, model: Any, fold: Fold) -> FoldJob:
+    """The verdict's refit of an effect ``model`` on ``fold`` (no intervals, SHAP or predictions kept)."""
+    return FoldJob(model, fold, derive_seed(config.seed, model.name, fold.label, "estimate"),
+                   config.validation.bootstrap, config.tuning.inner_folds, light=True, groups=config.group_settings())
 
 
 def fold_pilots(config: ExperimentConfig, data: PreparedData, fold: Fold, verdict_models: list[str],
@@ -203,10 +209,7 @@ def fold_pilots(config: ExperimentConfig, data: PreparedData, fold: Fold, verdic
     whole = [(job.model.name, False, job) for job in run_jobs if job.fold.label == fold.label]
     for spec in config.models:  # the verdict's refit as the calibration runs it (the model's own tuning)
         if spec.name in verdict_models:
-            whole.append((spec.name, True, FoldJob(spec, fold, derive_seed(config.seed, spec.name, fold.label,
-                                                                           "estimate"),
-                                                   config.validation.bootstrap, config.tuning.inner_folds,
-                                                   light=True, groups=config.group_settings())))
+            whole.append((spec.name, True, _light_job(config, spec, fold)))
     pilots.append((whole, data))
     return pilots
 
