@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
-from sklearn.linear_model import ElasticNetCV, LogisticRegression, RidgeCV
+from sklearn.linear_model import ElasticNetCV, LinearRegression, LogisticRegression, RidgeCV
 from sklearn.model_selection import GroupKFold, StratifiedKFold
 
 from mbi_predict.errors import ConfigError, DataError
@@ -204,17 +204,20 @@ STACK_FOLDS = 3
 def make_regressor(learner, seed: int):
     """A regressor from a short name (`LEARNERS`) or a clone of an sklearn estimator.
 
-    'stack': sklearn's ``StackingRegressor`` of ridge and xgboost, combined by non-negative least squares on their
-    cross-fitted predictions (a super learner over two libraries: linear where the truth is near linear, trees where
-    it is not); `fit_weighted` makes its folds whole trials."""
+    'stack': sklearn's ``StackingRegressor`` of an elastic net and xgboost, combined by non-negative least squares on
+    their cross-fitted predictions (a super learner over two libraries: linear where the truth is near linear, trees
+    where it is not); `fit_weighted` makes the stack's folds whole trials, and the elastic net's penalty search
+    inside each of them too. The elastic net replaced ridge (RESULTS section 24): ridge only shrinks, and its
+    penalty was chosen row by row (leave-one-out), so a trait with no real effect kept a slope fitted to noise in
+    each arm, which a T-learner's difference of two fits does not cancel."""
     if not isinstance(learner, str):
         return clone(learner)
     if learner == "stack":
         from sklearn.ensemble import StackingRegressor
-        from sklearn.linear_model import LinearRegression
 
-        return StackingRegressor([("ridge", make_regressor("ridge", seed)), ("xgboost", make_regressor("xgboost", seed))],
-                                 final_estimator=LinearRegression(positive=True), cv=STACK_FOLDS)
+        return StackingRegressor([("elasticnet", make_regressor("elasticnet", seed)),
+                                  ("xgboost", make_regressor("xgboost", seed))],
+                                 final_estimator=NonNegativeBlend(positive=True), cv=STACK_FOLDS)
     if learner == "xgboost":
         from xgboost import XGBRegressor
         return XGBRegressor(**XGB_DEFAULTS, random_state=seed)
@@ -252,20 +255,43 @@ def make_classifier(learner, seed: int):
     raise ConfigError(f"unknown base learner {learner!r}; use one of {', '.join(LEARNERS)} or an estimator")
 
 
+class NonNegativeBlend(LinearRegression):
+    """The stack's combiner: least squares with non-negative weights (``LinearRegression(positive=True)``) that
+    takes only the sample weights of the fit parameters. scikit-learn's ``StackingRegressor`` hands its final
+    estimator every fit parameter, including the trial labels `fit_weighted` routes to the base learners' penalty
+    search, which ``LinearRegression.fit`` refuses."""
+
+    def fit(self, X, y, sample_weight=None, **_routed_to_the_base_learners):
+        return super().fit(X, y, sample_weight=sample_weight)
+
+
+class TrialFolds(GroupKFold):
+    """``GroupKFold`` over at most ``n_splits`` folds and never more than the trials present: the elastic net inside
+    a stack searches its penalty on each of the stack's training folds, which hold fewer trials than the fit."""
+
+    def split(self, X, y=None, groups=None):
+        return GroupKFold(n_splits=min(self.n_splits, len(pd.unique(groups)))).split(X, y, groups)
+
+
 def fit_weighted(model, X, y, sample_weight=None, groups=None):
     """Fit with sample weights when the model takes them (all our named learners do).
 
     An ``ElasticNetCV`` gets its penalty chosen, and a stack (`make_regressor`'s 'stack') its weights, over folds of
     whole trials when ``groups`` holds >= 2 trials, so inner tuning, like cross-fitting, never scores a model on
-    participants of a trial it was trained on. The folds' row indices are not kept in the fitted model (its ``cv``
-    is set back after the fit): a logged final model would otherwise carry which rows were trained together.
+    participants of a trial it was trained on; the elastic net inside our stack also searches its penalty over whole
+    trials of each stack fold (the trial labels reach it through scikit-learn's metadata routing, `_fit_routed`).
+    The folds' row indices are not kept in the fitted model (its ``cv`` is set back after the fit): a logged final
+    model would otherwise carry which rows were trained together.
     """
     most = 5 if isinstance(model, ElasticNetCV) else STACK_FOLDS if _is_stack(model) else 0
     original = model.get_params()["cv"] if most else None
-    if most and groups is not None and len(pd.unique(groups)) >= 2:
+    grouped = most and groups is not None and len(pd.unique(groups)) >= 2
+    if grouped:
         n_splits = min(most, len(pd.unique(groups)))
         model.set_params(cv=list(GroupKFold(n_splits=n_splits).split(X, y, groups)))
     try:
+        if grouped and isinstance(getattr(model, "final_estimator", None), NonNegativeBlend):
+            return _fit_routed(model, X, y, sample_weight, groups)
         if sample_weight is None:
             return model.fit(X, y)
         try:
@@ -275,6 +301,25 @@ def fit_weighted(model, X, y, sample_weight=None, groups=None):
     finally:
         if most:
             model.set_params(cv=original)
+
+
+def _fit_routed(stack, X, y, sample_weight, groups):
+    """Fit our stack with the trial labels routed to its elastic nets' penalty search (`TrialFolds`) and the sample
+    weights to every base learner and the combiner; the elastic nets' ``cv`` is set back afterwards."""
+    import sklearn
+
+    tuned = [name for name, est in stack.estimators if isinstance(est, ElasticNetCV)]
+    originals = {f"{name}__cv": stack.get_params()[f"{name}__cv"] for name in tuned}
+    # unit weights when none are given: with routing on, an elastic net refuses even sample_weight=None unrequested
+    weights = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype=float)
+    try:
+        with sklearn.config_context(enable_metadata_routing=True):
+            stack.set_params(**{key: TrialFolds(n_splits=5) for key in originals})
+            for _, est in stack.estimators:
+                est.set_fit_request(sample_weight=True)
+            return stack.fit(X, y, sample_weight=weights, groups=np.asarray(groups))
+    finally:
+        stack.set_params(**originals)
 
 
 def _is_stack(model) -> bool:

@@ -50,15 +50,16 @@ def _rows(groups, rows):
 class TLearner(EffectEstimator):
     """T-learner: one outcome model per arm; CATE = mu1(x) - mu0(x) (Künzel et al. 2019).
 
-    ``base_learner``: 'xgboost' (fast hist defaults), 'elasticnet', 'ridge', 'hgb', 'stack' (ridge and xgboost
-    combined by non-negative weights fitted on their cross-fitted predictions over whole trials; the registered
-    ``t_learner_stack``) or any sklearn estimator (a classifier with ``predict_proba`` for 0/1 outcomes). Each arm's
-    model is weighted by 1/P(arm | trial). No pointwise interval (``effect_interval`` raises).
+    ``base_learner``: 'xgboost' (fast hist defaults), 'elasticnet', 'ridge', 'hgb', 'stack' (an elastic net and
+    xgboost combined by non-negative weights fitted on their cross-fitted predictions over whole trials; the
+    registered ``t_learner_stack``) or any sklearn estimator (a classifier with ``predict_proba`` for 0/1 outcomes).
+    Each arm's model is weighted by 1/P(arm | trial). No pointwise interval (``effect_interval`` raises).
 
     Why 'stack': a difference of two flexible fits carries both fits' noise into the CATE. On the simulator's
     scenarios, where effects vary smoothly with a few traits, xgboost arms had about twice the held-out PEHE of ridge
-    arms, and ridge cannot follow an effect that is not linear; the stack chooses per arm from the data
-    (experiments/benchmarks/RESULTS.md, section 19).
+    arms, and a linear model cannot follow an effect that is not linear; the stack chooses per arm from the data
+    (experiments/benchmarks/RESULTS.md, section 19). Its linear member is an elastic net whose penalty is searched
+    over whole trials (section 24): it can set a trait's slope to zero in each arm, which ridge could not.
     """
 
     _parameter_constraints = {**_COMMON_CONSTRAINTS, "base_learner": _LEARNER,

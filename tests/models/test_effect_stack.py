@@ -1,4 +1,4 @@
-"""The stacked base learner ('stack': ridge and xgboost, non-negative weights on cross-fitted predictions), the
+"""The stacked base learner ('stack': an elastic net and xgboost, non-negative weights on cross-fitted predictions), the
 default of the X-learner and of ``t_learner_stack``: folds of whole trials, accuracy where xgboost alone is noisy,
 and exact SHAP through the stack."""
 
@@ -22,18 +22,36 @@ def _trials(seed: int, n: int = 1600, n_trials: int = 8):
     return X, t, trial, tau, y
 
 
-def test_the_stack_combines_ridge_and_xgboost_over_folds_of_whole_trials(recorded_folds):
+def test_the_stack_combines_an_elastic_net_and_xgboost_over_folds_of_whole_trials(recorded_folds):
+    """The stack's folds and the elastic net's penalty search, on all rows and inside each stack fold, are all folds
+    of whole trials; the penalty search of a fold sees only that fold's training trials."""
     X, t, trial, _, y = _trials(0)
     model = common.fit_weighted(common.make_regressor("stack", 0), X, y, groups=trial)
-    (folds, groups), = recorded_folds
-    assert len(folds) == common.STACK_FOLDS
-    for train, test in folds:
-        assert not set(groups[train]) & set(groups[test])   # no trial on both sides of a fold
+    is_stack_split = [len(groups) == len(y) and len(folds) == common.STACK_FOLDS for folds, groups in recorded_folds]
+    assert sum(is_stack_split) == 1
+    inner = [split for split, stack in zip(recorded_folds, is_stack_split) if not stack]
+    # the elastic net on all rows (8 trials, 5 folds) and in each of the 3 stack folds (5-6 trials, 5 folds)
+    assert len(inner) == 1 + common.STACK_FOLDS and all(len(folds) == 5 for folds, _ in inner)
+    assert sorted(len(set(groups)) for _, groups in inner)[-1] == 8 and min(len(set(g)) for _, g in inner) < 8
+    for folds, groups in recorded_folds:
+        for train, test in folds:
+            assert not set(groups[train]) & set(groups[test])   # no trial on both sides of a fold
     weights = model.final_estimator_.coef_
     assert np.all(weights >= 0) and weights.sum() > 0
-    assert model.cv == common.STACK_FOLDS   # the folds' row indices are not kept in the fitted model
+    # the folds' row indices are not kept in the fitted model, nor a trial splitter in the unfitted one
+    assert model.cv == common.STACK_FOLDS and model.get_params()["elasticnet__cv"] == 5
+    seen = len(recorded_folds)
     without_groups = common.fit_weighted(common.make_regressor("stack", 0), X, y)
-    assert without_groups.cv == common.STACK_FOLDS and len(recorded_folds) == 1   # plain K-fold without trials
+    assert without_groups.cv == common.STACK_FOLDS and len(recorded_folds) == seen   # plain K-fold without trials
+    np.testing.assert_allclose(without_groups.final_estimator_.coef_.sum(), weights.sum(), rtol=0.5)
+
+
+def test_the_stack_fitted_with_unit_weights_equals_the_unweighted_fit():
+    """`fit_weighted` gives the routed stack unit weights when none are given: the same fit as without weights."""
+    X, t, trial, _, y = _trials(7, n=700)
+    unweighted = common.fit_weighted(common.make_regressor("stack", 0), X, y, groups=trial)
+    weighted = common.fit_weighted(common.make_regressor("stack", 0), X, y, np.ones(len(y)), trial)
+    np.testing.assert_allclose(unweighted.predict(X), weighted.predict(X), rtol=1e-6, atol=1e-8)
 
 
 def test_stacked_learners_beat_xgboost_alone_where_the_effect_is_smooth():
