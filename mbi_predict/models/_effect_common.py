@@ -11,7 +11,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.linear_model import ElasticNetCV, LinearRegression, LogisticRegression, RidgeCV
-from sklearn.model_selection import GroupKFold, StratifiedKFold
+from sklearn.model_selection import GroupKFold, KFold, StratifiedKFold
 
 from mbi_predict.errors import ConfigError, DataError
 from mbi_predict.models._econml_compat import EconMLCompatMixin, treatment_levels  # noqa: F401  (re-exported)
@@ -199,6 +199,8 @@ XGB_DEFAULTS = dict(n_estimators=200, max_depth=3, learning_rate=0.05, tree_meth
 LEARNERS = ("xgboost", "elasticnet", "ridge", "hgb", "stack")
 #: penalties the elastic net searches per l1 ratio (`make_regressor`'s 'elasticnet')
 ENET_PENALTIES = 25
+#: folds of the elastic net's penalty search (of whole trials when the fit has trial groups)
+ENET_FOLDS = 5
 #: folds of the stacked learner's cross-fitted predictions (of whole trials when the fit has trial groups)
 STACK_FOLDS = 3
 
@@ -211,7 +213,8 @@ def make_regressor(learner, seed: int):
     where it is not); `fit_weighted` makes the stack's folds whole trials, and the elastic net's penalty search
     inside each of them too. The elastic net replaced ridge (RESULTS section 24): ridge only shrinks, and its
     penalty was chosen row by row (leave-one-out), so a trait with no real effect kept a slope fitted to noise in
-    each arm, which a T-learner's difference of two fits does not cancel."""
+    each arm, which a T-learner's difference of two fits does not cancel. For 0/1 outcomes `make_classifier`'s
+    stack is unchanged: logistic regression (fixed penalty) and xgboost."""
     if not isinstance(learner, str):
         return clone(learner)
     if learner == "stack":
@@ -227,7 +230,8 @@ def make_regressor(learner, seed: int):
         # 25 penalties on scikit-learn's log grid (1e-3 of the largest to the largest; 100 by default): on a
         # simulator fold the chosen penalty moved by 5% for 2.5 times less fit time, a search a stack runs 4 times
         # per fit (all rows and each of its folds); the DR-learner's PEHE did not move (RESULTS section 24)
-        return ElasticNetCV(l1_ratio=[0.1, 0.5, 0.9], alphas=ENET_PENALTIES, cv=5, max_iter=5000, random_state=seed)
+        return ElasticNetCV(l1_ratio=[0.1, 0.5, 0.9], alphas=ENET_PENALTIES, cv=ENET_FOLDS, max_iter=5000,
+                            random_state=seed)
     if learner == "ridge":
         return RidgeCV(alphas=np.logspace(-3, 3, 13))
     if learner == "hgb":
@@ -272,10 +276,17 @@ class NonNegativeBlend(LinearRegression):
 
 class TrialFolds(GroupKFold):
     """``GroupKFold`` over at most ``n_splits`` folds and never more than the trials present: the elastic net inside
-    a stack searches its penalty on each of the stack's training folds, which hold fewer trials than the fit."""
+    a stack searches its penalty on each of the stack's training folds, which hold fewer trials than the fit.
+
+    Where fewer than 2 trials are present (a stack fold of a 2-trial fit trains on one trial; a refit without trial
+    labels) it falls back to folds of rows, as the elastic net outside a stack does: with one trial there is no other
+    trial to hold out, and rows of the same trial leak nothing across trials."""
 
     def split(self, X, y=None, groups=None):
-        return GroupKFold(n_splits=min(self.n_splits, len(pd.unique(groups)))).split(X, y, groups)
+        trials = 0 if groups is None else len(pd.unique(groups))
+        if trials < 2:
+            return KFold(n_splits=min(self.n_splits, len(X))).split(X, y)
+        return GroupKFold(n_splits=min(self.n_splits, trials)).split(X, y, groups)
 
 
 def fit_weighted(model, X, y, sample_weight=None, groups=None):
@@ -288,12 +299,12 @@ def fit_weighted(model, X, y, sample_weight=None, groups=None):
     The folds' row indices are not kept in the fitted model (its ``cv`` is set back after the fit): a logged final
     model would otherwise carry which rows were trained together.
     """
-    most = 5 if isinstance(model, ElasticNetCV) else STACK_FOLDS if _is_stack(model) else 0
+    most = ENET_FOLDS if isinstance(model, ElasticNetCV) else STACK_FOLDS if _is_stack(model) else 0
     original = model.get_params()["cv"] if most else None
-    grouped = most and groups is not None and len(pd.unique(groups)) >= 2
+    trials = len(pd.unique(groups)) if most and groups is not None else 0
+    grouped = trials >= 2
     if grouped:
-        n_splits = min(most, len(pd.unique(groups)))
-        model.set_params(cv=list(GroupKFold(n_splits=n_splits).split(X, y, groups)))
+        model.set_params(cv=list(GroupKFold(n_splits=min(most, trials)).split(X, y, groups)))
     try:
         if grouped and isinstance(getattr(model, "final_estimator", None), NonNegativeBlend):
             return _fit_routed(model, X, y, sample_weight, groups)
@@ -319,9 +330,10 @@ def _fit_routed(stack, X, y, sample_weight, groups):
     weights = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype=float)
     try:
         with sklearn.config_context(enable_metadata_routing=True):
-            stack.set_params(**{key: TrialFolds(n_splits=5) for key in originals})
+            stack.set_params(**{key: TrialFolds(n_splits=ENET_FOLDS) for key in originals})
             for _, est in stack.estimators:
-                est.set_fit_request(sample_weight=True)
+                if est != "drop":
+                    est.set_fit_request(sample_weight=True)
             return stack.fit(X, y, sample_weight=weights, groups=np.asarray(groups))
     finally:
         stack.set_params(**originals)

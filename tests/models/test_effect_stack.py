@@ -46,12 +46,31 @@ def test_the_stack_combines_an_elastic_net_and_xgboost_over_folds_of_whole_trial
     np.testing.assert_allclose(without_groups.final_estimator_.coef_.sum(), weights.sum(), rtol=0.5)
 
 
-def test_the_stack_fitted_with_unit_weights_equals_the_unweighted_fit():
-    """`fit_weighted` gives the routed stack unit weights when none are given: the same fit as without weights."""
+def test_unit_weights_fit_the_elastic_net_as_no_weights_do():
+    """`_fit_routed` gives the stack unit weights when none are given (routing refuses an unrequested None): the
+    elastic net's penalty search and fit are the same as without weights, on the same folds of whole trials."""
+    from sklearn.linear_model import ElasticNetCV
+    from sklearn.model_selection import GroupKFold
+
     X, t, trial, _, y = _trials(7, n=700)
-    unweighted = common.fit_weighted(common.make_regressor("stack", 0), X, y, groups=trial)
-    weighted = common.fit_weighted(common.make_regressor("stack", 0), X, y, np.ones(len(y)), trial)
-    np.testing.assert_allclose(unweighted.predict(X), weighted.predict(X), rtol=1e-6, atol=1e-8)
+    folds = list(GroupKFold(n_splits=5).split(X, y, trial))
+    plain = ElasticNetCV(l1_ratio=[0.1, 0.5, 0.9], alphas=common.ENET_PENALTIES, cv=folds).fit(X, y)
+    unit = ElasticNetCV(l1_ratio=[0.1, 0.5, 0.9], alphas=common.ENET_PENALTIES, cv=folds).fit(
+        X, y, sample_weight=np.ones(len(y)))
+    assert (plain.alpha_, plain.l1_ratio_) == (unit.alpha_, unit.l1_ratio_)
+    np.testing.assert_allclose(plain.coef_, unit.coef_, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("n_trials", [2, 3])
+def test_stacked_learners_fit_on_two_or_three_trials(n_trials):
+    """With 2 trials each stack fold trains on one trial, and the DR-learner's own cross-fitting leaves 2 of 3: the
+    elastic net then searches its penalty over rows of that trial (nothing to hold out across trials)."""
+    X, t, trial, _, y = _trials(8, n=300 * n_trials, n_trials=n_trials)
+    for name, params in (("x_learner", {}), ("t_learner_stack", {}), ("dr_learner", {"outcome_learner": "stack"})):
+        model = make_effect_model(name, random_state=0, **params).fit(y, t, X=X, groups=trial)
+        assert np.all(np.isfinite(model.effect(X[:50]))), name
+    assert list(common.TrialFolds(n_splits=5).split(X[:40], y[:40], np.zeros(40)))   # one trial: folds of rows
+    assert len(list(common.TrialFolds(n_splits=5).split(X[:40], y[:40]))) == 5        # no labels: folds of rows
 
 
 def test_stacked_learners_beat_xgboost_alone_where_the_effect_is_smooth():
