@@ -52,8 +52,9 @@ class TLearner(EffectEstimator):
 
     ``base_learner``: 'xgboost' (fast hist defaults), 'elasticnet', 'ridge', 'hgb', 'stack' (an elastic net and
     xgboost combined by non-negative weights fitted on their cross-fitted predictions over whole trials, for 0/1
-    outcomes logistic regression and xgboost; the registered ``t_learner_stack``) or any sklearn estimator (a classifier with ``predict_proba`` for 0/1 outcomes).
-    Each arm's model is weighted by 1/P(arm | trial). No pointwise interval (``effect_interval`` raises).
+    outcomes logistic regression and xgboost; the registered ``t_learner_stack``) or any sklearn estimator (a
+    classifier with ``predict_proba`` for 0/1 outcomes). Each arm's model is weighted by 1/P(arm | trial). No
+    pointwise interval (``effect_interval`` raises).
 
     Why 'stack': a difference of two flexible fits carries both fits' noise into the CATE. On the simulator's
     scenarios, where effects vary smoothly with a few traits, xgboost arms had about twice the held-out PEHE of ridge
