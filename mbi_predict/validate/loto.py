@@ -30,6 +30,7 @@ import numpy as np
 
 from mbi_predict.config import ExperimentConfig, ModelConfig
 from mbi_predict.errors import ConfigError
+from mbi_predict.parallel import run_in_order
 from mbi_predict.validate.fold_fits import (MIN_HARM_GROUP, _fit_params_errors, _fold_shap,  # noqa: F401
                                             _group_metrics, _harm_metrics, _pehe_variance, effect_fold, fit_effect,
                                             fit_prognostic, prognostic_fold)
@@ -100,7 +101,5 @@ def run_jobs(jobs: list[FoldJob], data: PreparedData, *, n_jobs: int = 1,
              on_trial: Callable[[], None] | None = None) -> list[FoldResult]:
     """Run the fold jobs, in parallel when ``n_jobs != 1``; results come back in job order either way
     (``on_trial``, tuning trials, is heard only in this process: serially)."""
-    from mbi_predict.parallel import run_in_order
-
     extra = (on_trial,) if n_jobs == 1 else ()
     return run_in_order([(run_fold, (job, data, *extra)) for job in jobs], n_jobs, on_result)

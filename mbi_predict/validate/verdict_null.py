@@ -55,6 +55,7 @@ import pandas as pd
 from scipy import stats
 
 from mbi_predict.errors import MBIError
+from mbi_predict.parallel import run_in_order
 from mbi_predict.validate.loto import FoldJob, FoldPlan, PreparedData, derive_seed, run_fold
 from mbi_predict.validate.pooling import pool_metric
 
@@ -209,8 +210,6 @@ def run_null(config, data: PreparedData, plan: FoldPlan, models: list, *, B: int
     draws = {b: constant_effect_draw(data, rng) for b in range(1, B + 1)}
     jobs = null_fold_jobs(models, plan, seed=config.seed, B=B, bootstrap=config.validation.bootstrap,
                           inner_folds=config.tuning.inner_folds, groups=config.group_settings())
-    from mbi_predict.parallel import run_in_order
-
     outputs = run_in_order([(_run_null_job, (job, draws[b])) for b, job in jobs],  # in job order
                            1 if len(jobs) <= 1 else n_jobs, on_result)
     collected: dict[tuple[str, int], list] = {}
