@@ -288,6 +288,13 @@ class TrialFolds(GroupKFold):
             return KFold(n_splits=min(self.n_splits, len(X))).split(X, y)
         return GroupKFold(n_splits=min(self.n_splits, trials)).split(X, y, groups)
 
+    def get_n_splits(self, X=None, y=None, groups=None):
+        """The number of folds `split` makes for these rows and labels (``n_splits`` when they are not given)."""
+        if X is None:
+            return self.n_splits
+        trials = 0 if groups is None else len(pd.unique(groups))
+        return min(self.n_splits, len(X)) if trials < 2 else min(self.n_splits, trials)
+
 
 def fit_weighted(model, X, y, sample_weight=None, groups=None):
     """Fit with sample weights when the model takes them (all our named learners do).

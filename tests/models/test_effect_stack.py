@@ -73,6 +73,20 @@ def test_stacked_learners_fit_on_two_or_three_trials(n_trials):
     assert len(list(common.TrialFolds(n_splits=5).split(X[:40], y[:40]))) == 5        # no labels: folds of rows
 
 
+@pytest.mark.parametrize("rows, labels", [(40, None), (40, np.zeros(40)), (3, None),
+                                          (40, np.repeat([0, 1, 2], [10, 10, 20])), (40, np.arange(40) % 7)],
+                         ids=["no labels", "one trial", "3 rows", "3 trials", "7 trials"])
+def test_trial_folds_report_the_folds_they_make(rows, labels):
+    """scikit-learn asks a splitter how many folds it makes: the count is capped at the trials present, and with
+    fewer than 2 trials it is that of the folds of rows."""
+    X = np.arange(2.0 * rows).reshape(rows, 2)
+    folds = common.TrialFolds(n_splits=5)
+    made = len(list(folds.split(X, None, labels)))
+    assert folds.get_n_splits(X, None, labels) == made
+    assert made == (min(5, rows) if labels is None or len(set(labels)) < 2 else min(5, len(set(labels))))
+    assert folds.get_n_splits() == 5
+
+
 def test_stacked_learners_beat_xgboost_alone_where_the_effect_is_smooth():
     """Held-out PEHE over three draws: the stacked T- and X-learners well below the T-learner on xgboost alone."""
     errors = {"t_learner_xgb": [], "t_learner_stack": [], "x_learner": []}
