@@ -69,7 +69,10 @@ def run_demo(out: str | Path, *, seed: int = 2023, console: Console | None = Non
         print_table(frame, title=f"trials: {title}", keys=["trial"])
 
     stage("4. classical two-stage IPD meta-analysis")
-    written.update(_meta_stage(ipd, out / "meta", console))
+    from mbi_predict.io import sigterm_interrupts
+
+    with sigterm_interrupts():  # its jobs run in the worker pool: SIGTERM unwinds like Ctrl-C and stops the pool
+        written.update(_meta_stage(ipd, out / "meta", console))
 
     stage("5. leave-one-trial-out experiment: prognostic and effect models, SHAP, MLflow")
     written.update(_experiment_stage(ipd_path, spec.parent / "truth.parquet", out / "run", console,
@@ -92,19 +95,25 @@ def _meta_stage(ipd, out: Path, console: Console) -> dict[str, Path]:
     """Pooled effect of the MBI on distress at 1-6 months against each kind of control, with forest plots."""
     import pandas as pd
 
+    from mbi_predict.io import write_json_atomic
+    from mbi_predict.meta.plots import write_meta_plots
     from mbi_predict.parallel import execution_backend, run_in_order
 
     rows, written = [], {}
     analyses = [(DEMO_OUTCOME, "passive", ["baseline_distress", "baseline_mindfulness", "age"]),
                 (DEMO_OUTCOME, "active", None),
                 ("deteriorated_distress_fu1_6", "passive", None)]
-    analyses = [(ipd, outcome, control, modifiers, out / f"{outcome}_vs_{control}")
-                for outcome, control, modifiers in analyses if outcome in ipd.columns]
-    # the three analyses run in the experiment's worker processes, which also load what stage 5's fold jobs need:
-    # this stage and the start of the experiment otherwise run on one core while the other waits (RESULTS 26)
+    analyses = [(outcome, control, modifiers) for outcome, control, modifiers in analyses if outcome in ipd.columns]
+    # the three analyses are computed in the experiment's worker processes, which also load what stage 5's fold
+    # jobs need: this stage and the start of the experiment otherwise run on one core while the other waits
+    # (RESULTS 26). The workers only compute and this process writes, so a worker outliving a killed demo writes
+    # nothing.
     with execution_backend("local", n_jobs=_demo_workers()) as n_jobs:
-        done = run_in_order([(_meta_analysis, args) for args in analyses], n_jobs)
-    for (_, outcome, control, _, folder), (report, plots) in zip(analyses, done):
+        reports = run_in_order([(_meta_analysis, (ipd, *analysis)) for analysis in analyses], n_jobs)
+    for (outcome, control, _), report in zip(analyses, reports):
+        folder = out / f"{outcome}_vs_{control}"
+        plots = write_meta_plots(report, folder)
+        write_json_atomic(folder / "meta.json", report.to_dict())
         written[f"forest_{outcome}_{control}"] = plots[0] if plots else folder
         pooled = report.two_stage.pooled
         rows.append({"outcome": outcome, "vs": control, "measure": "log RR" if report.two_stage.outcome_type == "binary"
@@ -126,21 +135,16 @@ def _meta_stage(ipd, out: Path, console: Console) -> dict[str, Path]:
     return written
 
 
-def _meta_analysis(ipd, outcome: str, control: str, modifiers: list[str] | None, folder: Path):
-    """One meta-analysis of the demo (a worker's job): its report, with the forest and funnel plots and meta.json
-    written in ``folder``; then the worker loads the modules of the experiment's fold jobs, so that stage 5 starts
-    on warm workers."""
-    from mbi_predict.io import write_json_atomic
+def _meta_analysis(ipd, outcome: str, control: str, modifiers: list[str] | None):
+    """One meta-analysis of the demo (a worker's job): its report, nothing written. The worker then loads the
+    modules of the experiment's fold jobs, so that stage 5 starts on warm workers."""
     from mbi_predict.meta import run_meta
-    from mbi_predict.meta.plots import write_meta_plots
 
     report = run_meta(ipd, outcome, control=control, modifiers=modifiers, m=5, seed=0)
-    plots = write_meta_plots(report, folder)
-    write_json_atomic(folder / "meta.json", report.to_dict())
     import mbi_predict.pipeline.sinks.figures  # noqa: F401  (stage 5: fold jobs, SHAP, figures, verdict refits)
     import mbi_predict.validate.fold_fits  # noqa: F401
     import mbi_predict.validate.verdict_null  # noqa: F401
-    return report, plots
+    return report
 
 
 def _demo_workers() -> int:
