@@ -105,9 +105,9 @@ def _meta_stage(ipd, out: Path, console: Console) -> dict[str, Path]:
                 ("deteriorated_distress_fu1_6", "passive", None)]
     analyses = [(outcome, control, modifiers) for outcome, control, modifiers in analyses if outcome in ipd.columns]
     # the three analyses are computed in the experiment's worker processes, which also load what stage 5's fold
-    # jobs need: this stage and the start of the experiment otherwise run on one core while the other waits
-    # (RESULTS 26). The workers only compute and this process writes, so a worker outliving a killed demo writes
-    # nothing.
+    # jobs need (each worker that gets one; with 3 jobs on 2 workers usually both): this stage and the start of the
+    # experiment otherwise run on one core while the other waits (RESULTS 26). The workers only compute and this
+    # process writes, so a worker outliving a killed demo writes nothing.
     with execution_backend("local", n_jobs=_demo_workers()) as n_jobs:
         reports = run_in_order([(_meta_analysis, (ipd, *analysis)) for analysis in analyses], n_jobs)
     for (outcome, control, _), report in zip(analyses, reports):
@@ -148,11 +148,12 @@ def _meta_analysis(ipd, outcome: str, control: str, modifiers: list[str] | None)
 
 
 def _demo_workers() -> int:
-    """The worker processes of the demo's experiment (``validation.n_jobs`` of demo.yaml), so that the meta stage
-    starts the very pool the experiment then reuses."""
-    import yaml
+    """The worker processes of the demo's experiment (demo.yaml's ``validation``), so that the meta stage starts
+    the very pool the experiment then reuses; 1 (this process) when the experiment runs elsewhere (dask)."""
+    from mbi_predict.config import load_config
 
-    return int(yaml.safe_load(demo_config_path().read_text(encoding="utf-8"))["validation"]["n_jobs"])
+    validation = load_config(demo_config_path()).validation
+    return validation.n_jobs if validation.backend == "local" else 1
 
 
 def demo_config_path() -> Path:

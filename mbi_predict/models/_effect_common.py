@@ -12,6 +12,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.linear_model import ElasticNetCV, LinearRegression, LogisticRegression, RidgeCV
 from sklearn.model_selection import GroupKFold, KFold, StratifiedKFold
+from sklearn.utils.validation import _num_samples
 
 from mbi_predict.errors import ConfigError, DataError
 from mbi_predict.models._econml_compat import EconMLCompatMixin, treatment_levels  # noqa: F401  (re-exported)
@@ -285,15 +286,15 @@ class TrialFolds(GroupKFold):
     def split(self, X, y=None, groups=None):
         trials = 0 if groups is None else len(pd.unique(groups))
         if trials < 2:
-            return KFold(n_splits=min(self.n_splits, len(X))).split(X, y)
+            return KFold(n_splits=min(self.n_splits, _num_samples(X))).split(X, y)
         return GroupKFold(n_splits=min(self.n_splits, trials)).split(X, y, groups)
 
     def get_n_splits(self, X=None, y=None, groups=None):
-        """The number of folds `split` makes for these rows and labels (``n_splits`` when they are not given)."""
-        if X is None:
-            return self.n_splits
+        """The number of folds `split` makes for these labels and rows (``n_splits`` when neither is given)."""
         trials = 0 if groups is None else len(pd.unique(groups))
-        return min(self.n_splits, len(X)) if trials < 2 else min(self.n_splits, trials)
+        if trials >= 2:
+            return min(self.n_splits, trials)
+        return self.n_splits if X is None else min(self.n_splits, _num_samples(X))
 
 
 def fit_weighted(model, X, y, sample_weight=None, groups=None):

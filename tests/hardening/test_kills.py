@@ -482,3 +482,42 @@ def test_harmonise_killed_then_the_next_harmonise_works(kit, tmp_path, point, si
     assert nxt.returncode == 0, nxt.stderr
     assert check_harmonised_set(out, sig) == "complete"
     assert not hidden_entries(out), hidden_entries(out)  # a SIGKILLed command's staging is gone too
+
+
+def session_processes(leader: int) -> list[int]:
+    """The processes of the session ``leader`` started (its workers keep it after their parent dies)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[3]) == leader and fields[0] != "Z":
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.parametrize("sig", INTERRUPT, ids=["SIGINT", "SIGTERM"])
+def test_the_demo_interrupted_in_its_meta_stage_leaves_no_worker(tmp_path, sig):
+    """The demo's meta-analyses run in the worker pool its experiment reuses: SIGINT or SIGTERM while the stage holds
+    the pool (paused at writing the first analysis's figures, the pool up) ends the demo with its interrupt status
+    and one line, and no process of its session outlives it (before, a SIGTERM there ended the demo at once and
+    left its workers running for minutes)."""
+    command = Command(SHIM_CLI + ["demo", "--out", str(tmp_path / "out")], tmp_path / "cwd",
+                      pause={"MBI_KILL_PAUSE": "mbi_predict.meta.plots:write_meta_plots"})
+    try:
+        command.paused()
+        assert command.workers(), "the meta stage's worker pool should be up at the pause"
+        command.process.send_signal(sig)
+        command.process.wait(timeout=TIMEOUT)
+        deadline = time.monotonic() + 20
+        while session_processes(command.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        left = session_processes(command.pid)
+    finally:
+        command.end_session()
+    assert command.process.returncode == 128 + sig, command.err_path.read_text()[-800:]
+    lines = [line for line in command.err_path.read_text().splitlines() if line.strip()]
+    assert len(lines) <= 1 and all("Traceback" not in line for line in lines), lines
+    assert not left, f"processes of the demo's session still running after it ended: {left}"

@@ -85,6 +85,8 @@ def test_trial_folds_report_the_folds_they_make(rows, labels):
     assert folds.get_n_splits(X, None, labels) == made
     assert made == (min(5, rows) if labels is None or len(set(labels)) < 2 else min(5, len(set(labels))))
     assert folds.get_n_splits() == 5
+    if labels is not None and len(set(labels)) >= 2:   # scikit-learn's group splitters are asked with labels alone
+        assert folds.get_n_splits(groups=labels) == made
 
 
 def test_stacked_learners_beat_xgboost_alone_where_the_effect_is_smooth():
