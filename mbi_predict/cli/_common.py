@@ -107,9 +107,10 @@ def _interrupted_anyway(error: BaseException) -> None:
         interrupted(interrupt)
 
 
-def interrupted(interrupt: KeyboardInterrupt) -> None:
-    """Ctrl-C (exit 130) or SIGTERM (exit 143, 128 + the signal, as a batch scheduler expects): one line."""
-    err_console.print("interrupted: no partial output was left behind")
+def interrupted(interrupt: KeyboardInterrupt, left: str = "no partial output was left behind") -> None:
+    """Ctrl-C (exit 130) or SIGTERM (exit 143, 128 + the signal, as a batch scheduler expects): one line, saying
+    what the command ``left`` (a command of several stages keeps those it finished)."""
+    err_console.print(f"interrupted: {left}", markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(code=143 if isinstance(interrupt, Terminated) else 130) from None
 
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from mbi_predict.cli._common import app, boundary, console
+from mbi_predict.cli._common import app, boundary, console, interrupted
 from mbi_predict.errors import MBIError
 from mbi_predict.io import check_outputs_apart as _outputs_apart
 from mbi_predict.io import files_under as _files_in
@@ -144,4 +144,8 @@ def demo(
     from mbi_predict.demo import run_demo
 
     _outputs_apart([out], [], folder=out)
-    run_demo(out, seed=seed, console=console, tracking_uri=tracking_uri)
+    try:
+        run_demo(out, seed=seed, console=console, tracking_uri=tracking_uri)
+    except KeyboardInterrupt as interrupt:   # the stages it finished stay: each of their files is complete
+        interrupted(interrupt, left=f"the stages the demo finished are in {out} (every file there is complete); "
+                                    "the demo starts over when run again")
