@@ -284,17 +284,22 @@ class TrialFolds(GroupKFold):
     trial to hold out, and rows of the same trial leak nothing across trials."""
 
     def split(self, X, y=None, groups=None):
-        trials = 0 if groups is None else len(pd.unique(groups))
-        if trials < 2:
-            return KFold(n_splits=min(self.n_splits, _num_samples(X))).split(X, y)
-        return GroupKFold(n_splits=min(self.n_splits, trials)).split(X, y, groups)
+        n_splits = self.get_n_splits(X, y, groups)
+        if _trials(groups) < 2:
+            return KFold(n_splits=n_splits).split(X, y)
+        return GroupKFold(n_splits=n_splits).split(X, y, groups)
 
     def get_n_splits(self, X=None, y=None, groups=None):
         """The number of folds `split` makes for these labels and rows (``n_splits`` when neither is given)."""
-        trials = 0 if groups is None else len(pd.unique(groups))
+        trials = _trials(groups)
         if trials >= 2:
             return min(self.n_splits, trials)
         return self.n_splits if X is None else min(self.n_splits, _num_samples(X))
+
+
+def _trials(groups) -> int:
+    """How many trials the labels name (0 without labels)."""
+    return 0 if groups is None else len(pd.unique(groups))
 
 
 def fit_weighted(model, X, y, sample_weight=None, groups=None):
@@ -309,10 +314,9 @@ def fit_weighted(model, X, y, sample_weight=None, groups=None):
     """
     most = ENET_FOLDS if isinstance(model, ElasticNetCV) else STACK_FOLDS if _is_stack(model) else 0
     original = model.get_params()["cv"] if most else None
-    trials = len(pd.unique(groups)) if most and groups is not None else 0
-    grouped = trials >= 2
+    grouped = bool(most) and _trials(groups) >= 2
     if grouped:
-        model.set_params(cv=list(GroupKFold(n_splits=min(most, trials)).split(X, y, groups)))
+        model.set_params(cv=list(TrialFolds(n_splits=most).split(X, y, groups)))
     try:
         if grouped and isinstance(getattr(model, "final_estimator", None), NonNegativeBlend):
             return _fit_routed(model, X, y, sample_weight, groups)
