@@ -165,7 +165,7 @@ def test_dask_backend_gives_the_local_backend_summary(cluster, tmp_path):
 
 def test_optuna_studies_share_an_sqlite_storage(tmp_path):
     """``tuning.storage`` with an sqlite URL: every fold's study lands in the one database, named by
-    experiment:model:fold:seed, so workers on several machines could share it (with a server database)."""
+    experiment:model:fold:seed and its inputs' fingerprint, so workers on several machines could share it (with a server database)."""
     optuna = pytest.importorskip("optuna")
     from mbi_predict.runner import run_experiment
 
@@ -180,7 +180,10 @@ def test_optuna_studies_share_an_sqlite_storage(tmp_path):
     summary = run_experiment(config, out_dir=tmp_path / "out", progress=False).summary
     names = sorted(s.study_name for s in optuna.get_all_study_summaries(storage))
     held_out = summary["validation"]["held_out"]
-    assert names == sorted(f"parallel_equivalence:elastic_net:{fold}:3" for fold in held_out)
+    # experiment:model:fold:seed, then a fingerprint of the study's inputs (`models.tuning.study_fingerprint`)
+    assert sorted(name.rsplit(":", 1)[0] for name in names) == \
+        sorted(f"parallel_equivalence:elastic_net:{fold}:3" for fold in held_out)
+    assert all(len(name.rsplit(":", 1)[1]) == 16 for name in names)
     for name in names:
         study = optuna.load_study(study_name=name, storage=storage)
         assert len([t for t in study.trials if t.state.name == "COMPLETE"]) >= 2

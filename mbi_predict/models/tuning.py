@@ -11,10 +11,21 @@ enqueued as the first trial, so tuning can only improve on the defaults (by the 
 Reproducibility: the TPE sampler is seeded from the config seed and the fold, and every fit in the study uses the
 same model seed; results are identical run to run unless a `timeout` cuts the budget (then it depends on speed) or a
 shared storage lets other workers add trials.
+
+A shared storage (``tuning.storage``) keeps studies between runs, so a study's name carries a fingerprint of
+everything its trials depend on (`study_fingerprint`: the training rows, the inner folds, the search space, the
+budget, the seed and the model's fixed settings). A run whose inputs changed (new data, another space or budget,
+a different model) starts a new study instead of resuming one scored on other data, which would silently hand it
+that data's best parameters. A study whose budget is already spent is read, not extended: rerunning the same run
+gets the same parameters without a new trial, and a worker that arrives after the others finished adds nothing.
+A study a killed run left half done is resumed up to its budget (its remaining trials are then sampled in a new
+process, so the result can differ from an uninterrupted run's; the budget and the inputs are the same).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import time
 from collections.abc import Callable
@@ -131,6 +142,26 @@ def inner_splits(groups: np.ndarray, strata: np.ndarray, n_folds: int, seed: int
     return list(StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(dummy, strata))
 
 
+def study_fingerprint(X: pd.DataFrame, y: np.ndarray, *, groups: np.ndarray, strata: np.ndarray, task: str,
+                      space: dict[str, dict[str, Any]], n_trials: int, seed: int, inner_folds: int,
+                      defaults: dict[str, Any] | None = None, identity: dict[str, Any] | None = None) -> str:
+    """16 hex digits of a SHA-256 over everything a study's trials depend on: the training rows (column names,
+    types and values of X, y, the trial groups and strata, in order), the task, search space, budget, seed, inner
+    folds, the enqueued defaults and ``identity`` (the model's fixed settings). Equal inputs give equal names; any
+    change gives a new study. The hash of a table of participant data is not participant data (and is not
+    reversible); the name is stored only in the user's own storage and the run's tuning record."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps([list(map(str, X.columns)), [str(t) for t in X.dtypes]]).encode())
+    digest.update(pd.util.hash_pandas_object(X, index=False).to_numpy().tobytes())
+    for array in (y, groups, strata):
+        digest.update(pd.util.hash_array(np.asarray(array).astype(str) if np.asarray(array).dtype == object
+                                         else np.asarray(array)).tobytes())
+    settings = {"task": task, "space": space, "n_trials": int(n_trials), "seed": int(seed),
+                "inner_folds": int(inner_folds), "defaults": defaults or {}, "identity": identity or {}}
+    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:16]
+
+
 def _loss(task: str, y: np.ndarray, prediction: np.ndarray) -> float:
     if task == "binary":
         return float(log_loss(y, np.clip(prediction, 1e-7, 1 - 1e-7), labels=[0, 1]))
@@ -141,10 +172,12 @@ def tune(build: Callable[[dict[str, Any]], Any], predict: Callable[[Any, pd.Data
          X: pd.DataFrame, y: np.ndarray, *, groups: np.ndarray, strata: np.ndarray, task: str,
          space: dict[str, dict[str, Any]], n_trials: int, timeout: float | None, seed: int, inner_folds: int = 3,
          defaults: dict[str, Any] | None = None, storage: str | None = None, study_name: str | None = None,
-         on_trial: Callable[[], None] | None = None) -> TuningResult:
+         identity: dict[str, Any] | None = None, on_trial: Callable[[], None] | None = None) -> TuningResult:
     """Search ``space`` with TPE on inner trial-grouped folds of (X, y); returns the best parameters.
 
-    ``build(params)`` returns an unfitted model, ``predict(model, X)`` its predictions on the task's scale.
+    ``build(params)`` returns an unfitted model, ``predict(model, X)`` its predictions on the task's scale. With a
+    ``storage``, the study is named ``<study_name>:<fingerprint>`` (`study_fingerprint`; ``identity``: what
+    ``build`` fixes besides the tuned parameters, e.g. the estimator and its config params).
     """
     import optuna
 
@@ -169,6 +202,10 @@ def tune(build: Callable[[dict[str, Any]], Any], predict: Callable[[Any, pd.Data
 
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(1, n_trials // 2)))
     pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+    if storage:
+        study_name = f"{study_name or 'study'}:" + study_fingerprint(
+            X, y, groups=groups, strata=strata, task=task, space=space, n_trials=n_trials, seed=seed,
+            inner_folds=inner_folds, defaults=defaults, identity=identity)
     try:
         study = optuna.create_study(direction="minimize", sampler=sampler, pruner=pruner, storage=storage,
                                     study_name=study_name if storage else None, load_if_exists=bool(storage))
@@ -180,14 +217,17 @@ def tune(build: Callable[[dict[str, Any]], Any], predict: Callable[[Any, pd.Data
     callbacks = []
     if on_trial is not None:
         callbacks.append(lambda _study, _trial: on_trial())
+    from optuna.trial import TrialState
+
     if storage:
         # workers sharing the study stop once the study as a whole has spent the budget
         from optuna.study import MaxTrialsCallback
-        from optuna.trial import TrialState
 
         callbacks.append(MaxTrialsCallback(n_trials, states=(TrialState.COMPLETE, TrialState.PRUNED)))
-    study.optimize(objective, n_trials=n_trials, timeout=timeout, callbacks=callbacks, catch=())
-    from optuna.trial import TrialState
+    finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials)
+    if finished < n_trials:  # a stored study whose budget is spent is read as it is
+        study.optimize(objective, n_trials=n_trials - finished if storage else n_trials, timeout=timeout,
+                       callbacks=callbacks, catch=())
 
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     if not complete:

@@ -76,7 +76,8 @@ def fit_prognostic(job: FoldJob, data: PreparedData, on_trial: Callable[[], None
                           task=data.task, space=space, n_trials=spec.tuning.n_trials, timeout=spec.tuning.timeout,
                           seed=job.seed, inner_folds=job.inner_folds,
                           defaults=FAMILIES[spec.estimator].defaults[data.task], storage=job.storage,
-                          study_name=job.study_name, on_trial=on_trial)
+                          study_name=job.study_name, on_trial=on_trial,
+                          identity={"estimator": spec.estimator, "params": spec.params, "imputer": spec.imputer})
         tuning, tuned = result.to_dict(), result.best_params
     tune_seconds = time.perf_counter() - start
 

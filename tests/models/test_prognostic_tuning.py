@@ -1,6 +1,9 @@
 """Nested tuning: inner folds hold out whole training trials, the budget and the search space are respected, the
 family defaults are tried first, studies can be shared through a storage URL, and results are seeded."""
 
+import re
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -63,14 +66,46 @@ def test_tuning_budget_defaults_first_and_seeded(data):
     assert other.history[1:] != result.history[1:]
 
 
-def test_shared_storage_caps_the_study_budget(data, tmp_path):
+def test_shared_storage_reads_a_finished_study_and_never_resumes_one_on_other_inputs(data, tmp_path):
+    """A stored study is keyed by its inputs: a rerun reads the finished study (same parameters, no new trial);
+    changed data, seed or model settings start a new study instead of inheriting another data set's best."""
+    import optuna
+
     storage = f"sqlite:///{tmp_path}/optuna.db"
     first = _tune(data, storage=storage, study_name="exp:enet:T01:0", n_trials=3)
-    second = _tune(data, storage=storage, study_name="exp:enet:T01:0", n_trials=3)  # a second worker
-    assert first.n_trials == 3
-    assert second.n_trials == 4  # it joined the same study and stopped after one trial: the budget was spent
+    again = _tune(data, storage=storage, study_name="exp:enet:T01:0", n_trials=3)  # a rerun, or a late worker
+    assert first.n_trials == 3 and again.n_trials == 3  # read, not extended: the budget was spent
+    assert again.best_params == first.best_params and again.history == first.history
+    assert re.fullmatch(r"exp:enet:T01:0:[0-9a-f]{16}", first.study_name) and again.study_name == first.study_name
+
+    rows = np.isfinite(data.y)
+    shifted = replace(data, y=np.where(rows, data.y + 0.5 * (data.trial == data.trial[rows][0]), data.y))
+    other_data = _tune(shifted, storage=storage, study_name="exp:enet:T01:0", n_trials=3)
+    other_seed = _tune(data, storage=storage, study_name="exp:enet:T01:0", n_trials=3, seed=2)
+    other_model = _tune(data, storage=storage, study_name="exp:enet:T01:0", n_trials=3,
+                        identity={"params": {"max_iter": 500}})
+    names = {first.study_name, other_data.study_name, other_seed.study_name, other_model.study_name}
+    assert len(names) == 4
+    assert all(r.n_trials == 3 for r in (other_data, other_seed, other_model))  # each its own full budget
+    assert len(optuna.get_all_study_summaries(storage)) == 4
     with pytest.raises(ConfigError, match="tuning.storage"):
         _tune(data, storage="nosuchdb://x", study_name="s")
+
+
+def test_a_study_left_half_done_by_a_killed_run_is_resumed_up_to_its_budget(data, tmp_path):
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    calls = []
+
+    def killed_after_two():
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _tune(data, storage=storage, study_name="exp:enet:T01:0", n_trials=5, on_trial=killed_after_two)
+    resumed = _tune(data, storage=storage, study_name="exp:enet:T01:0", n_trials=5)
+    assert resumed.n_complete + resumed.n_pruned == 5 and resumed.n_trials == 5  # 2 kept, 3 added
+    assert resumed.best_value <= resumed.history[0]  # the family defaults, enqueued first, were among them
 
 
 def test_no_budget_means_no_tuning(data):
