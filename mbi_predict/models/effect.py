@@ -254,9 +254,8 @@ class DRLearner(EffectEstimator):
 
 #: the rows one tree of `CausalForest` is grown on at most (``max_samples="auto"``)
 MAX_TREE_ROWS = 10_000
-#: the share of the rows one tree is grown on below that cap: grf's default ``sample.fraction``, the largest
-#: econml allows with intervals (each subforest's trees then share one half-sample and differ in their honest split)
-_AUTO_FRACTION = 0.5
+#: the share of the rows one tree is grown on below that cap
+_AUTO_FRACTION = 0.45
 #: ``model_y="auto"``'s boosting candidate: xgboost's defaults here (`_effect_common.XGB_DEFAULTS`) with the same
 #: shrinkage budget (trees x learning rate = 10) in half the trees; it is fitted on every fold to be compared
 AUTO_BOOSTING = {"n_estimators": 100, "learning_rate": 0.1}
@@ -288,16 +287,12 @@ class CausalForest(EffectEstimator):
       the effect grows with the product of the two nuisances' errors, and a linear outcome model chosen for its
       error made the effect worse on IHDP (mean sqrt(PEHE) 3.44 vs 3.28 over its 10 replications; RESULTS section
       17), so "auto" is xgboost there. Any make_regressor name or estimator fixes the learner instead;
-    * ``max_samples="auto"``: each tree is grown on a subsample of 50% of the rows (half of it to split, half to
-      estimate: honesty; grf's default ``sample.fraction``), but on at most ``MAX_TREE_ROWS`` rows. Subsampling is
-      what makes a forest's estimate asymptotically normal (Wager & Athey 2018 need subsamples of size s with
-      s/n -> 0); a cap keeps the cost of a tree flat in n, so 190,000 training rows cost about as much per tree as
-      20,000, and the forest's cost grows only with the nuisance fits and the prediction. Below 20,000 rows the
-      fraction applies. At 190,000 rows 10,000 rows per tree gave the same PEHE as 20,000 (0.099 vs 0.100, 3
-      held-out trials) in 40% less fit time. 50% instead of econml's 45% (RESULTS section 27): on 'strong' 1% lower
-      PEHE at the same time (0.2333 vs 0.2356; 40%: 0.2376), on 'null' 1% higher (0.1227 vs 0.1212; econml's
-      defaults 0.136), exploration seeds 1-8; the intervals' coverage unchanged (null 0.90 vs 0.92, strong 0.77 vs
-      0.76, seeds 1-4);
+    * ``max_samples="auto"``: each tree is grown on a subsample of 45% of the rows (half of it to split, half to
+      estimate: honesty), but on at most ``MAX_TREE_ROWS`` rows. Subsampling is what makes a forest's estimate
+      asymptotically normal (Wager & Athey 2018 need subsamples of size s with s/n -> 0); a cap keeps the cost of a
+      tree flat in n, so 190,000 training rows cost about as much per tree as 22,000, and the forest's cost grows
+      only with the nuisance fits and the prediction. Below 22,000 rows nothing changes. At 190,000 rows 10,000
+      rows per tree gave the same PEHE as 20,000 (0.099 vs 0.100, 3 held-out trials) in 40% less fit time;
     * 100 honest trees (a multiple of ``subforest_size``, which the bootstrap-of-little-bags intervals need),
       split on econml's ``criterion="het"`` (grf's heterogeneity-gradient criterion), leaves of >= 10.
 
@@ -359,7 +354,7 @@ class CausalForest(EffectEstimator):
     @staticmethod
     def pilot_params(params: dict, n_full: int, n_pilot: int) -> dict:
         """Parameters under which a fit on ``n_pilot`` rows grows trees on as many rows as a fit on ``n_full`` rows
-        would (for the time estimate before a run, `mbi_predict.validate.estimate`): past ``MAX_TREE_ROWS / 0.5``
+        would (for the time estimate before a run, `mbi_predict.validate.estimate`): past ``MAX_TREE_ROWS / 0.45``
         rows the trees stop growing with the data, which pilots on fewer rows would not show. Empty when the
         config sets ``max_samples`` itself."""
         if params.get("max_samples", "auto") != "auto" or n_pilot < 1:
@@ -368,7 +363,7 @@ class CausalForest(EffectEstimator):
         return {"max_samples": min(0.5, rows / n_pilot)}
 
     def _max_samples(self, n: int) -> float | int:
-        """Rows per tree: "auto" is 50% of the rows up to ``MAX_TREE_ROWS / 0.5`` rows, then ``MAX_TREE_ROWS``."""
+        """Rows per tree: "auto" is 45% of the rows up to ``MAX_TREE_ROWS / 0.45`` rows, then ``MAX_TREE_ROWS``."""
         if self.max_samples != "auto":
             return self.max_samples
         return _AUTO_FRACTION if _auto_is_fraction(n) else MAX_TREE_ROWS

@@ -295,9 +295,8 @@ def test_causal_forest_rows_per_tree_are_capped_only_for_large_data():
     from mbi_predict.models.effect import MAX_TREE_ROWS
 
     forest = CausalForest()
-    assert forest._max_samples(2_000) == 0.5
-    assert forest._max_samples(int(MAX_TREE_ROWS / 0.5)) == 0.5
-    assert forest._max_samples(int(MAX_TREE_ROWS / 0.5) + 1) == MAX_TREE_ROWS
+    assert forest._max_samples(2_000) == 0.45
+    assert forest._max_samples(int(MAX_TREE_ROWS / 0.45)) == 0.45
     assert forest._max_samples(186_853) == MAX_TREE_ROWS  # a 240k consortium's passive-control comparison
     assert CausalForest(max_samples=0.3)._max_samples(10 ** 6) == 0.3
     y, t, X, groups, _ = consortium(n_trials=4, per_trial=100, seed=6)
