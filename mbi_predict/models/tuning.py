@@ -211,20 +211,24 @@ def tune(build: Callable[[dict[str, Any]], Any], predict: Callable[[Any, pd.Data
                                     study_name=study_name if storage else None, load_if_exists=bool(storage))
     except Exception as exc:  # a bad storage URL is a config problem, not a crash
         raise ConfigError(f"tuning.storage {storage!r} cannot be used: {type(exc).__name__}: {exc}") from None
+    from optuna.trial import TrialState
+
     start_values = {k: v for k, v in (defaults or {}).items() if k in space and _inside(space[k], v)}
-    if start_values and not study.trials:
+    finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials)
+    if start_values and finished < n_trials and not any(
+            t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.WAITING)
+            and t.system_attrs.get("fixed_params") == start_values for t in study.trials):
+        # first, and again in a study a killed run left with the defaults unscored (failed, or running in a
+        # process that is gone; a worker running them right now cannot be told apart and they are scored twice)
         study.enqueue_trial(start_values)
     callbacks = []
     if on_trial is not None:
         callbacks.append(lambda _study, _trial: on_trial())
-    from optuna.trial import TrialState
-
     if storage:
         # workers sharing the study stop once the study as a whole has spent the budget
         from optuna.study import MaxTrialsCallback
 
         callbacks.append(MaxTrialsCallback(n_trials, states=(TrialState.COMPLETE, TrialState.PRUNED)))
-    finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials)
     if finished < n_trials:  # a stored study whose budget is spent is read as it is
         study.optimize(objective, n_trials=n_trials - finished if storage else n_trials, timeout=timeout,
                        callbacks=callbacks, catch=())

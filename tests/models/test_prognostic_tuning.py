@@ -108,6 +108,30 @@ def test_a_study_left_half_done_by_a_killed_run_is_resumed_up_to_its_budget(data
     assert resumed.best_value <= resumed.history[0]  # the family defaults, enqueued first, were among them
 
 
+def test_a_study_killed_in_its_first_trial_still_scores_the_family_defaults(data, tmp_path):
+    """Ctrl-C inside the defaults' trial leaves it failed; the resumed study enqueues them again, so tuning still
+    never ends worse than the defaults."""
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    defaults_only = _tune(data, n_trials=1)  # no storage: the defaults' inner-fold loss
+    calls = []
+
+    def interrupted_build(params):
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return make_prognostic_model("elastic_net", "continuous", params, 0, features=data.features)
+
+    rows = np.isfinite(data.y)
+    with pytest.raises(KeyboardInterrupt):
+        tune(interrupted_build, lambda m, X_: predict_outcome(m, X_, "continuous"), data.X[rows], data.y[rows],
+             groups=data.trial[rows], strata=data.arm[rows], task="continuous",
+             space=search_space("elastic_net", "continuous"), n_trials=3, timeout=None, seed=1,
+             defaults=FAMILIES["elastic_net"].defaults["continuous"], storage=storage, study_name="exp:enet:T01:0")
+    resumed = _tune(data, storage=storage, study_name="exp:enet:T01:0", n_trials=3)
+    assert resumed.n_complete + resumed.n_pruned == 3 and resumed.n_trials == 4  # the failed trial is kept
+    assert defaults_only.history[0] in resumed.history and resumed.best_value <= defaults_only.history[0]
+
+
 def test_no_budget_means_no_tuning(data):
     result = _tune(data, n_trials=0)
     assert result.best_params == {} and result.n_trials == 0
