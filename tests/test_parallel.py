@@ -165,7 +165,8 @@ def test_dask_backend_gives_the_local_backend_summary(cluster, tmp_path):
 
 def test_optuna_studies_share_an_sqlite_storage(tmp_path):
     """``tuning.storage`` with an sqlite URL: every fold's study lands in the one database, named by
-    experiment:model:fold:seed and its inputs' fingerprint, so workers on several machines could share it (with a server database)."""
+    experiment:model:fold:seed and its inputs' fingerprint, so workers on several machines could share it (with a
+    server database). A second run of the same config reads the finished studies: same parameters, no new trial."""
     optuna = pytest.importorskip("optuna")
     from mbi_predict.runner import run_experiment
 
@@ -188,6 +189,9 @@ def test_optuna_studies_share_an_sqlite_storage(tmp_path):
         study = optuna.load_study(study_name=name, storage=storage)
         assert len([t for t in study.trials if t.state.name == "COMPLETE"]) >= 2
     assert np.isfinite(summary["models"]["elastic_net"]["pooled"]["rmse"]["estimate"])
+    again = run_experiment(config, out_dir=tmp_path / "again", progress=False).summary
+    assert sorted(s.study_name for s in optuna.get_all_study_summaries(storage)) == names
+    assert again["models"]["elastic_net"]["best_params"] == summary["models"]["elastic_net"]["best_params"]
 
 
 def test_local_workers_are_capped_by_the_machine():

@@ -12,14 +12,16 @@ Reproducibility: the TPE sampler is seeded from the config seed and the fold, an
 same model seed; results are identical run to run unless a `timeout` cuts the budget (then it depends on speed) or a
 shared storage lets other workers add trials.
 
-A shared storage (``tuning.storage``) keeps studies between runs, so a study's name carries a fingerprint of
-everything its trials depend on (`study_fingerprint`: the training rows, the inner folds, the search space, the
-budget, the seed and the model's fixed settings). A run whose inputs changed (new data, another space or budget,
-a different model) starts a new study instead of resuming one scored on other data, which would silently hand it
-that data's best parameters. A study whose budget is already spent is read, not extended: rerunning the same run
-gets the same parameters without a new trial, and a worker that arrives after the others finished adds nothing.
-A study a killed run left half done is resumed up to its budget (its remaining trials are then sampled in a new
-process, so the result can differ from an uninterrupted run's; the budget and the inputs are the same).
+A shared storage (``tuning.storage``) keeps studies between runs, so a study's name carries a fingerprint of what
+its trials depend on (`study_fingerprint`: the training rows, the inner folds, the search space, the budget, the
+seed, the model's fixed settings and the code's versions). A run whose inputs changed (new data, another space or
+budget, a different model, an upgraded library) starts a new study instead of resuming one scored on other data or
+by other code, which would silently hand it that study's best parameters. A study whose budget is already spent
+is read, not extended: rerunning the same run gets the same parameters without a new trial, and a worker that
+arrives after the others finished adds nothing.
+A study a killed run (or a ``timeout``) left short of its budget is resumed up to it (its remaining trials are then
+sampled in a new process, so the result can differ from an uninterrupted run's; the budget and the inputs are the
+same). The tuning record's ``trials_before`` says how many finished trials the stored study already had.
 """
 
 from __future__ import annotations
@@ -79,11 +81,14 @@ class TuningResult:
     seconds: float
     study_name: str | None
     history: list[float] = field(default_factory=list)  # objective per completed trial, in order
+    #: finished (complete or pruned) trials a stored study already held when this call began: equal to the budget
+    #: when a finished study was read, between 0 and it when a killed run's study was resumed
+    trials_before: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"best_params": self.best_params, "best_value": self.best_value, "metric": self.metric,
                 "n_trials": self.n_trials, "n_complete": self.n_complete, "n_pruned": self.n_pruned,
-                "seconds": self.seconds, "study_name": self.study_name}
+                "seconds": self.seconds, "study_name": self.study_name, "trials_before": self.trials_before}
 
 
 def search_space(family: str, task: str, overrides: dict[str, Any] | None = None,
@@ -145,11 +150,13 @@ def inner_splits(groups: np.ndarray, strata: np.ndarray, n_folds: int, seed: int
 def study_fingerprint(X: pd.DataFrame, y: np.ndarray, *, groups: np.ndarray, strata: np.ndarray, task: str,
                       space: dict[str, dict[str, Any]], n_trials: int, seed: int, inner_folds: int,
                       defaults: dict[str, Any] | None = None, identity: dict[str, Any] | None = None) -> str:
-    """16 hex digits of a SHA-256 over everything a study's trials depend on: the training rows (column names,
-    types and values of X, y, the trial groups and strata, in order), the task, search space, budget, seed, inner
-    folds, the enqueued defaults and ``identity`` (the model's fixed settings). Equal inputs give equal names; any
-    change gives a new study. The hash of a table of participant data is not participant data (and is not
-    reversible); the name is stored only in the user's own storage and the run's tuning record."""
+    """16 hex digits of a SHA-256 over what a study's trials depend on: the training rows (column names, types and
+    values of X, y, the trial groups and strata, in order), the task, search space, budget, seed, inner folds, the
+    enqueued defaults, ``identity`` (the model's fixed settings: plain JSON values) and the versions of this
+    package and of the libraries that fit and sample (`_code_versions`; changed code scores trials differently).
+    Equal inputs give equal names; a change to any of them gives a new study. Not covered: a local edit that keeps
+    the package version. The hash of a table of participant data is not participant data (and is not reversible);
+    the name is stored only in the user's own storage and the run's tuning record."""
     digest = hashlib.sha256()
     digest.update(json.dumps([list(map(str, X.columns)), [str(t) for t in X.dtypes]]).encode())
     digest.update(pd.util.hash_pandas_object(X, index=False).to_numpy().tobytes())
@@ -157,9 +164,40 @@ def study_fingerprint(X: pd.DataFrame, y: np.ndarray, *, groups: np.ndarray, str
         digest.update(pd.util.hash_array(np.asarray(array).astype(str) if np.asarray(array).dtype == object
                                          else np.asarray(array)).tobytes())
     settings = {"task": task, "space": space, "n_trials": int(n_trials), "seed": int(seed),
-                "inner_folds": int(inner_folds), "defaults": defaults or {}, "identity": identity or {}}
-    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+                "inner_folds": int(inner_folds), "defaults": defaults or {}, "identity": identity or {},
+                "code": _code_versions()}
+    digest.update(json.dumps(settings, sort_keys=True, default=_plain).encode())
     return digest.hexdigest()[:16]
+
+
+def _plain(value: Any) -> Any:
+    """JSON for numpy scalars and arrays; anything else unencodable is refused (its ``str`` could hold a memory
+    address, which would give every run a new study)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"study_fingerprint: {type(value).__name__} is not a plain setting")
+
+
+def _code_versions() -> dict[str, str]:
+    """The versions of the code a study's trials ran: this package and the libraries that fit, score and sample."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from mbi_predict import __version__
+
+    versions = {"mbi-predict": __version__}
+    # a library under each name it is distributed as (xgboost is xgboost-cpu on machines without a GPU)
+    for name, distributions in (("numpy", ("numpy",)), ("pandas", ("pandas",)), ("scikit-learn", ("scikit-learn",)),
+                                ("xgboost", ("xgboost", "xgboost-cpu")), ("optuna", ("optuna",))):
+        versions[name] = ""
+        for distribution in distributions:
+            try:
+                versions[name] = version(distribution)
+                break
+            except PackageNotFoundError:
+                continue
+    return versions
 
 
 def _loss(task: str, y: np.ndarray, prediction: np.ndarray) -> float:
@@ -239,7 +277,7 @@ def tune(build: Callable[[dict[str, Any]], Any], predict: Callable[[Any, pd.Data
     pruned = sum(t.state == TrialState.PRUNED for t in study.trials)
     return TuningResult(dict(study.best_params), float(study.best_value), metric, len(study.trials),
                         len(complete), pruned, time.perf_counter() - start, study_name,
-                        [float(t.value) for t in complete])
+                        [float(t.value) for t in complete], finished)
 
 
 def _inside(spec: dict[str, Any], value: Any) -> bool:

@@ -11,6 +11,7 @@ from mbi_predict.data.schema import check_ipd
 from mbi_predict.data.simulate import simulate_latent
 from mbi_predict.errors import ConfigError
 from mbi_predict.models.prognostic import FAMILIES, make_prognostic_model, predict_outcome
+from mbi_predict.models import tuning
 from mbi_predict.models.tuning import inner_splits, search_space, tune
 from mbi_predict.validate.loto import prepare_data
 
@@ -66,7 +67,8 @@ def test_tuning_budget_defaults_first_and_seeded(data):
     assert other.history[1:] != result.history[1:]
 
 
-def test_shared_storage_reads_a_finished_study_and_never_resumes_one_on_other_inputs(data, tmp_path):
+def test_shared_storage_reads_a_finished_study_and_never_resumes_one_on_other_inputs(data, tmp_path,
+                                                                                     monkeypatch):
     """A stored study is keyed by its inputs: a rerun reads the finished study (same parameters, no new trial);
     changed data, seed or model settings start a new study instead of inheriting another data set's best."""
     import optuna
@@ -75,6 +77,7 @@ def test_shared_storage_reads_a_finished_study_and_never_resumes_one_on_other_in
     first = _tune(data, storage=storage, study_name="exp:enet:T01:0", n_trials=3)
     again = _tune(data, storage=storage, study_name="exp:enet:T01:0", n_trials=3)  # a rerun, or a late worker
     assert first.n_trials == 3 and again.n_trials == 3  # read, not extended: the budget was spent
+    assert first.trials_before == 0 and again.trials_before == 3
     assert again.best_params == first.best_params and again.history == first.history
     assert re.fullmatch(r"exp:enet:T01:0:[0-9a-f]{16}", first.study_name) and again.study_name == first.study_name
 
@@ -84,15 +87,24 @@ def test_shared_storage_reads_a_finished_study_and_never_resumes_one_on_other_in
     other_seed = _tune(data, storage=storage, study_name="exp:enet:T01:0", n_trials=3, seed=2)
     other_model = _tune(data, storage=storage, study_name="exp:enet:T01:0", n_trials=3,
                         identity={"params": {"max_iter": 500}})
-    names = {first.study_name, other_data.study_name, other_seed.study_name, other_model.study_name}
-    assert len(names) == 4
-    assert all(r.n_trials == 3 for r in (other_data, other_seed, other_model))  # each its own full budget
-    assert len(optuna.get_all_study_summaries(storage)) == 4
+    with monkeypatch.context() as patched:  # the same inputs under an upgraded library
+        versions = tuning._code_versions()
+        patched.setattr(tuning, "_code_versions", lambda: {**versions, "scikit-learn": "99.0"})
+        other_code = _tune(data, storage=storage, study_name="exp:enet:T01:0", n_trials=3)
+    names = {first.study_name, other_data.study_name, other_seed.study_name, other_model.study_name,
+             other_code.study_name}
+    assert len(names) == 5
+    assert all(r.n_trials == 3 and r.trials_before == 0 for r in (other_data, other_seed, other_model, other_code))
+    assert len(optuna.get_all_study_summaries(storage)) == 5
+    with pytest.raises(TypeError, match="not a plain setting"):  # a str() that could hold a memory address
+        _tune(data, storage=storage, study_name="exp:enet:T01:0", n_trials=3, identity={"estimator": object()})
     with pytest.raises(ConfigError, match="tuning.storage"):
         _tune(data, storage="nosuchdb://x", study_name="s")
 
 
 def test_a_study_left_half_done_by_a_killed_run_is_resumed_up_to_its_budget(data, tmp_path):
+    import optuna
+
     storage = f"sqlite:///{tmp_path}/optuna.db"
     calls = []
 
@@ -103,8 +115,15 @@ def test_a_study_left_half_done_by_a_killed_run_is_resumed_up_to_its_budget(data
 
     with pytest.raises(KeyboardInterrupt):
         _tune(data, storage=storage, study_name="exp:enet:T01:0", n_trials=5, on_trial=killed_after_two)
+    (summary,) = optuna.get_all_study_summaries(storage)
+    killed = optuna.load_study(study_name=summary.study_name, storage=storage)
+    kept = [t.value for t in killed.trials]
+    assert len(kept) == 2
     resumed = _tune(data, storage=storage, study_name="exp:enet:T01:0", n_trials=5)
-    assert resumed.n_complete + resumed.n_pruned == 5 and resumed.n_trials == 5  # 2 kept, 3 added
+    assert resumed.study_name == summary.study_name and len(optuna.get_all_study_summaries(storage)) == 1
+    assert resumed.trials_before == 2 and resumed.n_trials == 5  # 2 kept, 3 added: the budget, not 5 more
+    assert resumed.n_complete + resumed.n_pruned == 5
+    assert [t.value for t in optuna.load_study(study_name=summary.study_name, storage=storage).trials[:2]] == kept
     assert resumed.best_value <= resumed.history[0]  # the family defaults, enqueued first, were among them
 
 
