@@ -192,6 +192,12 @@ def test_optuna_studies_share_an_sqlite_storage(tmp_path):
     again = run_experiment(config, out_dir=tmp_path / "again", progress=False).summary
     assert sorted(s.study_name for s in optuna.get_all_study_summaries(storage)) == names
     assert again["models"]["elastic_net"]["best_params"] == summary["models"]["elastic_net"]["best_params"]
+    assert all(record["trials_before"] == 2 for record in again["models"]["elastic_net"]["tuning"].values())
+    # a fixed setting of the model changed (it reaches the fingerprint through the fold job): new studies
+    config["models"][0]["params"] = {"max_iter": 5000}
+    changed = run_experiment(config, out_dir=tmp_path / "changed", progress=False).summary
+    assert len(optuna.get_all_study_summaries(storage)) == 2 * len(names)
+    assert all(record["trials_before"] == 0 for record in changed["models"]["elastic_net"]["tuning"].values())
 
 
 def test_local_workers_are_capped_by_the_machine():
