@@ -81,8 +81,9 @@ class TuningResult:
     seconds: float
     study_name: str | None
     history: list[float] = field(default_factory=list)  # objective per completed trial, in order
-    #: finished (complete or pruned) trials a stored study already held when this call began: equal to the budget
-    #: when a finished study was read, between 0 and it when a killed run's study was resumed
+    #: finished (complete or pruned) trials a stored study already held when this call began: at least the budget
+    #: when a finished study was read (workers sharing it can overshoot by a trial each), fewer when a killed run's
+    #: study was resumed
     trials_before: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -171,13 +172,14 @@ def study_fingerprint(X: pd.DataFrame, y: np.ndarray, *, groups: np.ndarray, str
 
 
 def _plain(value: Any) -> Any:
-    """JSON for numpy scalars and arrays; anything else unencodable is refused (its ``str`` could hold a memory
-    address, which would give every run a new study)."""
+    """JSON for numpy scalars and arrays; anything else unencodable is refused as a config error (its ``str``
+    could hold a memory address, which would give every run a new study)."""
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, np.ndarray):
         return value.tolist()
-    raise TypeError(f"study_fingerprint: {type(value).__name__} is not a plain setting")
+    raise ConfigError(f"tuning.storage: a model setting of type {type(value).__name__} cannot name a stored study; "
+                      "give the tuned model's params as plain numbers, strings, lists or mappings")
 
 
 def _code_versions() -> dict[str, str]:
