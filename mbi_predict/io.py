@@ -2,7 +2,8 @@
 Ctrl-C or SIGTERM (`sigterm_interrupts`, `deferred_interrupts`), and after a SIGKILL only a hidden staging folder that
 names its process, removed by the next writer (`remove_stale_staging`) - never overwrites an input
 (`check_outputs_apart`) and follows the user's umask; the one YAML reader (YAML 1.2 scalars, bounded aliases); content
-hashes for provenance. The interrupt and staging-folder helpers are in `mbi_predict.interrupts`, re-exported here."""
+hashes and installed versions for provenance. The interrupt and staging-folder helpers are in
+`mbi_predict.interrupts`, re-exported here."""
 
 from __future__ import annotations
 
@@ -395,6 +396,19 @@ class _LazyLoader:
 
 
 _YAML12Loader = _LazyLoader()
+
+
+def installed_distribution(*names: str) -> tuple[str, str] | None:
+    """(name, version) of the first of ``names`` installed here, None when none is: a library under each name it
+    is distributed as (xgboost is ``xgboost-cpu`` on Linux machines without a GPU)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    for name in names:
+        try:
+            return name, version(name)
+        except PackageNotFoundError:
+            continue
+    return None
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:

@@ -125,15 +125,11 @@ def _requirements(python_model: Any = None) -> list[str]:
     ``code_paths``. xgboost is pinned as the distribution actually installed (``xgboost-cpu`` on Linux, else
     ``xgboost``) and, like econml, only when the pickled model refers to it.
     """
-    from importlib.metadata import PackageNotFoundError, version
+    from mbi_predict.io import installed_distribution
 
     def pinned(*names: str) -> str | None:
-        for name in names:
-            try:
-                return f"{name}=={version(name)}"
-            except PackageNotFoundError:
-                continue
-        return None
+        found = installed_distribution(*names)
+        return None if found is None else f"{found[0]}=={found[1]}"
 
     needs: set[str] = set()
     if python_model is not None:

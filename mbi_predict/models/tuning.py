@@ -40,6 +40,7 @@ from sklearn.metrics import log_loss
 from sklearn.model_selection import GroupKFold, LeaveOneGroupOut, StratifiedKFold
 
 from mbi_predict.errors import ConfigError
+from mbi_predict.io import json_safe
 
 #: Default search spaces: (type, low, high, log) or ("categorical", choices). Ranges are the ones that matter for
 #: a few thousand participants with a handful of covariates: shallow trees, strong regularisation.
@@ -162,43 +163,30 @@ def study_fingerprint(X: pd.DataFrame, y: np.ndarray, *, groups: np.ndarray, str
     digest.update(json.dumps([list(map(str, X.columns)), [str(t) for t in X.dtypes]]).encode())
     digest.update(pd.util.hash_pandas_object(X, index=False).to_numpy().tobytes())
     for array in (y, groups, strata):
-        digest.update(pd.util.hash_array(np.asarray(array).astype(str) if np.asarray(array).dtype == object
-                                         else np.asarray(array)).tobytes())
+        values = np.asarray(array)
+        digest.update(pd.util.hash_array(values.astype(str) if values.dtype == object else values).tobytes())
     settings = {"task": task, "space": space, "n_trials": int(n_trials), "seed": int(seed),
                 "inner_folds": int(inner_folds), "defaults": defaults or {}, "identity": identity or {},
                 "code": _code_versions()}
-    digest.update(json.dumps(settings, sort_keys=True, default=_plain).encode())
+    try:  # numpy values as plain numbers; anything else JSON cannot encode is refused, never hashed by its str(),
+        # which could hold a memory address and give every run a new study
+        digest.update(json.dumps(json_safe(settings), sort_keys=True).encode())
+    except TypeError as exc:
+        raise ConfigError(f"tuning.storage: a model setting cannot name a stored study ({exc}); give the tuned "
+                          "model's params as plain numbers, strings, lists or mappings") from None
     return digest.hexdigest()[:16]
-
-
-def _plain(value: Any) -> Any:
-    """JSON for numpy scalars and arrays; anything else unencodable is refused as a config error (its ``str``
-    could hold a memory address, which would give every run a new study)."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise ConfigError(f"tuning.storage: a model setting of type {type(value).__name__} cannot name a stored study; "
-                      "give the tuned model's params as plain numbers, strings, lists or mappings")
 
 
 def _code_versions() -> dict[str, str]:
     """The versions of the code a study's trials ran: this package and the libraries that fit, score and sample."""
-    from importlib.metadata import PackageNotFoundError, version
-
     from mbi_predict import __version__
+    from mbi_predict.io import installed_distribution
 
     versions = {"mbi-predict": __version__}
-    # a library under each name it is distributed as (xgboost is xgboost-cpu on machines without a GPU)
     for name, distributions in (("numpy", ("numpy",)), ("pandas", ("pandas",)), ("scikit-learn", ("scikit-learn",)),
-                                ("xgboost", ("xgboost", "xgboost-cpu")), ("optuna", ("optuna",))):
-        versions[name] = ""
-        for distribution in distributions:
-            try:
-                versions[name] = version(distribution)
-                break
-            except PackageNotFoundError:
-                continue
+                                ("xgboost", ("xgboost-cpu", "xgboost")), ("optuna", ("optuna",))):
+        found = installed_distribution(*distributions)
+        versions[name] = "" if found is None else found[1]
     return versions
 
 
